@@ -1,0 +1,96 @@
+"""Load any Hugging Face causal LM (hub id or local folder) as a transformer-lens HookedTransformer.
+
+Going through transformer-lens gives every model the standard hook names
+(``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_out``, ...) that SAEs and circuit-tracer use.
+Weights are loaded without transformer-lens's folding and centring, so activations at each hook
+are exactly the Hugging Face model's and SAEs trained on either agree. Nothing touches the network:
+a hub id must already be in the local Hugging Face cache.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer
+from transformer_lens import loading_from_pretrained as tl_loading
+
+from analysis.devices import pick_device
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+class ModelLoadError(ValueError):
+    """A model spec that cannot be loaded, with a message that says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for hooks, with what it was loaded from."""
+
+    spec: str
+    path: Path
+    model: HookedTransformer
+    device: str
+
+    @property
+    def architecture(self) -> str:
+        return self.model.cfg.original_architecture or "unknown"
+
+
+def resolve_model_path(spec: str) -> Path:
+    """The local folder a model spec names: the folder itself, or a hub id's cached snapshot."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"'{spec}' is a folder but has no config.json: it is not a Hugging Face model folder")
+        return path
+    if path.exists():
+        raise ModelLoadError(f"'{spec}' is a file; give the model's folder (with config.json) or a hub id")
+    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
+        raise ModelLoadError(f"model folder '{spec}' does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(spec, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as error:
+        raise ModelLoadError(
+            f"model '{spec}' is not available offline: download it first "
+            f"(huggingface-cli download {spec}) or give a local folder"
+        ) from error
+
+
+def load_model(spec: str, device: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load ``spec`` onto ``device`` (CUDA when available, else CPU) as an unprocessed HookedTransformer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(spec)
+    device = pick_device(device)
+    hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
+    architecture = (hf_config.architectures or [hf_config.model_type])[0]
+    try:
+        cfg = tl_loading.get_pretrained_model_config(str(path), fold_ln=False, device=device, dtype=dtype)
+    except (NotImplementedError, ValueError, KeyError) as error:
+        raise ModelLoadError(
+            f"unknown architecture '{architecture}' in {path / 'config.json'}: transformer-lens cannot map it "
+            f"to hook names ({error})"
+        ) from error
+    hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    state_dict = tl_loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
+    del hf_model
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(
+        state_dict,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )
+    model.cfg.model_name = Path(spec).name if path == Path(spec).expanduser() else spec
+    model.move_model_modules_to_device()
+    model.eval()
+    return LoadedModel(spec=spec, path=path, model=model, device=device)

@@ -1,0 +1,131 @@
+"""Load sae-lens SAEs and transcoders (``release/sae_id`` or local folders) and check they fit a model.
+
+A local spec is either one SAE folder in sae-lens's disk format (``cfg.json`` +
+``sae_weights.safetensors``) or a folder of such folders, loaded in name order.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub.errors import LocalEntryNotFoundError
+from sae_lens import SAE
+from sae_lens.registry import SAE_CLASS_REGISTRY
+from sae_lens.saes.transcoder import Transcoder
+from transformer_lens import HookedTransformer
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+
+
+class SAELoadError(ValueError):
+    """An SAE spec that cannot be loaded or does not fit the model, with a message that says why."""
+
+
+@dataclass
+class LoadedSAE:
+    """One SAE or transcoder, with the name it is shown under and where it came from."""
+
+    name: str
+    spec: str
+    sae: SAE
+
+    @property
+    def hook_name(self) -> str:
+        return self.sae.cfg.metadata.hook_name
+
+    @property
+    def is_transcoder(self) -> bool:
+        return isinstance(self.sae, Transcoder)
+
+    @property
+    def hook_name_out(self) -> str | None:
+        """Where a transcoder writes (sae-lens keeps it in the metadata); None for a plain SAE."""
+        return self.sae.cfg.metadata.hook_name_out if self.is_transcoder else None
+
+    @property
+    def architecture(self) -> str:
+        return self.sae.cfg.architecture()
+
+    @property
+    def d_sae(self) -> int:
+        return self.sae.cfg.d_sae
+
+
+def _is_sae_folder(path: Path) -> bool:
+    return (path / CFG_FILE).exists() and (path / WEIGHTS_FILE).exists()
+
+
+def _load_folder(path: Path, spec: str, device: str) -> LoadedSAE:
+    architecture = json.loads((path / CFG_FILE).read_text()).get("architecture", "standard")
+    if architecture not in SAE_CLASS_REGISTRY:
+        known = ", ".join(sorted(SAE_CLASS_REGISTRY))
+        raise SAELoadError(f"unknown SAE architecture '{architecture}' in {path / CFG_FILE}; sae-lens knows: {known}")
+    return LoadedSAE(name=path.name, spec=spec, sae=SAE.load_from_disk(path, device=device))
+
+
+def _load_release(spec: str, device: str) -> LoadedSAE:
+    release, _, sae_id = spec.partition("/")
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the network, even if it is there
+    try:
+        sae = SAE.from_pretrained(release, sae_id, device=device)
+    except (LocalEntryNotFoundError, OSError) as error:  # checked first: the former is also a ValueError
+        raise SAELoadError(
+            f"SAE '{spec}' is not available offline: download it first or give a local folder"
+        ) from error
+    except ValueError as error:
+        raise SAELoadError(f"unknown SAE '{spec}': {error}") from error
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+    return LoadedSAE(name=f"{release}/{sae_id}", spec=spec, sae=sae)
+
+
+def load_saes(spec: str, device: str = "cpu") -> list[LoadedSAE]:
+    """Every SAE a spec names: a folder, a folder of folders, or a sae-lens ``release/sae_id``."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if _is_sae_folder(path):
+            return [_load_folder(path, spec, device)]
+        children = sorted(child for child in path.iterdir() if _is_sae_folder(child))
+        if not children:
+            raise SAELoadError(f"'{spec}' holds no SAE: expected {CFG_FILE} and {WEIGHTS_FILE}, here or in subfolders")
+        return [_load_folder(child, spec, device) for child in children]
+    if path.exists() or spec.startswith((".", "/", "~")) or "/" not in spec:
+        raise SAELoadError(f"SAE folder '{spec}' does not exist (or give a sae-lens release/sae_id)")
+    return [_load_release(spec, device)]
+
+
+@torch.no_grad()
+def hook_widths(model: HookedTransformer, hook_names: list[str]) -> dict[str, int]:
+    """The last-dimension width of each hook, read off a one-token forward pass."""
+    token = torch.tensor([[model.tokenizer.bos_token_id or 0]], device=model.cfg.device)
+    _, cache = model.run_with_cache(token, names_filter=lambda name: name in hook_names)
+    return {name: cache[name].shape[-1] for name in hook_names}
+
+
+def check_fits(model: HookedTransformer, saes: list[LoadedSAE]) -> None:
+    """Raise SAELoadError naming the first SAE whose hooks or widths do not match ``model``."""
+    needed = [(s, s.hook_name, s.sae.cfg.d_in) for s in saes]
+    needed += [(s, s.hook_name_out, s.sae.cfg.d_out) for s in saes if s.is_transcoder]
+    for loaded, hook, _ in needed:
+        if hook is None:
+            raise SAELoadError(f"transcoder '{loaded.name}' does not say where it writes (metadata.hook_name_out)")
+        if hook not in model.hook_dict:
+            raise SAELoadError(
+                f"SAE '{loaded.name}' uses hook '{hook}', which this model "
+                f"({model.cfg.n_layers} layers, {model.cfg.original_architecture}) does not have"
+            )
+    widths = hook_widths(model, sorted({hook for _, hook, _ in needed}))
+    for loaded, hook, width in needed:
+        if widths[hook] != width:
+            raise SAELoadError(
+                f"SAE '{loaded.name}' expects width {width} at '{hook}', but this model's activations "
+                f"there have width {widths[hook]}: the SAE was trained on a different model"
+            )
