@@ -1,0 +1,130 @@
+"""``python -m analysis <subcommand>``: the one command-line entry point of Glassbox."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = REPO_ROOT / "data" / "demo"
+DEMO_MODEL = DEMO_DIR / "model"
+DEMO_SAES = DEMO_DIR / "saes"
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from analysis.demo.build import STAGES, BundlePaths
+
+    stages = args.stages.split(",")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    paths = BundlePaths(Path(args.out))
+    with paths.build_lock():
+        _run_stages(paths, stages, args.minutes)
+    print(f"demo bundle stages {', '.join(stages)} written to {paths.root}")
+    return 0
+
+
+def _run_stages(paths, stages: list[str], minutes: float) -> None:
+    from analysis.demo.build import build_model, build_saes, build_tokenizer_and_streams, evaluate_bundle
+    from analysis.demo.report import write_readme, write_sources
+
+    if "tokenizer" in stages:
+        build_tokenizer_and_streams(paths)
+    if "model" in stages:
+        build_model(paths, minutes=minutes)
+    if "saes" in stages:
+        build_saes(paths)
+    if "report" in stages:
+        evaluate_bundle(paths)
+        metrics = paths.read_metrics()
+        write_sources(metrics, paths.root / "SOURCES.md")
+        write_readme(metrics, paths.root / "README.md")
+
+
+def describe(model_spec: str, sae_specs: list[str], device: str | None) -> dict:
+    """What a model spec and SAE specs resolve to, after checking that the SAEs fit the model."""
+    from analysis.model_loading import load_model
+    from analysis.sae_loading import check_fits, load_saes
+
+    loaded = load_model(model_spec, device=device)
+    cfg = loaded.model.cfg
+    saes = [sae for spec in sae_specs for sae in load_saes(spec, device=loaded.device)]
+    check_fits(loaded.model, saes)
+    return {
+        "model": {
+            "spec": model_spec,
+            "path": str(loaded.path),
+            "architecture": loaded.architecture,
+            "n_layers": cfg.n_layers,
+            "d_model": cfg.d_model,
+            "n_heads": cfg.n_heads,
+            "d_vocab": cfg.d_vocab,
+            "n_ctx": cfg.n_ctx,
+            "device": loaded.device,
+        },
+        "saes": [
+            {
+                "name": sae.name,
+                "spec": sae.spec,
+                "architecture": sae.architecture,
+                "kind": "transcoder" if sae.is_transcoder else "sae",
+                "hook": sae.hook_name,
+                "hook_out": sae.hook_name_out,
+                "d_in": sae.sae.cfg.d_in,
+                "d_sae": sae.d_sae,
+            }
+            for sae in saes
+        ],
+    }
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    sae_specs = args.sae if args.sae is not None else ([str(DEMO_SAES)] if args.model == str(DEMO_MODEL) else [])
+    info = describe(args.model, sae_specs, args.device)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    model = info["model"]
+    print(f"model   {model['spec']}")
+    print(f"        {model['architecture']}, {model['n_layers']} layers, d_model {model['d_model']}, "
+          f"{model['n_heads']} heads, vocab {model['d_vocab']}, context {model['n_ctx']}, device {model['device']}")
+    for sae in info["saes"]:
+        hook = f"{sae['hook']} -> {sae['hook_out']}" if sae["hook_out"] else sae["hook"]
+        print(f"{sae['kind']:<11} {sae['name']}: {sae['architecture']}, hook {hook}, d_in {sae['d_in']}, d_sae {sae['d_sae']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description="Glassbox: model-side commands.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<subcommand>")
+
+    demo = commands.add_parser("demo", help="rebuild the demo bundle (corpus, tokenizer, model, SAEs, report)",
+                               description="Rebuild the offline demo bundle in data/demo/ stage by stage.")
+    demo.add_argument("--stages", default="tokenizer,model,saes,report",
+                      help="comma-separated stages to run, in order (default: all)")
+    demo.add_argument("--minutes", type=float, default=40.0, help="wall-clock budget for training the model")
+    demo.add_argument("--out", default=str(DEMO_DIR), help="bundle folder (default: data/demo)")
+    demo.set_defaults(handler=_run_demo)
+
+    info = commands.add_parser("info", help="print what a model spec and SAE specs resolve to",
+                               description="Load a model (hub id or local folder) and SAEs (sae-lens "
+                                           "release/sae_id or local folders) and describe them.")
+    info.add_argument("--model", default=str(DEMO_MODEL), help="Hugging Face hub id or local folder (default: demo)")
+    info.add_argument("--sae", action="append", help="SAE spec; repeat for several (default: the demo's SAEs)")
+    info.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(handler=_run_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from analysis.errors import USER_ERRORS
+
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
