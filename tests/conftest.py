@@ -1,0 +1,47 @@
+"""Shared fixtures: the committed demo bundle, loaded once per test session through the users' loaders."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+DEMO_DIR = REPO_ROOT / "data" / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    return DEMO_DIR
+
+
+@pytest.fixture(scope="session")
+def demo_metrics() -> dict:
+    return json.loads((DEMO_DIR / "build_metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    from analysis.model_loading import load_model
+
+    return load_model(str(DEMO_DIR / "model"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_saes():
+    from analysis.sae_loading import load_saes
+
+    return load_saes(str(DEMO_DIR / "saes"))
+
+
+@pytest.fixture(scope="session")
+def heldout_windows(demo_model):
+    """The first 16 held-out windows of 128 tokens, each starting with BOS, as the bundle's evaluation uses."""
+    from analysis.demo.sae_training import context_windows
+
+    stream = np.load(DEMO_DIR / "heldout_tokens.npy")
+    return context_windows(stream, 128, 128, demo_model.model.tokenizer.bos_token_id, seed=1)[:16]
