@@ -21,12 +21,12 @@ def _run_demo(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     paths = BundlePaths(Path(args.out))
     with paths.build_lock():
-        _run_stages(paths, stages, args.minutes)
+        _run_stages(paths, stages, args.minutes, set(args.only.split(",")) if args.only else None)
     print(f"demo bundle stages {', '.join(stages)} written to {paths.root}")
     return 0
 
 
-def _run_stages(paths, stages: list[str], minutes: float) -> None:
+def _run_stages(paths, stages: list[str], minutes: float, only: set[str] | None) -> None:
     from analysis.demo.build import build_model, build_saes, build_tokenizer_and_streams, evaluate_bundle
     from analysis.demo.report import write_readme, write_sources
 
@@ -35,7 +35,7 @@ def _run_stages(paths, stages: list[str], minutes: float) -> None:
     if "model" in stages:
         build_model(paths, minutes=minutes)
     if "saes" in stages:
-        build_saes(paths)
+        build_saes(paths, only=only)
     if "report" in stages:
         evaluate_bundle(paths)
         metrics = paths.read_metrics()
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--stages", default="tokenizer,model,saes,report",
                       help="comma-separated stages to run, in order (default: all)")
     demo.add_argument("--minutes", type=float, default=40.0, help="wall-clock budget for training the model")
+    demo.add_argument("--only", help="with the saes stage: retrain only these SAEs (comma-separated names)")
     demo.add_argument("--out", default=str(DEMO_DIR), help="bundle folder (default: data/demo)")
     demo.set_defaults(handler=_run_demo)
 

@@ -57,8 +57,8 @@ def resolve_model_path(spec: str) -> Path:
         return Path(snapshot_download(spec, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError) as error:
         raise ModelLoadError(
-            f"model '{spec}' is not available offline: download it first "
-            f"(huggingface-cli download {spec}) or give a local folder"
+            f"model '{spec}' is not available offline: download it first or give a local folder "
+            f"(to download: huggingface-cli download {spec})"
         ) from error
 
 

@@ -21,6 +21,7 @@ class SAEQuality:
     name: str
     d_sae: int
     tokens: int
+    ce_tokens: int
     mean_l0: float
     explained_variance: float
     ce_loss_clean: float
@@ -46,6 +47,7 @@ class _Accumulator:
         self.target_sq_sum = 0.0
         self.ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
         self.ce_batches = 0
+        self.ce_tokens = 0
 
     def add_tokens(self, acts: torch.Tensor, target: torch.Tensor, reconstruction: torch.Tensor) -> None:
         active = acts > 0
@@ -64,6 +66,7 @@ class _Accumulator:
             name=name,
             d_sae=len(self.fired),
             tokens=self.tokens,
+            ce_tokens=self.ce_tokens,
             mean_l0=self.l0_sum / self.tokens,
             explained_variance=1.0 - self.residual_sq / total_variance,
             ce_loss_clean=ce["clean"],
@@ -99,9 +102,13 @@ def _splice_hooks(loaded: LoadedSAE, replacement: str) -> list[tuple[str, object
 @torch.no_grad()
 def evaluate_saes(
     model: HookedTransformer, saes: list[LoadedSAE], windows: torch.Tensor, special_ids: list[int],
-    batch_size: int = 32,
+    batch_size: int = 32, ce_windows: int | None = None,
 ) -> list[SAEQuality]:
-    """Measure every SAE in ``saes`` on the token ``windows`` ([n, context], each starting with BOS)."""
+    """Measure every SAE in ``saes`` on the token ``windows`` ([n, context], each starting with BOS).
+
+    Firing statistics use every window (dead latents need many tokens to tell apart from rare ones);
+    CE losses, which cost two extra forward passes per SAE, use only the first ``ce_windows``.
+    """
     hooks = sorted({s.hook_name for s in saes} | {s.hook_name_out for s in saes if s.is_transcoder})
     accumulators = [_Accumulator(s.d_sae) for s in saes]
     device = model.cfg.device
@@ -115,9 +122,12 @@ def evaluate_saes(
             target = cache[loaded.hook_name_out][keep] if loaded.is_transcoder else source
             acts = loaded.sae.encode(source)
             acc.add_tokens(acts, target, loaded.sae.decode(acts))
+            if ce_windows is not None and start >= ce_windows:
+                continue
             acc.ce["clean"] += clean_loss.item()
             for kind in ("sae", "zero"):
                 loss = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=_splice_hooks(loaded, kind))
                 acc.ce[kind] += loss.item()
             acc.ce_batches += 1
+            acc.ce_tokens += int(keep.sum())
     return [acc.result(loaded.name) for loaded, acc in zip(saes, accumulators)]

@@ -17,6 +17,8 @@ from analysis.demo import corpus
 
 STAGES = ("tokenizer", "model", "saes", "report")
 VOCAB_SIZE = 8192
+EVAL_WINDOWS = 2048  # held-out windows of 128 tokens for firing statistics (about 260k tokens)
+CE_WINDOWS = 128  # of which the first this many also measure CE loss recovered
 
 
 class BundlePaths:
@@ -102,7 +104,7 @@ def build_model(paths: BundlePaths, minutes: float) -> None:
     paths.write_metrics({"model": report})
 
 
-def build_saes(paths: BundlePaths, settings: "TrainingSettings | None" = None) -> None:
+def build_saes(paths: BundlePaths, settings: "TrainingSettings | None" = None, only: set[str] | None = None) -> None:
     """Cache activations of the trained model once, then train every demo SAE and transcoder."""
     from analysis.demo.sae_training import (
         TrainingSettings,
@@ -117,7 +119,7 @@ def build_saes(paths: BundlePaths, settings: "TrainingSettings | None" = None) -
     train, _ = ensure_streams(paths)
     loaded = load_model(str(paths.model), device="cpu")
     tokenizer = loaded.model.tokenizer
-    specs = demo_dictionaries(loaded.model.cfg.n_layers)
+    specs = [s for s in demo_dictionaries(loaded.model.cfg.n_layers) if only is None or s.name in only]
     hooks = sorted({s.hook_in for s in specs} | {s.hook_out for s in specs if s.hook_out})
     n_windows = settings.activation_tokens // (settings.context - 1)
     windows = context_windows(train, n_windows, settings.context, tokenizer.bos_token_id, settings.seed)
@@ -148,10 +150,11 @@ def evaluate_bundle(paths: BundlePaths) -> None:
     saes = load_saes(str(paths.saes))
     check_fits(loaded.model, saes)
     tokenizer = loaded.model.tokenizer
-    windows = context_windows(heldout, 128, 128, tokenizer.bos_token_id, seed=1)
-    qualities = evaluate_saes(loaded.model, saes, windows, special_token_ids(tokenizer))
+    windows = context_windows(heldout, EVAL_WINDOWS, 128, tokenizer.bos_token_id, seed=1)
+    qualities = evaluate_saes(loaded.model, saes, windows, special_token_ids(tokenizer), ce_windows=CE_WINDOWS)
     paths.write_metrics({
         "saes": {q.name: q.as_dict() for q in qualities},
-        "sae_eval_tokens": int(qualities[0].tokens),
+        "sae_eval_tokens": qualities[0].tokens,
+        "sae_ce_eval_tokens": qualities[0].ce_tokens,
         "generations": generations_per_domain(loaded.model),
     })

@@ -46,13 +46,19 @@ class TrainingSettings:
 
 
 def demo_dictionaries(n_layers: int) -> list[DictionarySpec]:
-    """A transcoder per layer (MLP input -> MLP output) and a residual SAE at the middle layer."""
+    """A transcoder per layer (MLP input -> MLP output) and a residual SAE at the middle layer.
+
+    Layer 0's transcoder has 512 latents and the residual SAE 1024: at 2048, trained on the CPU
+    budget of 1M samples, 45% and 25% of their latents stayed dead (measured on 260k held-out
+    tokens), above the 20% floor (and 25% for layer 0 at 1024).
+    """
     middle = n_layers // 2
     specs = [
-        DictionarySpec(f"transcoder-L{layer}", f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out")
+        DictionarySpec(f"transcoder-L{layer}", f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
+                       d_sae=512 if layer == 0 else 2048)
         for layer in range(n_layers)
     ]
-    return specs + [DictionarySpec(f"resid-L{middle}", f"blocks.{middle}.hook_resid_pre", None)]
+    return specs + [DictionarySpec(f"resid-L{middle}", f"blocks.{middle}.hook_resid_pre", None, d_sae=1024)]
 
 
 def context_windows(stream: np.ndarray, n_windows: int, context: int, bos_id: int, seed: int) -> torch.Tensor:
