@@ -23,6 +23,8 @@ from sae_lens.training.sae_trainer import SAETrainer
 from tqdm import tqdm
 from transformer_lens import HookedTransformer
 
+from analysis.demo.lm_training import sample_windows
+
 
 @dataclass(frozen=True)
 class DictionarySpec:
@@ -63,10 +65,7 @@ def demo_dictionaries(n_layers: int) -> list[DictionarySpec]:
 
 def context_windows(stream: np.ndarray, n_windows: int, context: int, bos_id: int, seed: int) -> torch.Tensor:
     """``n_windows`` random windows of ``context`` tokens from ``stream``, each beginning with BOS."""
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(stream) - context, size=n_windows)
-    body = np.stack([stream[s : s + context - 1] for s in starts]).astype(np.int64)
-    return torch.from_numpy(np.concatenate([np.full((n_windows, 1), bos_id), body], axis=1))
+    return sample_windows(stream, n_windows, context, bos_id, np.random.default_rng(seed))
 
 
 @torch.no_grad()
