@@ -6,7 +6,7 @@ Special tokens (BOS/EOS/pad) are left out of every per-token statistic.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from transformer_lens import HookedTransformer
@@ -35,40 +35,58 @@ class SAEQuality:
         return asdict(self)
 
 
-class _Accumulator:
-    """Running sums for one SAE over token batches."""
+@dataclass
+class QualitySums:
+    """Additive sums behind one SAE's quality numbers: batches and shards combine by ``+``."""
 
-    def __init__(self, d_sae: int) -> None:
-        self.fired = torch.zeros(d_sae, dtype=torch.long)
-        self.l0_sum = 0.0
-        self.tokens = 0
-        self.residual_sq = 0.0
-        self.target_sum: torch.Tensor | float = 0.0
-        self.target_sq_sum = 0.0
-        self.ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
-        self.ce_batches = 0
-        self.ce_tokens = 0
+    d_sae: int
+    fired: torch.Tensor | None = None  # [d_sae] tokens on which each latent fired
+    tokens: int = 0
+    l0_sum: float = 0.0
+    residual_sq: float = 0.0
+    target_sum: torch.Tensor | None = None  # [d_out]
+    target_sq_sum: float = 0.0
+    ce_sums: dict[str, float] = field(default_factory=lambda: {"clean": 0.0, "sae": 0.0, "zero": 0.0})
+    ce_predictions: int = 0
+    ce_tokens: int = 0
 
     def add_tokens(self, acts: torch.Tensor, target: torch.Tensor, reconstruction: torch.Tensor) -> None:
         active = acts > 0
-        self.fired += active.sum(0).cpu()
+        fired = active.sum(0).cpu()
+        self.fired = fired if self.fired is None else self.fired + fired
         self.l0_sum += active.sum().item()
         self.tokens += acts.shape[0]
         self.residual_sq += (target - reconstruction).pow(2).sum().item()
-        self.target_sum = self.target_sum + target.sum(0)
-        self.target_sq_sum += target.pow(2).sum().item()
+        target_sum = target.double().sum(0).cpu()
+        self.target_sum = target_sum if self.target_sum is None else self.target_sum + target_sum
+        self.target_sq_sum += target.double().pow(2).sum().item()
 
-    def result(self, name: str) -> SAEQuality:
+    def __add__(self, other: "QualitySums") -> "QualitySums":
+        def plus(a, b):
+            return b if a is None else a if b is None else a + b
+
+        return QualitySums(
+            d_sae=self.d_sae, fired=plus(self.fired, other.fired), tokens=self.tokens + other.tokens,
+            l0_sum=self.l0_sum + other.l0_sum, residual_sq=self.residual_sq + other.residual_sq,
+            target_sum=plus(self.target_sum, other.target_sum), target_sq_sum=self.target_sq_sum + other.target_sq_sum,
+            ce_sums={k: v + other.ce_sums[k] for k, v in self.ce_sums.items()},
+            ce_predictions=self.ce_predictions + other.ce_predictions, ce_tokens=self.ce_tokens + other.ce_tokens,
+        )
+
+    def explained_variance(self) -> float:
         mean = self.target_sum / self.tokens
         total_variance = self.target_sq_sum - self.tokens * float(mean.pow(2).sum())
-        ce = {key: value / self.ce_batches for key, value in self.ce.items()}
+        return 1.0 - self.residual_sq / total_variance
+
+    def result(self, name: str) -> SAEQuality:
+        ce = {key: value / self.ce_predictions for key, value in self.ce_sums.items()}
         return SAEQuality(
             name=name,
-            d_sae=len(self.fired),
+            d_sae=self.d_sae,
             tokens=self.tokens,
             ce_tokens=self.ce_tokens,
             mean_l0=self.l0_sum / self.tokens,
-            explained_variance=1.0 - self.residual_sq / total_variance,
+            explained_variance=self.explained_variance(),
             ce_loss_clean=ce["clean"],
             ce_loss_with_sae=ce["sae"],
             ce_loss_zero_ablation=ce["zero"],
@@ -100,6 +118,30 @@ def _splice_hooks(loaded: LoadedSAE, replacement: str) -> list[tuple[str, object
 
 
 @torch.no_grad()
+def measure_batch(
+    model: HookedTransformer, saes: list[LoadedSAE], tokens: torch.Tensor, special: torch.Tensor,
+    sums: list[QualitySums], with_ce: bool,
+) -> None:
+    """Add one batch of windows ([n, context], each starting with BOS) to every SAE's sums."""
+    hooks = sorted({s.hook_name for s in saes} | {s.hook_name_out for s in saes if s.is_transcoder})
+    keep = ~torch.isin(tokens, special)
+    clean_loss, cache = model.run_with_cache(tokens, return_type="loss", loss_per_token=True, names_filter=hooks)
+    for loaded, acc in zip(saes, sums):
+        source = cache[loaded.hook_name][keep]
+        target = cache[loaded.hook_name_out][keep] if loaded.is_transcoder else source
+        acts = loaded.sae.encode(source)
+        acc.add_tokens(acts, target, loaded.sae.decode(acts))
+        if not with_ce:
+            continue
+        acc.ce_sums["clean"] += clean_loss.sum().item()
+        for kind in ("sae", "zero"):
+            loss = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True,
+                                        fwd_hooks=_splice_hooks(loaded, kind))
+            acc.ce_sums[kind] += loss.sum().item()
+        acc.ce_predictions += clean_loss.numel()
+        acc.ce_tokens += int(keep.sum())
+
+
 def evaluate_saes(
     model: HookedTransformer, saes: list[LoadedSAE], windows: torch.Tensor, special_ids: list[int],
     batch_size: int = 32, ce_windows: int | None = None,
@@ -109,25 +151,9 @@ def evaluate_saes(
     Firing statistics use every window (dead latents need many tokens to tell apart from rare ones);
     CE losses, which cost two extra forward passes per SAE, use only the first ``ce_windows``.
     """
-    hooks = sorted({s.hook_name for s in saes} | {s.hook_name_out for s in saes if s.is_transcoder})
-    accumulators = [_Accumulator(s.d_sae) for s in saes]
-    device = model.cfg.device
-    special = torch.tensor(special_ids, device=device)
+    sums = [QualitySums(s.d_sae) for s in saes]
+    special = torch.tensor(special_ids, device=model.cfg.device)
     for start in range(0, len(windows), batch_size):
-        tokens = windows[start : start + batch_size].to(device)
-        keep = ~torch.isin(tokens, special)
-        clean_loss, cache = model.run_with_cache(tokens, return_type="loss", names_filter=hooks)
-        for loaded, acc in zip(saes, accumulators):
-            source = cache[loaded.hook_name][keep]
-            target = cache[loaded.hook_name_out][keep] if loaded.is_transcoder else source
-            acts = loaded.sae.encode(source)
-            acc.add_tokens(acts, target, loaded.sae.decode(acts))
-            if ce_windows is not None and start >= ce_windows:
-                continue
-            acc.ce["clean"] += clean_loss.item()
-            for kind in ("sae", "zero"):
-                loss = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=_splice_hooks(loaded, kind))
-                acc.ce[kind] += loss.item()
-            acc.ce_batches += 1
-            acc.ce_tokens += int(keep.sum())
-    return [acc.result(loaded.name) for loaded, acc in zip(saes, accumulators)]
+        tokens = windows[start : start + batch_size].to(model.cfg.device)
+        measure_batch(model, saes, tokens, special, sums, with_ce=ce_windows is None or start < ce_windows)
+    return [acc.result(loaded.name) for loaded, acc in zip(saes, sums)]

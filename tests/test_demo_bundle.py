@@ -18,17 +18,12 @@ def test_readme_and_sources_are_the_ones_the_measured_metrics_give(demo_dir, dem
     assert (tmp_path / "SOURCES.md").read_text() == (demo_dir / "SOURCES.md").read_text()
 
 
-DEMO_SAES = ["resid-L2", "transcoder-L1", "transcoder-L2", "transcoder-L3"]
-# Known open problem, tracked in issue 2: layer 0's transcoder keeps about 25% dead latents at
-# 512, 1024 and 2048 latents on the CPU training budget. strict: this fails loudly once fixed.
-KNOWN_BELOW_FLOOR = pytest.param(
-    "transcoder-L0", marks=pytest.mark.xfail(strict=True, reason="layer-0 transcoder: ~25% dead latents > 20% floor")
-)
+DEMO_SAES = ["resid-L2", "transcoder-L0", "transcoder-L1", "transcoder-L2", "transcoder-L3"]
 
 
-@pytest.mark.parametrize("name", [*DEMO_SAES, KNOWN_BELOW_FLOOR])
+@pytest.mark.parametrize("name", DEMO_SAES)
 def test_sae_meets_the_floors(demo_metrics, name):
-    assert set(demo_metrics["saes"]) == {*DEMO_SAES, "transcoder-L0"}
+    assert set(demo_metrics["saes"]) == set(DEMO_SAES)
     assert all(floors_met(demo_metrics["saes"][name]).values()), demo_metrics["saes"][name]
 
 

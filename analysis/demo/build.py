@@ -127,9 +127,11 @@ def build_saes(paths: BundlePaths, settings: "TrainingSettings | None" = None, o
     del loaded
     for spec in specs:
         train_dictionary(spec, activations, "glassbox-demo-gpt2", paths.saes, settings)
+    learning_rates = paths.read_metrics().get("sae_training", {}).get("learning_rates", {})
+    learning_rates.update({spec.name: spec.lr or settings.lr for spec in specs})
     paths.write_metrics({"sae_training": {"activation_tokens": len(next(iter(activations.values()))),
                                           "training_tokens_per_sae": settings.training_tokens,
-                                          "batch_size": settings.batch_size, "lr": settings.lr}})
+                                          "batch_size": settings.batch_size, "learning_rates": learning_rates}})
 
 
 def special_token_ids(tokenizer) -> list[int]:

@@ -106,7 +106,10 @@ def write_readme(metrics: dict, path: Path) -> None:
         "",
         "Trained with sae-lens (BatchTopK, saved as JumpReLU in sae-lens's disk format) on activations of",
         f"{metrics['sae_training']['activation_tokens']:,} training-split tokens, "
-        f"{metrics['sae_training']['training_tokens_per_sae']:,} samples each. Measured on "
+        f"{metrics['sae_training']['training_tokens_per_sae']:,} samples each, batch "
+        f"{metrics['sae_training']['batch_size']}, learning rates "
+        + ", ".join(f"{n} {lr:g}" for n, lr in sorted(metrics["sae_training"]["learning_rates"].items()))
+        + ". Measured on "
         f"{metrics['sae_eval_tokens']:,} held-out tokens (special tokens excluded; CE losses on the first "
         f"{metrics['sae_ce_eval_tokens']:,}).",
         f"Floors: explained variance ≥ {FLOORS['explained_variance']}, mean L0 ≤ {FLOORS['mean_l0']}, "
