@@ -96,6 +96,31 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_precompute(args: argparse.Namespace) -> int:
+    from analysis.atlas.precompute import PrecomputeConfig, parse_shard, run_precompute
+
+    config = PrecomputeConfig(
+        model=args.model, saes=tuple(args.sae or [str(DEMO_SAES)]), corpus=args.corpus, tokens=args.tokens,
+        out=Path(args.out), context=args.context, top_k=args.top_k, seed=args.seed, batch_windows=args.batch,
+        device=args.device, shard=parse_shard(args.shard), checkpoint_seconds=args.checkpoint_minutes * 60,
+        overwrite=args.overwrite, resume=args.resume,
+    )
+    summary = run_precompute(config)
+    print(f"atlas {summary['atlas']}: {summary['tokens']:,} tokens, {summary['saes']} SAEs, "
+          f"{summary['features']:,} features, {summary['size_mb']} MB, {summary['seconds']} s "
+          f"(streaming pass {summary['pass_seconds']} s)")
+    return 0
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from analysis.atlas.merge import merge_atlases
+
+    summary = merge_atlases([Path(p) for p in args.partials], Path(args.out), overwrite=args.overwrite)
+    print(f"merged {summary['partials']} partial atlases (shards {summary['shards']}) into {summary['atlas']}: "
+          f"{summary['tokens']:,} tokens, {summary['seconds']} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description="Glassbox: model-side commands.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<subcommand>")
@@ -117,6 +142,35 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(handler=_run_info)
+
+    pre = commands.add_parser(
+        "precompute", help="stream a corpus through a model and its SAEs into a DuckDB feature atlas",
+        description="One pass over a corpus: per-latent statistics, top and interval examples, logit effects, "
+                    "neighbours and automatic labels for every latent of every SAE, written to a DuckDB atlas.")
+    pre.add_argument("--model", default=str(DEMO_MODEL), help="Hugging Face hub id or local folder (default: demo)")
+    pre.add_argument("--sae", action="append", help="SAE spec; repeat for several (default: the demo's SAEs)")
+    pre.add_argument("--corpus", default="demo",
+                     help="'demo', a folder of text files, a .jsonl file with a 'text' field, or a locally cached "
+                          "Hugging Face dataset name (default: demo)")
+    pre.add_argument("--tokens", type=int, required=True, help="how many tokens to process (whole windows)")
+    pre.add_argument("--context", type=int, default=128, help="tokens per window, BOS included (default 128)")
+    pre.add_argument("--top-k", type=int, default=20, help="top examples kept per latent (default 20)")
+    pre.add_argument("--seed", type=int, default=0, help="seed of the interval samples (default 0)")
+    pre.add_argument("--batch", type=int, default=None, help="windows per batch (default: 32 on CPU, 128 on GPU)")
+    pre.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    pre.add_argument("--shard", default="0/1", help="process slice i of n of the windows (partial atlas)")
+    pre.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between checkpoints")
+    pre.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing atlas at --out")
+    pre.add_argument("--out", required=True, help="atlas file to write (.duckdb)")
+    pre.set_defaults(handler=_run_precompute)
+
+    merge = commands.add_parser("merge", help="combine partial atlases from --shard runs into one atlas",
+                                description="Merge partial atlases of one run (same model, SAEs, corpus, settings).")
+    merge.add_argument("partials", nargs="+", help="partial atlas files")
+    merge.add_argument("--out", required=True, help="merged atlas file to write")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing atlas at --out")
+    merge.set_defaults(handler=_run_merge)
     return parser
 
 

@@ -62,6 +62,13 @@ def resolve_model_path(spec: str) -> Path:
         ) from error
 
 
+def load_tokenizer(spec: str):
+    """The tokenizer of a model spec, without loading the model."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(spec), local_files_only=True)
+
+
 def load_model(spec: str, device: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load ``spec`` onto ``device`` (CUDA when available, else CPU) as an unprocessed HookedTransformer."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

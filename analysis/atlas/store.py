@@ -1,0 +1,316 @@
+"""Write an atlas (and read back the running state a partial atlas holds, for merging).
+
+An atlas is written to ``PATH.tmp`` and renamed onto ``PATH`` only when complete, so a reader sees
+either the old file or the new one, never half of one. Columns are built as Arrow arrays straight
+from the tensors (no Python loop over latents or examples) and loaded by DuckDB in one statement
+per table.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import torch
+
+from analysis.atlas.corpus_source import CorpusTokens
+from analysis.atlas.feature_stats import EMPTY_KEY, N_INTERVALS, FeatureStats
+from analysis.atlas.labels import automatic_labels, enriched_tokens
+from analysis.atlas.schema import SCHEMA_VERSION, open_atlas, read_meta
+from analysis.atlas.weight_stats import LogitEffects
+from analysis.sae_metrics import DENSE_FRACTION, QualitySums
+
+DENSITY_BINS = np.linspace(-8, 0, 49)  # log10 density edges for the per-SAE histogram across latents
+
+
+@dataclass
+class SAEResult:
+    """Everything the atlas stores about one SAE."""
+
+    info: dict  # name, spec, hook_name, hook_name_out, architecture, is_transcoder, d_in, d_sae, content_hash
+    stats: FeatureStats
+    quality: QualitySums
+    logits: LogitEffects | None
+    neighbours: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass
+class AtlasContent:
+    meta: dict
+    corpus: CorpusTokens
+    bos_id: int | None
+    token_text: list[str]
+    token_counts: np.ndarray
+    saes: list[SAEResult]
+
+
+def _fixed(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix).reshape(-1)), matrix.shape[1])
+
+
+def _ragged(row: np.ndarray, values: np.ndarray, n_rows: int) -> pa.ListArray:
+    """List column from the row index of each value (values already grouped by row, in order)."""
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=n_rows))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _sparse_windows(acts: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
+    """Each [context] activation row as (positions, values) of its non-zero entries."""
+    row, position = np.nonzero(acts)
+    return _ragged(row, position.astype(np.int16), len(acts)), _ragged(row, acts[row, position].astype(np.float32), len(acts))
+
+
+def _example_table(sae: int, stats: FeatureStats, corpus: CorpusTokens) -> pa.Table:
+    context = stats.context
+    latent, slot = (stats.top_window >= 0).nonzero(as_tuple=True)
+    top = {
+        "latent": latent.numpy(), "kind": np.full(len(latent), "top"), "interval": np.full(len(latent), -1),
+        "rank": slot.numpy(), "window": stats.top_window[latent, slot].numpy(),
+        "position": stats.top_position[latent, slot].numpy(), "value": stats.top_value[latent, slot].numpy(),
+        "sample_key": np.full(len(latent), -1), "acts": stats.top_acts[latent, slot].numpy(),
+    }
+    latent, interval, slot = (stats.sample_key < EMPTY_KEY).nonzero(as_tuple=True)
+    token = stats.sample_token[latent, interval, slot].numpy()
+    samples = {
+        "latent": latent.numpy(), "kind": np.full(len(latent), "interval"), "interval": interval.numpy(),
+        "rank": slot.numpy(), "window": token // context, "position": token % context,
+        "value": stats.sample_value[latent, interval, slot].numpy(),
+        "sample_key": stats.sample_key[latent, interval, slot].numpy(),
+        "acts": stats.sample_acts[latent, interval, slot].float().numpy(),
+    }
+    columns = {key: np.concatenate([top[key], samples[key]]) for key in top}
+    positions, values = _sparse_windows(columns.pop("acts"))
+    n = len(columns["latent"])
+    return pa.table({
+        "sae": pa.array(np.full(n, sae, dtype=np.int32)),
+        "latent": pa.array(columns["latent"].astype(np.int32)),
+        "kind": pa.array(columns["kind"]),
+        "interval_index": pa.array(columns["interval"].astype(np.int16)),
+        "rank": pa.array(columns["rank"].astype(np.int16)),
+        "window_id": pa.array(columns["window"].astype(np.int64)),
+        "position": pa.array(columns["position"].astype(np.int16)),
+        "value": pa.array(columns["value"].astype(np.float32)),
+        "sample_key": pa.array(columns["sample_key"].astype(np.int64)),
+        "document": pa.array(corpus.document_of(columns["window"], columns["position"], context).astype(np.int32)),
+        "act_positions": positions,
+        "act_values": values,
+    })
+
+
+def _labels(result: SAEResult, examples: pa.Table, content: AtlasContent) -> list[str]:
+    """Automatic labels from the top examples' firing tokens and the promoted tokens."""
+    top = examples.filter(pa.compute.equal(examples["kind"], "top"))
+    context = result.stats.context
+    lengths = pa.compute.list_value_length(top["act_positions"]).to_numpy()
+    latents = np.repeat(top["latent"].to_numpy(), lengths)
+    windows = np.repeat(top["window_id"].to_numpy(), lengths)
+    positions = pa.compute.list_flatten(top["act_positions"]).to_numpy().astype(np.int64)
+    values = pa.compute.list_flatten(top["act_values"]).to_numpy().astype(np.float64)
+    unique_windows, inverse = np.unique(windows, return_inverse=True)
+    window_tokens = content.corpus.windows(unique_windows, context, content.bos_id or 0).numpy()
+    tokens = window_tokens[inverse, positions] if len(inverse) else np.zeros(0, dtype=np.int64)
+    firing = enriched_tokens(latents, tokens, values, content.token_counts, result.stats.d_sae)
+    promoted = result.logits.top_tokens if result.logits is not None else None
+    return automatic_labels(firing, promoted, content.token_text)
+
+
+def _feature_table(sae: int, result: SAEResult, tokens: int, labels: list[str]) -> pa.Table:
+    stats, d = result.stats, result.stats.d_sae
+    count = stats.fire_count.numpy()
+    columns = {
+        "sae": pa.array(np.full(d, sae, dtype=np.int32)),
+        "latent": pa.array(np.arange(d, dtype=np.int32)),
+        "fire_count": pa.array(count),
+        "density": pa.array(count / max(tokens, 1)),
+        "max_act": pa.array(stats.max_act.numpy()),
+        "mean_act": pa.array(np.where(count > 0, stats.act_sum.numpy() / np.maximum(count, 1), 0.0)),
+        "act_sum": pa.array(stats.act_sum.numpy()),
+        "range_exp": pa.array(stats.range_exp.numpy()),
+        "hist": _fixed(stats.hist.numpy()),
+        "log_hist": _fixed(stats.log_hist.numpy()),
+        "interval_count": _fixed(stats.interval_count.numpy()),
+        "label": pa.array(labels),
+        "label_source": pa.array(np.full(d, "auto")),
+    }
+    if result.logits is not None:
+        logits = result.logits
+        columns |= {
+            "top_logit_tokens": _fixed(logits.top_tokens.astype(np.int32)),
+            "top_logit_values": _fixed(logits.top_values.astype(np.float32)),
+            "bottom_logit_tokens": _fixed(logits.bottom_tokens.astype(np.int32)),
+            "bottom_logit_values": _fixed(logits.bottom_values.astype(np.float32)),
+            "logit_hist_min": pa.array(logits.hist_min.astype(np.float32)),
+            "logit_hist_max": pa.array(logits.hist_max.astype(np.float32)),
+            "logit_hist": _fixed(logits.hist_counts.astype(np.int32)),
+        }
+    return pa.table(columns)
+
+
+def _sae_row(sae: int, result: SAEResult) -> dict:
+    quality, stats = result.quality, result.stats
+    tokens = int(stats.l0_counts.sum())
+    count = stats.fire_count.numpy()
+    density = count[count > 0] / max(tokens, 1)
+    density_counts, _ = np.histogram(np.log10(density), bins=DENSITY_BINS)
+    l0 = stats.l0_counts.numpy()
+    measured = quality.tokens > 0
+    ce = quality.result(result.info["name"]) if quality.ce_predictions else None
+    return result.info | {
+        "sae": sae,
+        "tokens": tokens,
+        "mean_l0": float((l0 * np.arange(len(l0))).sum() / max(tokens, 1)),
+        "l0_counts": l0[: int(np.nonzero(l0)[0].max()) + 1 if l0.any() else 1].tolist(),
+        "explained_variance": quality.explained_variance() if measured else None,
+        "ce_loss_clean": ce.ce_loss_clean if ce else None,
+        "ce_loss_with_sae": ce.ce_loss_with_sae if ce else None,
+        "ce_loss_zero_ablation": ce.ce_loss_zero_ablation if ce else None,
+        "ce_loss_recovered": ce.ce_loss_recovered if ce else None,
+        "quality_tokens": quality.tokens,
+        "ce_tokens": quality.ce_tokens,
+        "quality_sums": json.dumps(_quality_to_json(quality)),
+        "dead": int((count == 0).sum()),
+        "dense": int((count > DENSE_FRACTION * tokens).sum()),
+        "density_log10_edges": DENSITY_BINS.tolist(),
+        "density_counts": density_counts.tolist(),
+    }
+
+
+def _quality_to_json(quality: QualitySums) -> dict:
+    return {
+        "d_sae": quality.d_sae, "tokens": quality.tokens, "l0_sum": quality.l0_sum, "residual_sq": quality.residual_sq,
+        "target_sum": None if quality.target_sum is None else quality.target_sum.tolist(),
+        "target_sq_sum": quality.target_sq_sum, "ce_sums": quality.ce_sums,
+        "ce_predictions": quality.ce_predictions, "ce_tokens": quality.ce_tokens,
+        "fired": None if quality.fired is None else quality.fired.tolist(),
+    }
+
+
+def _quality_from_json(data: dict) -> QualitySums:
+    tensor = {"target_sum": torch.float64, "fired": torch.long}
+    return QualitySums(**{k: (torch.tensor(v, dtype=tensor[k]) if k in tensor and v is not None else v)
+                          for k, v in data.items()})
+
+
+def _neighbour_table(sae: int, result: SAEResult) -> pa.Table:
+    parts = []
+    for scope, (other_sae, other_latent, cosine) in result.neighbours.items():
+        d, k = other_sae.shape
+        parts.append(pa.table({
+            "sae": pa.array(np.full(d * k, sae, dtype=np.int32)),
+            "latent": pa.array(np.repeat(np.arange(d, dtype=np.int32), k)),
+            "scope": pa.array(np.full(d * k, scope)),
+            "rank": pa.array(np.tile(np.arange(k, dtype=np.int16), d)),
+            "other_sae": pa.array(other_sae.reshape(-1).astype(np.int32)),
+            "other_latent": pa.array(other_latent.reshape(-1).astype(np.int32)),
+            "cosine": pa.array(cosine.reshape(-1).astype(np.float32)),
+        }))
+    return pa.concat_tables(parts) if parts else None
+
+
+def write_atlas(path: Path, content: AtlasContent) -> None:
+    """Write the whole atlas to ``path`` atomically (temporary file, then rename)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    connection = duckdb.connect(str(temporary))
+    try:
+        _write_tables(connection, content)
+        connection.execute("CHECKPOINT")
+    finally:
+        connection.close()
+    os.replace(temporary, path)
+
+
+def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) -> None:
+    meta = content.meta | {"schema_version": SCHEMA_VERSION}
+    connection.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    connection.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+    context = content.meta["context"]
+    example_tables, feature_tables, neighbour_tables, sae_rows = [], [], [], []
+    for sae, result in enumerate(content.saes):
+        examples = _example_table(sae, result.stats, content.corpus)
+        example_tables.append(examples)
+        feature_tables.append(_feature_table(sae, result, int(result.stats.l0_counts.sum()),
+                                             _labels(result, examples, content)))
+        neighbour_tables.append(_neighbour_table(sae, result))
+        sae_rows.append(_sae_row(sae, result))
+    saes = pa.Table.from_pylist(sae_rows)
+    features = pa.concat_tables(feature_tables, promote_options="default")
+    examples = pa.concat_tables(example_tables)
+    neighbours = pa.concat_tables([t for t in neighbour_tables if t is not None]) if any(
+        t is not None for t in neighbour_tables) else pa.table({"sae": pa.array([], pa.int32())})
+    used = np.unique(examples["window_id"].to_numpy())
+    windows = pa.table({"window_id": pa.array(used),
+                        "tokens": _fixed(content.corpus.windows(used, context, content.bos_id or 0).numpy().astype(np.int32)
+                                         if len(used) else np.zeros((0, context), dtype=np.int32))})
+    corpus = content.corpus
+    documents = pa.table({
+        "document": pa.array(np.arange(len(corpus.doc_ids), dtype=np.int32)), "doc_id": pa.array(corpus.doc_ids),
+        "domain": pa.array(corpus.doc_domains), "source": pa.array(corpus.doc_sources),
+        "start_token": pa.array(corpus.doc_starts),
+    })
+    tokens = pa.table({"token": pa.array(np.arange(len(content.token_text), dtype=np.int32)),
+                       "text": pa.array(content.token_text), "corpus_count": pa.array(content.token_counts)})
+    for name, table, order in (
+        ("saes", saes, "sae"), ("features", features, "sae, latent"),
+        ("examples", examples, "sae, latent, kind DESC, interval_index, rank"), ("windows", windows, "window_id"),
+        ("documents", documents, "document"), ("tokens", tokens, "token"),
+        ("neighbours", neighbours, "sae, latent" if neighbours.num_rows else "sae"),
+    ):
+        connection.register("incoming", table)
+        connection.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming ORDER BY {order}")
+        connection.unregister("incoming")
+
+
+def read_partial(path: Path) -> tuple[dict, list[dict], list[FeatureStats], list[QualitySums], np.ndarray]:
+    """The run description, SAE rows, running statistics and token counts stored in an atlas."""
+    connection = open_atlas(path)
+    try:
+        meta = read_meta(connection)
+        sae_rows = connection.execute("SELECT * FROM saes ORDER BY sae").fetch_df().to_dict("records")
+        token_counts = connection.execute("SELECT corpus_count FROM tokens ORDER BY token").fetchnumpy()["corpus_count"]
+        stats = [_read_stats(connection, row, meta) for row in sae_rows]
+    finally:
+        connection.close()
+    quality = [_quality_from_json(json.loads(row["quality_sums"])) for row in sae_rows]
+    return meta, sae_rows, stats, quality, token_counts
+
+
+def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) -> FeatureStats:
+    sae, d, context = row["sae"], row["d_sae"], meta["context"]
+    stats = FeatureStats.empty(d, meta["top_k"], context, salt=meta["seed"] * 1000 + sae)
+    f = connection.execute(
+        "SELECT fire_count, act_sum, max_act, range_exp, hist, log_hist, interval_count FROM features "
+        "WHERE sae = ? ORDER BY latent", [sae]).fetchnumpy()
+    stats.fire_count = torch.from_numpy(f["fire_count"].astype(np.int64))
+    stats.act_sum = torch.from_numpy(f["act_sum"].astype(np.float64))
+    stats.max_act = torch.from_numpy(f["max_act"].astype(np.float32))
+    stats.range_exp = torch.from_numpy(f["range_exp"].astype(np.int32))
+    for name in ("hist", "log_hist", "interval_count"):
+        setattr(stats, name, torch.from_numpy(np.stack(f[name]).astype(np.int64)))
+    stats.l0_counts[: len(row["l0_counts"])] = torch.tensor(row["l0_counts"])
+    e = connection.execute(
+        "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, act_values "
+        "FROM examples WHERE sae = ?", [sae]).fetchnumpy()
+    acts = np.zeros((len(e["latent"]), context), dtype=np.float32)
+    for i, (positions, values) in enumerate(zip(e["act_positions"], e["act_values"])):
+        acts[i, np.asarray(positions, dtype=np.int64)] = values
+    latent, rank = torch.from_numpy(e["latent"].astype(np.int64)), torch.from_numpy(e["rank"].astype(np.int64))
+    top = torch.from_numpy(e["kind"] == "top")
+    window, position = torch.from_numpy(e["window_id"]), torch.from_numpy(e["position"].astype(np.int64))
+    value, acts_t = torch.from_numpy(e["value"]), torch.from_numpy(acts)
+    stats.top_value[latent[top], rank[top]] = value[top]
+    stats.top_window[latent[top], rank[top]] = window[top]
+    stats.top_position[latent[top], rank[top]] = position[top]
+    stats.top_acts[latent[top], rank[top]] = acts_t[top]
+    sample = ~top
+    index = (latent[sample], torch.from_numpy(e["interval_index"].astype(np.int64))[sample], rank[sample])
+    stats.sample_key[index] = torch.from_numpy(e["sample_key"])[sample]
+    stats.sample_token[index] = window[sample] * context + position[sample]
+    stats.sample_value[index] = value[sample]
+    stats.sample_acts[index] = acts_t[sample].half()
+    assert N_INTERVALS == stats.interval_count.shape[1]
+    return stats
