@@ -1,0 +1,122 @@
+"""`python -m analysis precompute` and `merge` on the demo bundle: real model, real SAEs, real DuckDB files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from analysis.atlas.schema import SCHEMA_VERSION, AtlasError, open_atlas, read_meta
+from tests.conftest import DEMO_DIR, REPO_ROOT
+
+SAE = str(DEMO_DIR / "saes" / "transcoder-L0")
+TOKENS = 16 * 128
+
+
+def analysis(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analysis", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+
+
+def precompute(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return analysis("precompute", "--sae", SAE, "--tokens", str(TOKENS), "--batch", "4", "--out", str(out), *extra)
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("atlas") / "atlas.duckdb"
+    result = precompute(out)
+    assert result.returncode == 0, result.stderr
+    assert "2,048 tokens, 1 SAEs, 512 features" in result.stdout
+    return out
+
+
+def table(path: Path, sql: str) -> list[tuple]:
+    connection = open_atlas(path)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def test_atlas_records_the_run_and_every_latent(atlas):
+    connection = open_atlas(atlas)
+    meta = read_meta(connection)
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["tokens"] == TOKENS and meta["context"] == 128
+    assert meta["saes"][0]["hook_name"] == "blocks.0.ln2.hook_normalized" and len(meta["saes"][0]["content_hash"]) == 64
+    assert connection.execute("SELECT count(*) FROM features").fetchone()[0] == 512
+    firing = connection.execute("SELECT count(*) FROM features WHERE fire_count > 0").fetchone()[0]
+    labelled = connection.execute("SELECT count(*) FROM features WHERE label <> '' AND label_source = 'auto'").fetchone()[0]
+    assert 0 < labelled <= firing
+    # the top example of every firing latent holds its max, at the stored position of a stored window
+    rows = connection.execute(
+        "SELECT f.max_act, e.value, e.act_values[list_position(e.act_positions, e.position)] FROM features f "
+        "JOIN examples e USING (sae, latent) WHERE e.kind = 'top' AND e.rank = 0").fetchall()
+    assert len(rows) == firing and all(m == v == a for m, v, a in rows)
+    specials = connection.execute("SELECT count(*) FROM examples e JOIN windows w USING (window_id) "
+                                  "WHERE w.tokens[e.position + 1] IN (8190, 8191)").fetchone()[0]
+    assert specials == 0
+    connection.close()
+
+
+def test_sharded_runs_merge_into_the_single_pass_atlas(atlas, tmp_path):
+    parts = [tmp_path / f"part{i}.duckdb" for i in range(2)]
+    for i, part in enumerate(parts):
+        result = precompute(part, "--shard", f"{i}/2")
+        assert result.returncode == 0, result.stderr
+    merged = tmp_path / "merged.duckdb"
+    result = analysis("merge", str(parts[1]), str(parts[0]), "--out", str(merged))
+    assert result.returncode == 0, result.stderr
+    for sql in ("SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
+                "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank",
+                "SELECT * FROM tokens ORDER BY token", "SELECT * FROM windows ORDER BY window_id",
+                "SELECT * EXCLUDE (quality_sums, explained_variance, ce_loss_clean, ce_loss_with_sae, "
+                "ce_loss_zero_ablation, ce_loss_recovered) FROM saes"):
+        assert table(merged, sql) == table(atlas, sql), sql
+    again = analysis("merge", str(parts[0]), str(parts[0]), "--out", str(tmp_path / "twice.duckdb"))
+    assert again.returncode == 2 and "repeats shard" in again.stderr
+
+
+def test_bad_input_gets_one_clear_line(atlas, tmp_path):
+    cases = [
+        (("--tokens", "0"), "--tokens must be a positive"),
+        (("--out", str(atlas)), "exists; pass --overwrite"),
+        (("--sae", str(tmp_path / "nowhere")), "nowhere"),
+        (("--corpus", str(tmp_path)), "holds no documents"),
+        (("--shard", "2/2"), "--shard must be i/n"),
+    ]
+    for args, message in cases:
+        base = ["precompute", "--sae", SAE, "--tokens", "256", "--out", str(tmp_path / "x.duckdb")]
+        result = analysis(*base, *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_readers_refuse_corrupt_foreign_and_other_version_files(atlas, tmp_path):
+    corrupt = tmp_path / "corrupt.duckdb"
+    corrupt.write_bytes(atlas.read_bytes()[:4096])
+    foreign = tmp_path / "foreign.duckdb"
+    duckdb.connect(str(foreign)).execute("CREATE TABLE t (x INT)").close()
+    old = tmp_path / "old.duckdb"
+    old.write_bytes(atlas.read_bytes())
+    with duckdb.connect(str(old)) as connection:
+        connection.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    for path, message in ((corrupt, "not a readable DuckDB file"), (foreign, "not a Glassbox atlas"),
+                          (old, "schema version 0"), (tmp_path / "missing.duckdb", "no atlas at")):
+        with pytest.raises(AtlasError, match=message):
+            open_atlas(path)
+
+
+def test_folder_and_jsonl_corpora(tmp_path):
+    folder = tmp_path / "texts" / "poems"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("In the beginning was the word. " * 40)
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": "The LORD spake unto Moses. " * 30, "domain": "d"}) for _ in range(3)))
+    for corpus, domain in ((tmp_path / "texts", "poems"), (jsonl, "d")):
+        out = tmp_path / f"{Path(corpus).stem}.duckdb"
+        result = analysis("precompute", "--sae", SAE, "--corpus", str(corpus), "--tokens", "256", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        assert table(out, "SELECT DISTINCT domain FROM documents") == [(domain,)]
