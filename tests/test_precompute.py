@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -120,3 +121,23 @@ def test_folder_and_jsonl_corpora(tmp_path):
         result = analysis("precompute", "--sae", SAE, "--corpus", str(corpus), "--tokens", "256", "--out", str(out))
         assert result.returncode == 0, result.stderr
         assert table(out, "SELECT DISTINCT domain FROM documents") == [(domain,)]
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_atlas(atlas, tmp_path):
+    out = tmp_path / "resumed.duckdb"
+    checkpoint = tmp_path / "resumed.duckdb.checkpoint"
+    command = [sys.executable, "-m", "analysis", "precompute", "--sae", SAE, "--tokens", str(TOKENS), "--batch", "4",
+               "--checkpoint-minutes", "0", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert checkpoint.exists() and not out.exists()
+    result = subprocess.run(command + ["--resume"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not checkpoint.exists()
+    for sql in ("SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
+                "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank"):
+        assert table(out, sql) == table(atlas, sql), sql
