@@ -86,8 +86,18 @@ def _coarsen(counts: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(counts).scatter_add_(1, index, counts)
 
 
+class _Entries:
+    """Columns of equal length (one row per candidate example) that concatenate and index together."""
+
+    def cat(self, other):
+        return type(self)(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
+
+    def take(self, index: torch.Tensor):
+        return type(self)(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
 @dataclass
-class TopEntries:
+class TopEntries(_Entries):
     """Candidate top windows: the window's max for ``latent``, where it is, and the whole window."""
 
     latent: torch.Tensor
@@ -96,15 +106,9 @@ class TopEntries:
     position: torch.Tensor
     acts: torch.Tensor  # [n, context]
 
-    def cat(self, other: "TopEntries") -> "TopEntries":
-        return TopEntries(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
-
-    def take(self, index: torch.Tensor) -> "TopEntries":
-        return TopEntries(*(getattr(self, f.name)[index] for f in fields(self)))
-
 
 @dataclass
-class SampleEntries:
+class SampleEntries(_Entries):
     """Candidate interval samples: a firing token of ``latent`` in ``interval``, its key and window."""
 
     latent: torch.Tensor
@@ -113,12 +117,6 @@ class SampleEntries:
     token: torch.Tensor  # global token id: window * context + position
     value: torch.Tensor
     acts: torch.Tensor  # [n, context]
-
-    def cat(self, other: "SampleEntries") -> "SampleEntries":
-        return SampleEntries(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
-
-    def take(self, index: torch.Tensor) -> "SampleEntries":
-        return SampleEntries(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
 @dataclass

@@ -174,7 +174,7 @@ class Precompute:
         state.token_counts = state.token_counts.to(self.loaded.device)
         return state
 
-    def _save_checkpoint(self, state: RunState) -> None:
+    def save_checkpoint(self, state: RunState) -> None:
         temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
         torch.save(state, temporary)
         os.replace(temporary, self.checkpoint_path)
@@ -225,7 +225,7 @@ class Precompute:
                 state.seconds += time.monotonic() - started
                 progress.update(len(ids) * context)
                 if time.monotonic() - last_checkpoint > self.config.checkpoint_seconds and state.done < len(self.window_ids):
-                    self._save_checkpoint(state)
+                    self.save_checkpoint(state)
                     last_checkpoint = time.monotonic()
         return state
 
@@ -260,7 +260,7 @@ def run_precompute(config: PrecomputeConfig) -> dict:
     started = time.monotonic()
     job = Precompute(config)
     state = job.stream()
-    job._save_checkpoint(state)  # the pass is the expensive part: keep it until the atlas is on disk
+    job.save_checkpoint(state)  # the pass is the expensive part: keep it until the atlas is on disk
     content = job.finish(state)
     if config.out.exists() and config.overwrite:
         config.out.unlink()

@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 
 from analysis.atlas.corpus_source import CorpusTokens
-from analysis.atlas.feature_stats import EMPTY_KEY, N_INTERVALS, FeatureStats
+from analysis.atlas.feature_stats import EMPTY_KEY, FeatureStats
 from analysis.atlas.labels import automatic_labels, enriched_tokens
 from analysis.atlas.schema import SCHEMA_VERSION, open_atlas, read_meta
 from analysis.atlas.weight_stats import LogitEffects
@@ -295,9 +295,11 @@ def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) ->
     e = connection.execute(
         "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, act_values "
         "FROM examples WHERE sae = ?", [sae]).fetchnumpy()
-    acts = np.zeros((len(e["latent"]), context), dtype=np.float32)
-    for i, (positions, values) in enumerate(zip(e["act_positions"], e["act_values"])):
-        acts[i, np.asarray(positions, dtype=np.int64)] = values
+    lengths = np.array([len(p) for p in e["act_positions"]], dtype=np.int64)
+    acts = np.zeros((len(lengths), context), dtype=np.float32)
+    if lengths.sum():
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        acts[rows, np.concatenate(e["act_positions"]).astype(np.int64)] = np.concatenate(e["act_values"])
     latent, rank = torch.from_numpy(e["latent"].astype(np.int64)), torch.from_numpy(e["rank"].astype(np.int64))
     top = torch.from_numpy(e["kind"] == "top")
     window, position = torch.from_numpy(e["window_id"]), torch.from_numpy(e["position"].astype(np.int64))
@@ -312,5 +314,4 @@ def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) ->
     stats.sample_token[index] = window[sample] * context + position[sample]
     stats.sample_value[index] = value[sample]
     stats.sample_acts[index] = acts_t[sample].half()
-    assert N_INTERVALS == stats.interval_count.shape[1]
     return stats
