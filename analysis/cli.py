@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--context", type=int, default=128, help="tokens per window, BOS included (default 128)")
     pre.add_argument("--top-k", type=int, default=20, help="top examples kept per latent (default 20)")
     pre.add_argument("--seed", type=int, default=0, help="seed of the interval samples (default 0)")
-    pre.add_argument("--batch", type=int, default=None, help="windows per batch (default: 32 on CPU, 128 on GPU)")
+    pre.add_argument("--batch", type=int, default=128, help="windows per batch (halved on out-of-memory)")
     pre.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
     pre.add_argument("--shard", default="0/1", help="process slice i of n of the windows (partial atlas)")
     pre.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between checkpoints")

@@ -6,6 +6,7 @@ Special tokens (BOS/EOS/pad) are left out of every per-token statistic.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -117,13 +118,29 @@ def _splice_hooks(loaded: LoadedSAE, replacement: str) -> list[tuple[str, object
     return hooks
 
 
+def _block_of(hook_name: str) -> int | None:
+    match = re.match(r"blocks\.(\d+)\.", hook_name)
+    return int(match.group(1)) if match else None
+
+
+def _spliced_loss(model: HookedTransformer, tokens: torch.Tensor, cache, loaded: LoadedSAE, kind: str) -> torch.Tensor:
+    """Per-token loss with the SAE's output hook spliced; starts at the SAE's block (the layers
+    before it are the clean pass's, already in ``cache``) instead of re-running the whole model."""
+    block = _block_of(loaded.hook_name)
+    if block is None:
+        return model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=_splice_hooks(loaded, kind))
+    return model.run_with_hooks(cache[f"blocks.{block}.hook_resid_pre"], start_at_layer=block, tokens=tokens,
+                                return_type="loss", loss_per_token=True, fwd_hooks=_splice_hooks(loaded, kind))
+
+
 @torch.no_grad()
 def measure_batch(
     model: HookedTransformer, saes: list[LoadedSAE], tokens: torch.Tensor, special: torch.Tensor,
     sums: list[QualitySums], with_ce: bool,
 ) -> None:
     """Add one batch of windows ([n, context], each starting with BOS) to every SAE's sums."""
-    hooks = sorted({s.hook_name for s in saes} | {s.hook_name_out for s in saes if s.is_transcoder})
+    hooks = sorted({s.hook_name for s in saes} | {s.hook_name_out for s in saes if s.is_transcoder}
+                   | {f"blocks.{b}.hook_resid_pre" for s in saes if (b := _block_of(s.hook_name)) is not None})
     keep = ~torch.isin(tokens, special)
     clean_loss, cache = model.run_with_cache(tokens, return_type="loss", loss_per_token=True, names_filter=hooks)
     for loaded, acc in zip(saes, sums):
@@ -135,9 +152,7 @@ def measure_batch(
             continue
         acc.ce_sums["clean"] += clean_loss.sum().item()
         for kind in ("sae", "zero"):
-            loss = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True,
-                                        fwd_hooks=_splice_hooks(loaded, kind))
-            acc.ce_sums[kind] += loss.sum().item()
+            acc.ce_sums[kind] += _spliced_loss(model, tokens, cache, loaded, kind).sum().item()
         acc.ce_predictions += clean_loss.numel()
         acc.ce_tokens += int(keep.sum())
 

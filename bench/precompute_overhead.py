@@ -37,12 +37,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=65536)
     parser.add_argument("--sae", action="append", default=None)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--quality-stride", type=int, default=32, help="every n-th window measured for EV and CE")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--quality-windows", type=int, default=64, help="windows measured for EV and CE")
     args = parser.parse_args()
     config = PrecomputeConfig(model=str(DEMO / "model"), saes=tuple(args.sae or [str(DEMO / "saes")]), corpus="demo",
                               tokens=args.tokens, out=Path("/tmp/overhead.duckdb"), batch_windows=args.batch,
-                              quality_stride=args.quality_stride, overwrite=True)
+                              quality_windows=args.quality_windows, overwrite=True)
     job = Precompute(config)
     bare_seconds(job, args.batch)  # warm-up
     bare = bare_seconds(job, args.batch)

@@ -86,6 +86,25 @@ def _coarsen(counts: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(counts).scatter_add_(1, index, counts)
 
 
+def _replacements(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor,
+                  incoming_group: torch.Tensor, incoming_primary: torch.Tensor, incoming_secondary: torch.Tensor):
+    """Which stored slots lose to which incoming entries, keeping the best (smallest) per group.
+
+    ``primary``/``secondary`` are [len(groups), slots] for the stored entries of ``groups`` (sorted,
+    empty slots holding the worst possible primary). Returns the flat indices of the evicted slots
+    and the indices of the incoming entries that take them, paired in order: only winners move,
+    so a batch costs what it changes, not what is stored.
+    """
+    slots = primary.shape[1]
+    n_stored = primary.numel()
+    stored_group = groups.repeat_interleave(slots)
+    kept, _ = keep_best(torch.cat([stored_group, incoming_group]), torch.cat([primary.reshape(-1), incoming_primary]),
+                        torch.cat([secondary.reshape(-1), incoming_secondary]), slots)
+    evicted = torch.ones(n_stored, dtype=torch.bool, device=groups.device)
+    evicted[kept[kept < n_stored]] = False
+    return evicted.nonzero(as_tuple=True)[0], kept[kept >= n_stored] - n_stored
+
+
 class _Entries:
     """Columns of equal length (one row per candidate example) that concatenate and index together."""
 
@@ -185,6 +204,26 @@ class FeatureStats:
     def to(self, device: str | torch.device) -> "FeatureStats":
         return FeatureStats(**{k: v.to(device) for k, v in self.tensors().items()}, salt=self.salt)
 
+    def canonical(self) -> "FeatureStats":
+        """Put each latent's top windows best first and each interval's samples by key; returns self.
+
+        While running, slots are filled wherever a loser leaves room (cheaper than keeping them
+        sorted); this order is the one the atlas stores as ``rank``.
+        """
+        def by(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
+            order = torch.argsort(secondary, dim=-1, stable=True)
+            return order.gather(-1, torch.argsort(primary.gather(-1, order), dim=-1, stable=True))
+
+        def reorder(names: tuple[str, ...], order: torch.Tensor) -> None:
+            for name in names:
+                tensor = getattr(self, name)
+                index = order if tensor.dim() == order.dim() else order[..., None].expand(*order.shape, self.context)
+                setattr(self, name, tensor.gather(order.dim() - 1, index))
+
+        reorder(("top_value", "top_window", "top_position", "top_acts"), by(-self.top_value, self.top_window))
+        reorder(("sample_key", "sample_token", "sample_value", "sample_acts"), by(self.sample_key, self.sample_token))
+        return self
+
     # -- updating ---------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -216,12 +255,14 @@ class FeatureStats:
         window_row = token_index // context
         global_token = window_ids[window_row] * context + token_index % context
         self._merge_samples(self._sample_candidates(acts, latent, interval, value, window_row, global_token))
-        self._merge_top(self._top_candidates(acts, window_ids))
+        window_max = torch.zeros(n_windows * d_sae, device=acts.device).scatter_reduce_(
+            0, window_row * d_sae + latent, value, "amax").view(n_windows, d_sae)
+        self._merge_top(self._top_candidates(acts, window_max, window_ids))
 
     def _sample_candidates(self, acts, latent, interval, value, window_row, global_token) -> SampleEntries:
         """The batch's firing tokens that can still enter their interval's sample, at most S per interval."""
         key = sample_keys(global_token, latent, self.salt)
-        threshold = self.sample_key[latent, interval, -1]
+        threshold = self.sample_key.amax(dim=2)[latent, interval]
         chance = (key < threshold).nonzero(as_tuple=True)[0]
         latent, interval, key, global_token, value, window_row = (
             t[chance] for t in (latent, interval, key, global_token, value, window_row))
@@ -229,10 +270,9 @@ class FeatureStats:
         window_acts = acts[window_row[kept], :, latent[kept]].to(torch.float16)
         return SampleEntries(latent[kept], interval[kept], key[kept], global_token[kept], value[kept], window_acts)
 
-    def _top_candidates(self, acts: torch.Tensor, window_ids: torch.Tensor) -> TopEntries:
+    def _top_candidates(self, acts: torch.Tensor, window_max: torch.Tensor, window_ids: torch.Tensor) -> TopEntries:
         """The batch's windows that can still enter each latent's top K, at most K per latent."""
-        window_max = acts.amax(dim=1)  # [windows, d_sae]
-        floor = self.top_value[:, -1]
+        floor = self.top_value.amin(dim=1)
         rows, latent = ((window_max > 0) & (window_max >= floor[None, :])).nonzero(as_tuple=True)
         value, window = window_max[rows, latent], window_ids[rows]
         kept, _ = keep_best(latent, -value, window, self.top_k)
@@ -269,27 +309,32 @@ class FeatureStats:
                              self.sample_value[index], self.sample_acts[index])
 
     def _merge_top(self, incoming: TopEntries) -> None:
-        latents = torch.unique(incoming.latent)
-        if len(latents) == 0:
+        """Write the incoming windows that beat a latent's current top K over the ones they beat."""
+        if len(incoming.latent) == 0:
             return
-        entries = self._top_entries(latents).cat(incoming)
-        kept, rank = keep_best(entries.latent, -entries.value, entries.window, self.top_k)
-        entries = entries.take(kept)
-        self.top_value[latents] = -torch.inf
-        self.top_window[latents] = -1
-        self.top_position[latents] = -1
-        self.top_acts[latents] = 0
-        slot = (entries.latent, rank)
-        self.top_value[slot] = entries.value
-        self.top_window[slot] = entries.window
-        self.top_position[slot] = entries.position
-        self.top_acts[slot] = entries.acts.to(self.top_acts.dtype)
+        latents = torch.unique(incoming.latent)
+        evicted, taken = _replacements(latents, -self.top_value[latents], self.top_window[latents],
+                                       incoming.latent, -incoming.value, incoming.window)
+        slot = (latents[evicted // self.top_k], evicted % self.top_k)
+        self.top_value[slot] = incoming.value[taken]
+        self.top_window[slot] = incoming.window[taken]
+        self.top_position[slot] = incoming.position[taken]
+        self.top_acts[slot] = incoming.acts[taken].to(self.top_acts.dtype)
 
     def _merge_samples(self, incoming: SampleEntries) -> None:
-        latents = torch.unique(incoming.latent)
-        if len(latents) == 0:
+        """Write the incoming tokens with smaller keys than an interval's current samples over the largest."""
+        if len(incoming.latent) == 0:
             return
-        self._reselect_samples(latents, self._sample_entries(latents).cat(incoming))
+        incoming_group = incoming.latent * N_INTERVALS + incoming.interval
+        groups = torch.unique(incoming_group)
+        keys = self.sample_key.view(-1, INTERVAL_SAMPLES)
+        evicted, taken = _replacements(groups, keys[groups], self.sample_token.view(-1, INTERVAL_SAMPLES)[groups],
+                                       incoming_group, incoming.key, incoming.token)
+        slot = (groups[evicted // INTERVAL_SAMPLES], evicted % INTERVAL_SAMPLES)
+        keys[slot] = incoming.key[taken]
+        self.sample_token.view(-1, INTERVAL_SAMPLES)[slot] = incoming.token[taken]
+        self.sample_value.view(-1, INTERVAL_SAMPLES)[slot] = incoming.value[taken]
+        self.sample_acts.view(-1, INTERVAL_SAMPLES, self.context)[slot] = incoming.acts[taken].to(self.sample_acts.dtype)
 
     def _reselect_samples(self, latents: torch.Tensor, entries: SampleEntries) -> None:
         """Keep the S smallest-key entries per (latent, interval) as the samples of ``latents``."""

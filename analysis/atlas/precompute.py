@@ -1,9 +1,10 @@
 """``python -m analysis precompute``: one pass of a corpus through a model and its SAEs into an atlas.
 
 Per batch of windows: one forward pass of the model up to the last hooked layer, every SAE
-encoded from that pass's cache, each SAE's ``FeatureStats`` updated with tensor operations. Every
-``quality_stride``-th window is also measured for explained variance and CE loss recovered (which
-cost extra forward passes, so only a sample pays for them). The running state is checkpointed
+encoded from that pass's cache, each SAE's ``FeatureStats`` updated with tensor operations. About
+``quality_windows`` windows spread evenly over the run (at most one in ``MIN_QUALITY_STRIDE``) are
+also measured for explained variance and CE loss recovered: those cost extra forward passes, and a
+fixed sample estimates them as well on a billion tokens as on a million. The running state is checkpointed
 atomically every few minutes; ``--resume`` continues from it. ``--shard i/n`` processes a
 deterministic slice of the windows and writes a partial atlas that ``merge`` combines.
 """
@@ -31,6 +32,9 @@ from analysis.sae_loading import LoadedSAE, check_fits, load_saes
 from analysis.sae_metrics import QualitySums, measure_batch
 
 
+MIN_QUALITY_STRIDE = 100
+
+
 class PrecomputeError(ValueError):
     """Bad precompute input, reported as one line."""
 
@@ -45,10 +49,10 @@ class PrecomputeConfig:
     context: int = 128
     top_k: int = 20
     seed: int = 0
-    batch_windows: int | None = None  # None: 32 on the CPU, 128 on a GPU
+    batch_windows: int = 128  # halved on out-of-memory
     device: str | None = None
     shard: tuple[int, int] = (0, 1)
-    quality_stride: int = 32
+    quality_windows: int = 64
     checkpoint_seconds: float = 300.0
     overwrite: bool = False
     resume: bool = False
@@ -127,6 +131,7 @@ class Precompute:
         index, count = config.shard
         self.window_ids = np.arange(self.total_windows)[index * self.total_windows // count:
                                                         (index + 1) * self.total_windows // count]
+        self.quality_stride = max(MIN_QUALITY_STRIDE, math.ceil(self.total_windows / max(1, config.quality_windows)))
         self.hooks = sorted({s.hook_name for s in self.saes})
         self.checkpoint_path = config.out.with_name(config.out.name + ".checkpoint")
 
@@ -150,7 +155,7 @@ class Precompute:
             "corpus": {"spec": config.corpus, "content_hash": self.corpus.content_hash,
                        "tokens": int(len(self.corpus.stream)), "documents": len(self.corpus.doc_ids)},
             "context": config.context, "top_k": config.top_k, "seed": config.seed,
-            "total_windows": self.total_windows, "quality_stride": config.quality_stride,
+            "total_windows": self.total_windows, "quality_stride": self.quality_stride,
         }
 
     def _fresh_state(self, fingerprint: str) -> RunState:
@@ -179,9 +184,6 @@ class Precompute:
         torch.save(state, temporary)
         os.replace(temporary, self.checkpoint_path)
 
-    def _batch_size(self) -> int:
-        return self.config.batch_windows or (128 if self.loaded.device.startswith("cuda") else 32)
-
     @torch.no_grad()
     def _process(self, state: RunState, ids: np.ndarray) -> None:
         tokens = self.corpus.windows(ids, self.config.context, self.bos_id).to(self.loaded.device)
@@ -189,11 +191,12 @@ class Precompute:
         _, cache = self.model.run_with_cache(tokens, names_filter=self.hooks, stop_at_layer=_stop_layer(self.hooks))
         window_ids = torch.from_numpy(ids).to(self.loaded.device)
         for loaded, stats in zip(self.saes, state.stats):
-            acts = loaded.sae.encode(cache[loaded.hook_name]).float() * counted[..., None]
+            acts = loaded.sae.encode(cache[loaded.hook_name]).float()
+            acts[~counted] = 0
             stats.update(acts, window_ids, counted)
         del cache
         state.token_counts += torch.bincount(tokens[counted], minlength=len(state.token_counts))
-        sampled = torch.from_numpy(ids % self.config.quality_stride == 0)
+        sampled = torch.from_numpy(ids % self.quality_stride == 0)
         if sampled.any():
             measure_batch(self.model, self.saes, tokens[sampled.to(tokens.device)], self.special, state.quality,
                           with_ce=True)
@@ -204,7 +207,7 @@ class Precompute:
             self.run_description() | {"shard": self.config.shard, "tokens": self.config.tokens}, sort_keys=True
         ).encode()).hexdigest()
         state = self._load_checkpoint(fingerprint) or self._fresh_state(fingerprint)
-        batch = self._batch_size()
+        batch = self.config.batch_windows
         context = self.config.context
         last_checkpoint = time.monotonic()
         with tqdm(total=len(self.window_ids) * context, initial=state.done * context, unit="tok", unit_scale=True,

@@ -65,6 +65,7 @@ def _sparse_windows(acts: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
 
 
 def _example_table(sae: int, stats: FeatureStats, corpus: CorpusTokens) -> pa.Table:
+    stats.canonical()
     context = stats.context
     latent, slot = (stats.top_window >= 0).nonzero(as_tuple=True)
     top = {
