@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import resource
+import signal
 import subprocess
 import sys
 import time
@@ -17,12 +19,20 @@ SAE = str(DEMO_DIR / "saes" / "transcoder-L0")
 TOKENS = 16 * 128
 
 
-def analysis(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "analysis", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+def analysis(*args: str, file_limit: int | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI; ``file_limit`` makes any write past that many bytes fail, as on a full disk."""
+    return subprocess.run([sys.executable, "-m", "analysis", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          preexec_fn=None if file_limit is None else lambda: _limit_file_size(file_limit))
 
 
-def precompute(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return analysis("precompute", "--sae", SAE, "--tokens", str(TOKENS), "--batch", "4", "--out", str(out), *extra)
+def _limit_file_size(limit: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def precompute(out: Path, *extra: str, file_limit: int | None = None) -> subprocess.CompletedProcess:
+    return analysis("precompute", "--sae", SAE, "--tokens", str(TOKENS), "--batch", "4", "--out", str(out), *extra,
+                    file_limit=file_limit)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +66,11 @@ def test_atlas_records_the_run_and_every_latent(atlas):
         "SELECT f.max_act, e.value, e.act_values[list_position(e.act_positions, e.position)] FROM features f "
         "JOIN examples e USING (sae, latent) WHERE e.kind = 'top' AND e.rank = 0").fetchall()
     assert len(rows) == firing and all(m == v == a for m, v, a in rows)
+    # interval samples keep float16 activations, readable in SQL through the atlas's own macro
+    samples = connection.execute(
+        "SELECT value, example_acts(act_values, act_values_f16)[list_position(act_positions, position)] "
+        "FROM examples WHERE kind = 'interval'").fetchall()
+    assert samples and all(abs(a - v) <= v * 2**-11 for v, a in samples)
     specials = connection.execute("SELECT count(*) FROM examples e JOIN windows w USING (window_id) "
                                   "WHERE w.tokens[e.position + 1] IN (8190, 8191)").fetchone()[0]
     assert specials == 0
@@ -68,6 +83,9 @@ def test_sharded_runs_merge_into_the_single_pass_atlas(atlas, tmp_path):
         result = precompute(part, "--shard", f"{i}/2")
         assert result.returncode == 0, result.stderr
     merged = tmp_path / "merged.duckdb"
+    full_disk = analysis("merge", str(parts[1]), str(parts[0]), "--out", str(merged), file_limit=2**20)
+    assert full_disk.returncode == 2 and "could not write the atlas" in full_disk.stderr, full_disk.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part0.duckdb", "part1.duckdb"]  # nothing half-written
     result = analysis("merge", str(parts[1]), str(parts[0]), "--out", str(merged))
     assert result.returncode == 0, result.stderr
     for sql in ("SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
@@ -93,6 +111,18 @@ def test_bad_input_gets_one_clear_line(atlas, tmp_path):
         result = analysis(*base, *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_full_disk_loses_nothing_and_the_rerun_completes(atlas, tmp_path):
+    out = tmp_path / "full.duckdb"
+    result = precompute(out, "--checkpoint-minutes", "0", file_limit=2**20)
+    assert result.returncode == 2 and "could not write the checkpoint" in result.stderr, result.stderr
+    assert "rerun with --resume" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no half-written checkpoint or atlas
+    result = precompute(out, "--checkpoint-minutes", "0", "--resume")
+    assert result.returncode == 0, result.stderr
+    sql = "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank"
+    assert table(out, sql) == table(atlas, sql)
 
 
 def test_readers_refuse_corrupt_foreign_and_other_version_files(atlas, tmp_path):

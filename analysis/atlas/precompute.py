@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from analysis.atlas.corpus_source import CorpusTokens, load_corpus
 from analysis.atlas.feature_stats import FeatureStats
-from analysis.atlas.store import AtlasContent, SAEResult, write_atlas
+from analysis.atlas.store import AtlasContent, AtlasWriteError, SAEResult, write_atlas
 from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual_directions
 from analysis.model_loading import LoadedModel, load_model
 from analysis.sae_loading import LoadedSAE, check_fits, load_saes
@@ -134,6 +134,7 @@ class Precompute:
         self.quality_stride = max(MIN_QUALITY_STRIDE, math.ceil(self.total_windows / max(1, config.quality_windows)))
         self.hooks = sorted({s.hook_name for s in self.saes})
         self.checkpoint_path = config.out.with_name(config.out.name + ".checkpoint")
+        self.checkpointed_windows = -1  # windows done in the checkpoint on disk (-1: none of this run)
 
     def _check_arguments(self) -> None:
         config = self.config
@@ -177,12 +178,21 @@ class Precompute:
                                   "delete it or run without --resume")
         state.stats = [s.to(self.loaded.device) for s in state.stats]
         state.token_counts = state.token_counts.to(self.loaded.device)
+        self.checkpointed_windows = state.done
         return state
 
     def save_checkpoint(self, state: RunState) -> None:
+        """Replace the checkpoint atomically; if that fails (disk full), the previous one is intact."""
         temporary = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, self.checkpoint_path)
+        try:
+            torch.save(state, temporary)
+            os.replace(temporary, self.checkpoint_path)
+            self.checkpointed_windows = state.done
+        except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
+            temporary.unlink(missing_ok=True)
+            kept = "the previous checkpoint is intact" if self.checkpoint_path.exists() else "no checkpoint yet"
+            raise PrecomputeError(f"could not write the checkpoint {self.checkpoint_path} ({kept}): {error}. "
+                                  "Free some space and rerun with --resume") from error
 
     @torch.no_grad()
     def _process(self, state: RunState, ids: np.ndarray) -> None:
@@ -263,11 +273,14 @@ def run_precompute(config: PrecomputeConfig) -> dict:
     started = time.monotonic()
     job = Precompute(config)
     state = job.stream()
-    job.save_checkpoint(state)  # the pass is the expensive part: keep it until the atlas is on disk
+    if job.checkpointed_windows != state.done:
+        job.save_checkpoint(state)  # the pass is the expensive part: keep it until the atlas is on disk
     content = job.finish(state)
-    if config.out.exists() and config.overwrite:
-        config.out.unlink()
-    write_atlas(config.out, content)
+    try:
+        write_atlas(config.out, content)
+    except AtlasWriteError as error:
+        raise PrecomputeError(f"{error}. The finished pass is kept in {job.checkpoint_path}: free some space and "
+                              "rerun with --resume to write the atlas without redoing the pass") from error
     job.checkpoint_path.unlink(missing_ok=True)
     return {
         "atlas": str(config.out), "seconds": round(time.monotonic() - started, 1),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TABLES = ("meta", "saes", "features", "examples", "windows", "documents", "tokens", "neighbours")
 
 

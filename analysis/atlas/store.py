@@ -59,47 +59,54 @@ def _ragged(row: np.ndarray, values: np.ndarray, n_rows: int) -> pa.ListArray:
 
 
 def _sparse_windows(acts: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
-    """Each [context] activation row as (positions, values) of its non-zero entries."""
+    """Each [context] activation row as (positions, values) of its non-zero entries; values keep
+    ``acts``' dtype (float32 for top windows, float16 stored as its int16 bits for samples)."""
     row, position = np.nonzero(acts)
-    return _ragged(row, position.astype(np.int16), len(acts)), _ragged(row, acts[row, position].astype(np.float32), len(acts))
+    values = acts[row, position]
+    if values.dtype == np.float16:
+        values = values.view(np.int16)
+    return _ragged(row, position.astype(np.int16), len(acts)), _ragged(row, values, len(acts))
+
+
+def _examples(sae: int, kind: str, latent: np.ndarray, interval: np.ndarray, rank: np.ndarray, window: np.ndarray,
+              position: np.ndarray, value: np.ndarray, key: np.ndarray, acts: np.ndarray, corpus: CorpusTokens) -> pa.Table:
+    n, context = acts.shape
+    positions, values = _sparse_windows(acts)
+    float_values, half_values = (values, pa.nulls(n, pa.list_(pa.int16()))) if kind == "top" else (
+        pa.nulls(n, pa.list_(pa.float32())), values)
+    return pa.table({
+        "sae": pa.array(np.full(n, sae, dtype=np.int32)),
+        "latent": pa.array(latent.astype(np.int32)),
+        "kind": pa.array(np.full(n, kind)),
+        "interval_index": pa.array(interval.astype(np.int16)),
+        "rank": pa.array(rank.astype(np.int16)),
+        "window_id": pa.array(window.astype(np.int64)),
+        "position": pa.array(position.astype(np.int16)),
+        "value": pa.array(value.astype(np.float32)),
+        "sample_key": pa.array(key.astype(np.int64)),
+        "document": pa.array(corpus.document_of(window, position, context).astype(np.int32)),
+        "act_positions": positions,
+        "act_values": float_values,
+        "act_values_f16": half_values,
+    })
 
 
 def _example_table(sae: int, stats: FeatureStats, corpus: CorpusTokens) -> pa.Table:
+    """Top windows (activations as float32) and interval samples (as float16, their running precision:
+    they are most of the rows, and half the bytes keeps a million-token demo atlas under 40 MB)."""
     stats.canonical()
-    context = stats.context
     latent, slot = (stats.top_window >= 0).nonzero(as_tuple=True)
-    top = {
-        "latent": latent.numpy(), "kind": np.full(len(latent), "top"), "interval": np.full(len(latent), -1),
-        "rank": slot.numpy(), "window": stats.top_window[latent, slot].numpy(),
-        "position": stats.top_position[latent, slot].numpy(), "value": stats.top_value[latent, slot].numpy(),
-        "sample_key": np.full(len(latent), -1), "acts": stats.top_acts[latent, slot].numpy(),
-    }
+    top = _examples(sae, "top", latent.numpy(), np.full(len(latent), -1), slot.numpy(),
+                    stats.top_window[latent, slot].numpy(), stats.top_position[latent, slot].numpy(),
+                    stats.top_value[latent, slot].numpy(), np.full(len(latent), -1),
+                    stats.top_acts[latent, slot].numpy(), corpus)
     latent, interval, slot = (stats.sample_key < EMPTY_KEY).nonzero(as_tuple=True)
-    token = stats.sample_token[latent, interval, slot].numpy()
-    samples = {
-        "latent": latent.numpy(), "kind": np.full(len(latent), "interval"), "interval": interval.numpy(),
-        "rank": slot.numpy(), "window": token // context, "position": token % context,
-        "value": stats.sample_value[latent, interval, slot].numpy(),
-        "sample_key": stats.sample_key[latent, interval, slot].numpy(),
-        "acts": stats.sample_acts[latent, interval, slot].float().numpy(),
-    }
-    columns = {key: np.concatenate([top[key], samples[key]]) for key in top}
-    positions, values = _sparse_windows(columns.pop("acts"))
-    n = len(columns["latent"])
-    return pa.table({
-        "sae": pa.array(np.full(n, sae, dtype=np.int32)),
-        "latent": pa.array(columns["latent"].astype(np.int32)),
-        "kind": pa.array(columns["kind"]),
-        "interval_index": pa.array(columns["interval"].astype(np.int16)),
-        "rank": pa.array(columns["rank"].astype(np.int16)),
-        "window_id": pa.array(columns["window"].astype(np.int64)),
-        "position": pa.array(columns["position"].astype(np.int16)),
-        "value": pa.array(columns["value"].astype(np.float32)),
-        "sample_key": pa.array(columns["sample_key"].astype(np.int64)),
-        "document": pa.array(corpus.document_of(columns["window"], columns["position"], context).astype(np.int32)),
-        "act_positions": positions,
-        "act_values": values,
-    })
+    index = (latent, interval, slot)
+    token = stats.sample_token[index].numpy()
+    samples = _examples(sae, "interval", latent.numpy(), interval.numpy(), slot.numpy(), token // stats.context,
+                        token % stats.context, stats.sample_value[index].numpy(), stats.sample_key[index].numpy(),
+                        stats.sample_acts[index].numpy(), corpus)
+    return pa.concat_tables([top, samples])
 
 
 def _labels(result: SAEResult, examples: pa.Table, content: AtlasContent) -> list[str]:
@@ -212,17 +219,30 @@ def _neighbour_table(sae: int, result: SAEResult) -> pa.Table:
     return pa.concat_tables(parts) if parts else None
 
 
+class AtlasWriteError(ValueError):
+    """The atlas could not be written (disk full, no permission); nothing was left at its path."""
+
+
 def write_atlas(path: Path, content: AtlasContent) -> None:
-    """Write the whole atlas to ``path`` atomically (temporary file, then rename)."""
+    """Write the whole atlas to ``path`` atomically: a reader sees the old file or the whole new one.
+
+    It is built in a temporary file renamed over ``path`` at the end; on failure (a full disk
+    above all) the temporary file is removed and ``path`` is left as it was.
+    """
     temporary = path.with_name(path.name + ".tmp")
     temporary.unlink(missing_ok=True)
-    connection = duckdb.connect(str(temporary))
     try:
-        _write_tables(connection, content)
-        connection.execute("CHECKPOINT")
-    finally:
-        connection.close()
-    os.replace(temporary, path)
+        connection = duckdb.connect(str(temporary))
+        try:
+            _write_tables(connection, content)
+            connection.execute("CHECKPOINT")
+        finally:
+            connection.close()
+        os.replace(temporary, path)
+    except (OSError, duckdb.Error) as error:
+        temporary.unlink(missing_ok=True)
+        path.with_name(temporary.name + ".wal").unlink(missing_ok=True)
+        raise AtlasWriteError(f"could not write the atlas {path}: {error}") from error
 
 
 def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) -> None:
@@ -264,6 +284,18 @@ def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) 
         connection.register("incoming", table)
         connection.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming ORDER BY {order}")
         connection.unregister("incoming")
+    for macro in SQL_MACROS:
+        connection.execute(macro)
+
+
+SQL_MACROS = (
+    # float16 bits (SMALLINT) to a number, for interval samples' activations
+    "CREATE MACRO half_to_float(h) AS (CASE WHEN h < 0 THEN -1 ELSE 1 END) * (CASE WHEN (h & 32767) >> 10 = 0 "
+    "THEN (h & 1023)::DOUBLE * 2 ** -24 ELSE ((h & 1023) + 1024)::DOUBLE * 2 ** (((h & 32767) >> 10) - 25) END)",
+    # an example's per-token activations whatever its kind: SELECT example_acts(act_values, act_values_f16) ...
+    "CREATE MACRO example_acts(values32, values16) AS "
+    "coalesce(values32, list_transform(values16, lambda h: half_to_float(h)::FLOAT))",
+)
 
 
 def read_partial(path: Path) -> tuple[dict, list[dict], list[FeatureStats], list[QualitySums], np.ndarray]:
@@ -294,13 +326,18 @@ def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) ->
         setattr(stats, name, torch.from_numpy(np.stack(f[name]).astype(np.int64)))
     stats.l0_counts[: len(row["l0_counts"])] = torch.tensor(row["l0_counts"])
     e = connection.execute(
-        "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, act_values "
+        "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, "
+        "coalesce(act_values, []) AS act_values, coalesce(act_values_f16, []) AS act_values_f16 "
         "FROM examples WHERE sae = ?", [sae]).fetchnumpy()
+    acts = np.zeros((len(e["kind"]), context), dtype=np.float32)
     lengths = np.array([len(p) for p in e["act_positions"]], dtype=np.int64)
-    acts = np.zeros((len(lengths), context), dtype=np.float32)
     if lengths.sum():
         rows = np.repeat(np.arange(len(lengths)), lengths)
-        acts[rows, np.concatenate(e["act_positions"]).astype(np.int64)] = np.concatenate(e["act_values"])
+        from_top = np.repeat(e["kind"] == "top", lengths)
+        values = np.empty(len(rows), dtype=np.float32)
+        values[from_top] = np.concatenate(e["act_values"])
+        values[~from_top] = np.concatenate(e["act_values_f16"]).astype(np.int16).view(np.float16)
+        acts[rows, np.concatenate(e["act_positions"]).astype(np.int64)] = values
     latent, rank = torch.from_numpy(e["latent"].astype(np.int64)), torch.from_numpy(e["rank"].astype(np.int64))
     top = torch.from_numpy(e["kind"] == "top")
     window, position = torch.from_numpy(e["window_id"]), torch.from_numpy(e["position"].astype(np.int64))
