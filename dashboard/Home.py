@@ -8,6 +8,8 @@ import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from analysis.atlas.schema import AtlasError  # noqa: E402
+from dashboard.atlas_summary import DEMO_ATLAS, read_atlas_summary  # noqa: E402
 from dashboard.bundle import DEMO_BUNDLE, read_bundle  # noqa: E402
 
 st.set_page_config(page_title="Glassbox", layout="wide")
@@ -45,6 +47,15 @@ rows = [
     for sae in bundle.saes
 ]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+st.header("Feature atlas")
+try:
+    atlas = read_atlas_summary(DEMO_ATLAS)
+except AtlasError as error:
+    st.error(f"No feature atlas to browse: {error}")
+else:
+    st.caption(atlas.description)
+    st.dataframe(atlas.saes, hide_index=True, width="stretch")
 
 corpus = bundle.metrics.get("corpus", {})
 if corpus:
