@@ -1,0 +1,58 @@
+"""A feature's examples as highlighted token lines: the top windows, then the interval groups
+(random firing tokens from each slice of the activation range), each line saying where its text
+came from."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard.feature_queries import FeatureView
+from dashboard.token_html import highlighted_tokens, visible, window_slice
+
+CONTEXT_WIDTHS = {"5 tokens": 5, "16 tokens": 16, "whole window": None}
+INTERVALS = 20
+
+
+def _dense(positions: np.ndarray, values: np.ndarray, length: int) -> np.ndarray:
+    acts = np.zeros(length, dtype=np.float32)
+    acts[np.asarray(positions, dtype=np.int64)] = values
+    return acts
+
+
+def example_html(view: FeatureView, example: pd.Series, token_text: tuple[str, ...], width: int | None,
+                 scale: float, documents: dict[int, str]) -> str:
+    """One example: its source, its activation at the marked token, and the highlighted tokens."""
+    tokens = view.windows[int(example["window_id"])]
+    acts = _dense(example["act_positions"], example["acts"], len(tokens))
+    centre = int(example["position"])
+    line = highlighted_tokens([token_text[t] for t in tokens], acts, centre, scale,
+                              window_slice(len(tokens), centre, width))
+    source = html.escape(visible(documents.get(int(example["document"]), "?")))
+    return (f'<div style="margin: 0 0 0.6rem 0;"><div style="font-size: 0.75rem; color: #555;">'
+            f'{float(example["value"]):.3f} · {source} · window {int(example["window_id"])}</div>{line}</div>')
+
+
+def show_examples(view: FeatureView, token_text: tuple[str, ...], width: int | None) -> None:
+    """Top examples in full, interval groups in expanders (highest interval first)."""
+    scale = float(view.stats["max_act"]) or 1.0
+    documents = {int(r.document): f"{r.domain}: {r.source}" for r in view.documents.itertuples()}
+    top = view.examples[view.examples["kind"] == "top"]
+    st.subheader(f"Top {len(top)} examples")
+    if top.empty:
+        st.info("This feature never fired on the atlas's tokens, so it has no examples.")
+        return
+    st.html("".join(example_html(view, row, token_text, width, scale, documents) for _, row in top.iterrows()))
+    st.subheader("Across the activation range")
+    fire_count = max(int(view.stats["fire_count"]), 1)
+    interval_width = 2.0 ** int(view.stats["range_exp"]) / INTERVALS
+    samples = view.examples[view.examples["kind"] == "interval"]
+    for interval in sorted(samples["interval_index"].unique(), reverse=True):
+        group = samples[samples["interval_index"] == interval]
+        share = view.stats["interval_count"][interval] / fire_count
+        low, high = interval * interval_width, (interval + 1) * interval_width
+        with st.expander(f"activation {low:.3g}–{high:.3g} · {share:.1%} of firing tokens · {len(group)} samples"):
+            st.html("".join(example_html(view, row, token_text, width, scale, documents)
+                            for _, row in group.iterrows()))

@@ -1,0 +1,36 @@
+"""User data as downloadable files: CSV for spreadsheets, JSON for scripts (lists kept as arrays,
+times as ISO 8601)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return None if value is pd.NA or (isinstance(value, float) and np.isnan(value)) else value
+
+
+def as_json(frame: pd.DataFrame) -> bytes:
+    """One JSON object per row."""
+    rows = [{column: _plain(value) for column, value in row.items()} for row in frame.to_dict("records")]
+    return json.dumps(rows, ensure_ascii=False, indent=1).encode()
+
+
+def as_csv(frame: pd.DataFrame) -> bytes:
+    """CSV with list columns written as JSON arrays (so tags survive a round trip)."""
+    flat = frame.copy()
+    for column in flat.columns:
+        if any(isinstance(v, (list, tuple, np.ndarray)) for v in flat[column]):
+            flat[column] = [json.dumps(_plain(v), ensure_ascii=False) if isinstance(v, (list, tuple, np.ndarray))
+                            else v for v in flat[column]]
+    return flat.to_csv(index=False).encode()

@@ -1,0 +1,61 @@
+"""Features: every latent of the chosen SAEs, filtered, sorted and paged in DuckDB; pick a row to
+open it."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from dashboard.feature_queries import SORTS, feature_table  # noqa: E402
+from dashboard.filter_controls import filter_controls, url_params, write_url  # noqa: E402
+from dashboard.page_common import open_page  # noqa: E402
+from dashboard.url_state import integer, read_sort  # noqa: E402
+
+PAGE_SIZE = 50
+
+page = open_page("Features")
+params = url_params()
+flt = filter_controls(page, "features")
+sort_column, page_column = st.columns([3, 1])
+if "features_sort" not in st.session_state:
+    st.session_state["features_sort"] = read_sort(params)
+sort = sort_column.selectbox("Sort by", list(SORTS), key="features_sort")
+if "features_page" not in st.session_state:
+    st.session_state["features_page"] = max(integer(params, "page", 1), 1)
+    st.session_state["features_last_query"] = (flt, sort)
+if st.session_state["features_last_query"] != (flt, sort):
+    st.session_state["features_page"] = 1  # a new filter or order starts at its first page
+st.session_state["features_last_query"] = (flt, sort)
+
+result = feature_table(page.workspace, page.atlas, flt, sort, st.session_state["features_page"] - 1, PAGE_SIZE)
+pages = max(1, -(-result.total // PAGE_SIZE))
+if st.session_state["features_page"] > pages:
+    st.session_state["features_page"] = pages
+    result = feature_table(page.workspace, page.atlas, flt, sort, pages - 1, PAGE_SIZE)
+page_number = page_column.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key="features_page")
+write_url(page, flt, sort=sort if sort != "feature" else "", page=page_number if page_number > 1 else "")
+
+st.caption(f"{result.total:,} features match · showing {len(result.rows)} · select a row to open it")
+shown = result.rows.drop(columns=["sae"]).fillna({"label": "", "reviewer": ""})
+selection = st.dataframe(
+    shown, hide_index=True, width="stretch", height=min(38 + 35 * len(shown), 900), on_select="rerun", selection_mode="single-row", key="feature_table",
+    column_config={
+        "sae_name": "SAE", "latent": st.column_config.NumberColumn("feature", format="%d"),
+        "density": st.column_config.NumberColumn(format="%.2e"), "max_act": st.column_config.NumberColumn(
+            "max act", format="%.3f"), "mean_act": st.column_config.NumberColumn("mean act", format="%.3f"),
+        "auto_label": "automatic label", "label": "reviewer label",
+    })
+rows = selection.selection.rows if selection else []
+if rows:
+    chosen = result.rows.iloc[rows[0]]
+    st.switch_page("pages/2_Feature.py", query_params=page.feature_params(int(chosen["sae"]), int(chosen["latent"])))
+
+with st.form("open_feature"):
+    cols = st.columns([2, 2, 1])
+    names = list(page.atlas.saes["name"])
+    sae_name = cols[0].selectbox("SAE", names)
+    latent = cols[1].number_input("Feature number", min_value=0, step=1)
+    if cols[2].form_submit_button("Open feature"):
+        st.switch_page("pages/2_Feature.py", query_params=page.feature_params(page.atlas.sae_index(sae_name), latent))

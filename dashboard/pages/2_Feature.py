@@ -1,0 +1,157 @@
+"""Feature: one latent's statistics, examples, logit effects, neighbours, sources and triage."""
+from __future__ import annotations
+
+import html
+import sys
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from dashboard import charts  # noqa: E402
+from dashboard.examples_view import CONTEXT_WIDTHS, show_examples  # noqa: E402
+from dashboard.feature_queries import FeatureView, feature_view  # noqa: E402
+from dashboard.filter_controls import url_params  # noqa: E402
+from dashboard.page_common import PageContext, open_page  # noqa: E402
+from dashboard.token_html import markdown_text, visible  # noqa: E402
+from dashboard.triage_panel import triage_panel  # noqa: E402
+from dashboard.url_state import integer, text  # noqa: E402
+from dashboard.userdata import UserDataError  # noqa: E402
+
+AUDIT_ROWS_SHOWN = 20
+
+
+def _chosen_feature(page: PageContext) -> tuple[int, int]:
+    """The (sae, latent) in the URL, or a clear message and a way back."""
+    params = url_params()
+    sae_name, latent = text(params, "sae"), integer(params, "latent")
+    sae = page.atlas.sae_index(sae_name)
+    if sae is None or latent is None:
+        names = ", ".join(page.atlas.saes["name"])
+        st.error(f"Choose a feature: the link needs sae= (one of {names}) and latent=; got sae={sae_name!r}, "
+                 f"latent={text(params, 'latent')!r}.")
+        st.page_link("pages/1_Features.py", label="Back to the feature table", query_params=page.link_params())
+        st.stop()
+    return sae, latent
+
+
+def _labelled_tokens(tokens, values, token_text) -> pd.DataFrame:
+    return pd.DataFrame({"token": [visible(token_text[t]) for t in tokens], "effect": values})
+
+
+def _logit_effects(view: FeatureView, token_text: tuple[str, ...]) -> None:
+    stats = view.stats
+    if stats.get("top_logit_tokens") is None:
+        st.caption("No logit effects: this SAE's hook does not write to the residual stream path to the unembedding.")
+        return
+    promoted, suppressed = st.columns(2)
+    promoted.dataframe(_labelled_tokens(stats["top_logit_tokens"], stats["top_logit_values"], token_text),
+                       hide_index=True, column_config={"token": "promotes", "effect": st.column_config.NumberColumn(
+                           format="%+.3f")})
+    suppressed.dataframe(_labelled_tokens(stats["bottom_logit_tokens"], stats["bottom_logit_values"], token_text),
+                         hide_index=True, column_config={"token": "suppresses", "effect": st.column_config.NumberColumn(
+                             format="%+.3f")})
+    st.plotly_chart(charts.logit_histogram(stats["logit_hist"], stats["logit_hist_min"], stats["logit_hist_max"]),
+                    key="logit_histogram")
+
+
+def _neighbours(page: PageContext, view: FeatureView) -> None:
+    for scope, title in (("same", "In this SAE"), ("other", "In the other SAEs")):
+        rows = view.neighbours[view.neighbours["scope"] == scope]
+        if rows.empty:
+            continue
+        st.markdown(f"**{title}** (decoder cosine)")
+        for row in rows.itertuples():
+            label = markdown_text(f"{row.other_name} #{row.other_latent} · {row.cosine:.2f} · {row.other_label or ''}")
+            st.page_link("pages/2_Feature.py", label=label,
+                         query_params=page.feature_params(int(row.other_sae), int(row.other_latent)))
+
+
+def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
+    lists = page.workspace.store.lists()
+    if lists.empty:
+        st.caption("No lists yet: create one on the Lists page.")
+        return
+    with st.form(f"add_to_list_{sae}_{latent}"):
+        name = st.selectbox("List", list(lists["name"]))
+        note = st.text_input("Note on this feature")
+        if st.form_submit_button("Add to list", disabled=page.read_only or not page.reviewer):
+            row = page.atlas.sae_row(sae)
+            try:
+                page.workspace.store.add_to_list(name, str(row["content_hash"]), str(row["name"]), latent,
+                                                 page.reviewer, note)
+                st.toast(f"Added to {name}")
+            except UserDataError as error:
+                st.error(str(error))
+
+
+page = open_page("Feature")
+sae, latent = _chosen_feature(page)
+sae_row = page.atlas.sae_row(sae)
+view = feature_view(page.workspace, page.atlas, sae, latent)
+if view is None:
+    st.error(f"{sae_row['name']} has no feature {latent}: its features are numbered 0 to {int(sae_row['d_sae']) - 1}.")
+    st.page_link("pages/1_Features.py", label="Back to the feature table", query_params=page.link_params())
+    st.stop()
+
+stats, token_text = view.stats, page.atlas.token_text
+back, previous, following = st.columns([4, 1, 1])
+back.subheader(markdown_text(f"{sae_row['name']} · feature {latent}"))
+if latent > 0:
+    previous.page_link("pages/2_Feature.py", label="← previous", query_params=page.feature_params(sae, latent - 1))
+if latent + 1 < int(sae_row["d_sae"]):
+    following.page_link("pages/2_Feature.py", label="next →", query_params=page.feature_params(sae, latent + 1))
+annotation = page.workspace.store.annotation(str(sae_row["content_hash"]), latent)
+reviewer_label = (f' · <b>{html.escape(annotation.status)}</b>: {html.escape(visible(annotation.label, spaces=False))}'
+                  if annotation.reviewed or annotation.label else "")
+auto_label = visible(stats["label"] or "no automatic label", spaces=False)
+st.html(f'<div style="font-size: 1rem;">{html.escape(auto_label)} '
+        f'<span style="font-size: 0.75rem; color: #777; border: 1px solid #bbb; border-radius: 4px; padding: 0 4px;">'
+        f'automatic</span>{reviewer_label}</div>')
+writes = sae_row["hook_name_out"] if pd.notna(sae_row["hook_name_out"]) else sae_row["hook_name"]
+st.caption(f"reads {sae_row['hook_name']} · writes {writes} · {sae_row['architecture']}")
+
+cols = st.columns(4)
+cols[0].metric("Density", f"{stats['density']:.3e}", help="share of non-special tokens where it fires")
+cols[1].metric("Fires on", f"{int(stats['fire_count']):,} tokens")
+cols[2].metric("Max activation", f"{stats['max_act']:.3f}")
+cols[3].metric("Mean when firing", f"{stats['mean_act']:.3f}")
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    if int(stats["fire_count"]):
+        linear, logarithmic = st.tabs(["Activations", "Log-spaced"])
+        with linear:
+            log_y = st.toggle("log counts", key="hist_log_y")
+            st.plotly_chart(charts.activation_histogram(stats["hist"], int(stats["range_exp"]), float(stats["max_act"]),
+                                                        log_y), key="activation_histogram")
+        with logarithmic:
+            st.plotly_chart(charts.log_spaced_histogram(stats["log_hist"]), key="log_histogram")
+    width_key = text(url_params(), "width", "16 tokens")
+    if "context_width" not in st.session_state:
+        st.session_state["context_width"] = width_key if width_key in CONTEXT_WIDTHS else "16 tokens"
+    width = st.segmented_control("Context", list(CONTEXT_WIDTHS), key="context_width") or "16 tokens"
+    st.query_params["width"] = width
+    show_examples(view, token_text, CONTEXT_WIDTHS[width])
+with right:
+    st.subheader("Triage")
+    if triage_panel(page, sae, latent) is not None:
+        st.rerun()
+    st.subheader("Logit effects")
+    _logit_effects(view, token_text)
+    st.subheader("Nearest features")
+    _neighbours(page, view)
+    st.subheader("Where its examples come from")
+    st.dataframe(view.domains, hide_index=True)
+    st.subheader("Lists")
+    _add_to_list(page, sae, latent)
+    st.subheader("Audit log")
+    history = page.workspace.store.history(str(sae_row["content_hash"]), latent)
+    if history.empty:
+        st.caption("No edits yet.")
+    else:
+        st.table(history[["changed_at", "reviewer", "action", "field", "old_value", "new_value"]].head(AUDIT_ROWS_SHOWN)
+                 .assign(changed_at=lambda h: h["changed_at"].dt.strftime("%Y-%m-%d %H:%M:%S")), hide_index=True)
+        if len(history) > AUDIT_ROWS_SHOWN:
+            st.caption(f"{len(history) - AUDIT_ROWS_SHOWN} older entries: download the whole audit log on the Lists page.")

@@ -1,0 +1,86 @@
+"""Lists: named sets of features with a note on each, and downloads of lists, labels and the
+audit log (CSV and JSON)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from dashboard.exports import as_csv, as_json  # noqa: E402
+from dashboard.filter_controls import url_params  # noqa: E402
+from dashboard.page_common import PageContext, open_page  # noqa: E402
+from dashboard.url_state import text  # noqa: E402
+from dashboard.userdata import UserDataError  # noqa: E402
+
+
+def _downloads(title: str, frame, stem: str, key: str) -> None:
+    csv_column, json_column, _ = st.columns([1, 1, 3])
+    csv_column.download_button(f"{title} (CSV)", as_csv(frame), f"{stem}.csv", "text/csv", key=f"{key}_csv")
+    json_column.download_button(f"{title} (JSON)", as_json(frame), f"{stem}.json", "application/json",
+                                key=f"{key}_json")
+
+
+def _create_list(page: PageContext) -> None:
+    with st.form("create_list", clear_on_submit=True):
+        name = st.text_input("New list name")
+        description = st.text_input("What the list is for")
+        if st.form_submit_button("Create list", disabled=page.read_only or not page.reviewer):
+            try:
+                created = page.workspace.store.create_list(name, page.reviewer, description)
+            except UserDataError as error:
+                st.error(str(error))
+            else:
+                st.query_params["list"] = created.name
+                st.rerun()
+    if not page.read_only and not page.reviewer:
+        st.caption("Enter your name as Reviewer in the sidebar to create lists.")
+
+
+def _show_list(page: PageContext, name: str) -> None:
+    store = page.workspace.store
+    items = store.list_frame(name)
+    st.caption(f"{len(items)} features")
+    hashes = dict(zip(page.atlas.saes["content_hash"], page.atlas.saes["sae"]))
+    selection = st.dataframe(items.drop(columns=["list", "sae_hash"]), hide_index=True, on_select="rerun",
+                             selection_mode="single-row", key=f"list_items_{name}")
+    rows = selection.selection.rows if selection else []
+    if rows:
+        item = items.iloc[rows[0]]
+        if item["sae_hash"] in hashes:
+            st.switch_page("pages/2_Feature.py",
+                           query_params=page.feature_params(int(hashes[item["sae_hash"]]), int(item["latent"])))
+        st.warning(f"{item['sae_name']} is not in this atlas; open an atlas built from it to see the feature.")
+    if len(items) and not page.read_only and page.reviewer:
+        with st.form(f"remove_from_{name}"):
+            choices = [f"{r.sae_name} #{r.latent}" for r in items.itertuples()]
+            chosen = st.selectbox("Feature", choices)
+            if st.form_submit_button("Remove from the list"):
+                item = items.iloc[choices.index(chosen)]
+                store.remove_from_list(name, item["sae_hash"], int(item["latent"]), page.reviewer)
+                st.rerun()
+    _downloads("Download this list", items, f"list-{name}", f"list_{name}")
+
+
+page = open_page("Lists")
+lists = page.workspace.store.lists()
+left, right = st.columns([1, 2], gap="large")
+with left:
+    _create_list(page)
+    if not lists.empty:
+        st.dataframe(lists, hide_index=True, key="all_lists")
+with right:
+    if lists.empty:
+        st.info("No lists yet. Create one, then add features to it from their feature pages.")
+    else:
+        names = list(lists["name"])
+        wanted = text(url_params(), "list", names[0])
+        name = st.selectbox("List", names, index=names.index(wanted) if wanted in names else 0)
+        st.query_params["list"] = name
+        _show_list(page, name)
+
+st.header("Exports")
+store = page.workspace.store
+_downloads("Labels", store.annotations_frame(), "glassbox-labels", "labels")
+_downloads("Audit log", store.audit_frame(), "glassbox-audit-log", "audit")

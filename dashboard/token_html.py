@@ -1,0 +1,73 @@
+"""Token strings as highlighted HTML: data, never markup.
+
+Every token is shown through ``visible()`` (whitespace, control and invisible characters become
+visible symbols, so a bidi override or a zero-width space cannot hide or reorder text) and then
+``html.escape`` (so ``<script>`` is text). Colour encodes the activation, the hover title gives
+its value, and the example's max token is outlined.
+"""
+from __future__ import annotations
+
+import html
+import unicodedata
+from collections.abc import Sequence
+
+SHOWN_AS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
+INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+HIGHLIGHT_RGB = "255, 127, 14"  # plotly's orange, the colour of activation everywhere in Glassbox
+
+
+def visible(text: str, spaces: bool = True) -> str:
+    """``text`` with whitespace shown as symbols (plain spaces too when ``spaces``; tokens want
+    them, prose labels do not) and every control/invisible character as ``⟨U+XXXX⟩``."""
+    shown = []
+    for char in text:
+        if char == " " and not spaces:
+            shown.append(char)
+        elif char in SHOWN_AS:
+            shown.append(SHOWN_AS[char])
+        elif unicodedata.category(char) in INVISIBLE_CATEGORIES or (char.isspace() and char != " "):
+            shown.append(f"⟨U+{ord(char):04X}⟩")
+        else:
+            shown.append(char)
+    return "".join(shown)
+
+
+MARKDOWN_SPECIALS = set("\\`*_{}[]()<>#+-.!|~$:")
+
+
+def markdown_text(text: str, limit: int = 80) -> str:
+    """``text`` for a Streamlit label (which reads markdown) shown literally: visible, shortened,
+    every markdown character backslash-escaped."""
+    shown = visible(text, spaces=False)
+    shown = shown if len(shown) <= limit else shown[: limit - 1] + "…"
+    return "".join("\\" + c if c in MARKDOWN_SPECIALS else c for c in shown)
+
+
+def _token_span(text: str, value: float, scale: float, is_max: bool) -> str:
+    alpha = 0.0 if scale <= 0 else min(max(value / scale, 0.0), 1.0)
+    style = f"background: rgba({HIGHLIGHT_RGB}, {alpha:.3f}); border-radius: 2px; padding: 0 1px;"
+    if is_max:
+        style += " outline: 2px solid #c2410c; font-weight: 600;"
+    shown = visible(text)
+    title = html.escape(f"{shown}  activation {value:.4g}", quote=True)
+    span = f'<span style="{style}" title="{title}">{html.escape(shown, quote=True)}</span>'
+    return span + "<br>" if "\n" in text else span
+
+
+def window_slice(length: int, centre: int, width: int | None) -> range:
+    """Positions shown for a context width (``None`` = the whole window): ``width`` tokens before
+    the centre and a few after, clipped to the window."""
+    if width is None:
+        return range(length)
+    return range(max(0, centre - width), min(length, centre + max(width // 4, 3) + 1))
+
+
+def highlighted_tokens(texts: Sequence[str], values: Sequence[float], max_position: int, scale: float,
+                       shown: range | None = None) -> str:
+    """One example as a line of coloured token spans (positions in ``shown`` only)."""
+    positions = shown if shown is not None else range(len(texts))
+    spans = "".join(_token_span(texts[p], float(values[p]), scale, p == max_position) for p in positions)
+    prefix = "… " if positions.start > 0 else ""
+    suffix = " …" if positions.stop < len(texts) else ""
+    return (f'<div style="font-family: ui-monospace, monospace; font-size: 0.85rem; line-height: 1.7; '
+            f'white-space: normal; overflow-wrap: anywhere;">{prefix}{spans}{suffix}</div>')

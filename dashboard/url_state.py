@@ -1,0 +1,72 @@
+"""Page state <-> URL query string, so a copied link reproduces the view.
+
+Keys: ``atlas`` (catalog key), ``sae`` (SAE names, repeated), ``latent``, ``min_density``,
+``max_density``, ``min_max_act``, ``q`` (text), ``token``, ``status`` and ``tag`` (repeated),
+``reviewer``, ``sort``, ``page``, ``width``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dashboard.feature_queries import SORTS, FeatureFilter
+from dashboard.userdata import STATUSES
+from dashboard.workspace import Atlas
+
+Params = Mapping[str, str | list[str]]
+
+
+def _all(params: Params, key: str) -> list[str]:
+    value = params.get(key)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _number(params: Params, key: str) -> float | None:
+    try:
+        return float(_all(params, key)[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def integer(params: Params, key: str, default: int | None = None) -> int | None:
+    try:
+        return int(_all(params, key)[0])
+    except (IndexError, ValueError):
+        return default
+
+
+def text(params: Params, key: str, default: str = "") -> str:
+    values = _all(params, key)
+    return values[0] if values else default
+
+
+def read_filter(params: Params, atlas: Atlas) -> FeatureFilter:
+    """The filter a URL describes; unknown SAE names and statuses are dropped, not errors."""
+    saes = tuple(i for i in (atlas.sae_index(name) for name in _all(params, "sae")) if i is not None)
+    return FeatureFilter(
+        saes=saes, min_density=_number(params, "min_density"), max_density=_number(params, "max_density"),
+        min_max_act=_number(params, "min_max_act"), text=text(params, "q"), top_token=text(params, "token"),
+        statuses=tuple(s for s in _all(params, "status") if s in STATUSES), tags=tuple(_all(params, "tag")),
+        reviewer=text(params, "reviewer"),
+    )
+
+
+def filter_params(flt: FeatureFilter, atlas: Atlas) -> dict[str, str | list[str]]:
+    """The query-string entries for ``flt`` (empty fields left out, so links stay short)."""
+    entries: dict[str, str | list[str]] = {
+        "sae": [str(atlas.sae_row(i)["name"]) for i in flt.saes],
+        "min_density": _format(flt.min_density), "max_density": _format(flt.max_density),
+        "min_max_act": _format(flt.min_max_act), "q": flt.text, "token": flt.top_token,
+        "status": list(flt.statuses), "tag": list(flt.tags), "reviewer": flt.reviewer,
+    }
+    return {key: value for key, value in entries.items() if value}
+
+
+def _format(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def read_sort(params: Params) -> str:
+    sort = text(params, "sort", "feature")
+    return sort if sort in SORTS else "feature"

@@ -1,0 +1,99 @@
+"""One process-wide DuckDB session for the dashboard: the user-data file, with every atlas the
+pages open ATTACHed read-only beside it, so one SQL query can join a million precomputed
+features with the reviewers' annotations.
+
+Why one instance: DuckDB allows one read-write instance of a file per process, and Streamlit
+serves every browser session from threads of one process; each page call takes its own cursor.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from analysis.atlas.schema import AtlasError, open_atlas, read_meta
+from dashboard.settings import DEMO_ATLAS, Settings
+from dashboard.userdata import UserStore, open_user_store
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """An attached atlas: ``alias`` is the SQL catalog name its tables live under."""
+
+    path: Path
+    alias: str
+    meta: dict
+    saes: pd.DataFrame  # sae, name, content_hash, hook_name, ... and the quality numbers, by sae
+    token_text: tuple[str, ...]
+    modified: float
+
+    def sae_index(self, name: str) -> int | None:
+        match = self.saes.index[self.saes["name"] == name]
+        return int(self.saes.loc[match[0], "sae"]) if len(match) else None
+
+    def sae_row(self, sae: int) -> pd.Series:
+        return self.saes.loc[self.saes["sae"] == sae].iloc[0]
+
+    @property
+    def description(self) -> str:
+        """One line saying what this atlas was built from."""
+        meta = self.meta
+        return (f"{self.path.name}: {meta['tokens']:,} tokens of the {meta['corpus']['spec']} corpus in windows of "
+                f"{meta['context']}, {int(self.saes['d_sae'].sum()):,} features, built {meta['finished'][:10]}")
+
+
+class Workspace:
+    """The user store plus the atlases attached to its connection (re-attached when rebuilt)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store: UserStore = open_user_store(settings.user_db, read_only=settings.read_only)
+        self._atlases: dict[Path, Atlas] = {}
+        self._lock = threading.Lock()
+
+    def available_atlases(self) -> list[Path]:
+        """The demo atlas, then every ``*.duckdb`` in the configured folder."""
+        found = [DEMO_ATLAS] if DEMO_ATLAS.is_file() else []
+        folder = self.settings.atlas_dir
+        if folder is not None and folder.is_dir():
+            found += sorted(p.resolve() for p in folder.glob("*.duckdb") if p.resolve() != DEMO_ATLAS.resolve())
+        return found
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.store.connection.cursor()
+
+    def atlas(self, path: Path) -> Atlas:
+        """The atlas at ``path``, checked and attached once (again after a rebuild replaced the file).
+
+        Raises ``AtlasError`` with a readable message for anything that is not a current atlas."""
+        path = Path(path).resolve()
+        modified = path.stat().st_mtime if path.is_file() else -1.0
+        with self._lock:
+            known = self._atlases.get(path)
+            if known is not None and known.modified == modified:
+                return known
+            atlas = self._attach(path, modified, detach=known)
+            self._atlases[path] = atlas
+            return atlas
+
+    def _attach(self, path: Path, modified: float, detach: Atlas | None) -> Atlas:
+        check = open_atlas(path)  # refuses missing, corrupt, foreign and other-version files
+        try:
+            meta = read_meta(check)
+            saes = check.execute("SELECT * FROM saes ORDER BY sae").df()
+            token_text = tuple(t for (t,) in check.execute("SELECT text FROM tokens ORDER BY token").fetchall())
+        finally:
+            check.close()
+        alias = "atlas_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        cursor = self.cursor()
+        if detach is not None:
+            cursor.execute(f"DETACH DATABASE IF EXISTS {alias}")
+        try:
+            cursor.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(path)])
+        except duckdb.Error as error:
+            raise AtlasError(f"could not open {path} next to the user data: {error}") from None
+        return Atlas(path=path, alias=alias, meta=meta, saes=saes, token_text=token_text, modified=modified)

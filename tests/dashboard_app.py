@@ -1,0 +1,57 @@
+"""Helpers for driving dashboard pages with Streamlit's AppTest (the app's own scripts, run in-process)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import DEMO_DIR, REPO_ROOT
+
+HOME = str(REPO_ROOT / "dashboard" / "Home.py")
+HOSTILE_TOKEN = "<img src=x onerror=alert(1)>"
+HOSTILE_TOKEN_2 = '"&\u202e\x07</div><script>alert(2)</script>'
+HOSTILE_LABEL = "<script>alert('label')</script> & \" **bold** [x](javascript:alert(3))"
+
+
+def page(path: str | None = None, reviewer: str | None = None, **query: str) -> AppTest:
+    """A dashboard page (Home when ``path`` is None) with a query string, run once."""
+    app = AppTest.from_file(HOME, default_timeout=60)
+    if path:
+        app.switch_page(path)
+    for key, value in query.items():
+        app.query_params[key] = value
+    if reviewer:
+        app.session_state["reviewer"] = reviewer
+    return app.run()
+
+
+def by_label(widgets, label: str):
+    """The one widget with this label."""
+    matches = [w for w in widgets if w.label == label]
+    assert len(matches) == 1, f"{len(matches)} widgets labelled {label!r}: {[w.label for w in widgets]}"
+    return matches[0]
+
+
+def html_bodies(app: AppTest) -> str:
+    return "\n".join(element.proto.body for element in app.get("html"))
+
+
+def make_hostile_atlas(folder: Path, sae: int = 0, latent: int = 17) -> Path:
+    """A copy of the demo atlas whose tokens at the feature's top example, and its label, are hostile text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "hostile.duckdb"
+    shutil.copy(DEMO_DIR / "atlas.duckdb", path)
+    connection = duckdb.connect(str(path))
+    try:
+        window, position = connection.execute(
+            "SELECT window_id, position FROM examples WHERE sae = ? AND latent = ? AND kind = 'top' AND rank = 0",
+            [sae, latent]).fetchone()
+        tokens = connection.execute("SELECT tokens FROM windows WHERE window_id = ?", [window]).fetchone()[0]
+        connection.execute("UPDATE tokens SET text = ? WHERE token = ?", [HOSTILE_TOKEN, tokens[position]])
+        connection.execute("UPDATE tokens SET text = ? WHERE token = ?", [HOSTILE_TOKEN_2, tokens[position - 1]])
+        connection.execute("UPDATE features SET label = ? WHERE sae = ? AND latent = ?", [HOSTILE_LABEL, sae, latent])
+    finally:
+        connection.close()
+    return path

@@ -1,0 +1,177 @@
+"""Every dashboard page through Streamlit's AppTest on the demo atlas: filter, open a feature, label
+it, undo, lists and exports, read-only mode, bad links and hostile text."""
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pandas as pd
+import pytest
+
+from dashboard.exports import as_csv, as_json
+from dashboard.userdata import open_user_store
+from tests.conftest import DEMO_DIR
+from tests.dashboard_app import (HOSTILE_LABEL, HOSTILE_TOKEN, HOSTILE_TOKEN_2, by_label, html_bodies,
+                                 make_hostile_atlas, page)
+
+FEATURES, FEATURE, TRIAGE, LISTS = "pages/1_Features.py", "pages/2_Feature.py", "pages/3_Triage.py", "pages/4_Lists.py"
+
+
+def atlas_sql(query: str, params: list | None = None):
+    connection = duckdb.connect(str(DEMO_DIR / "atlas.duckdb"), read_only=True)
+    try:
+        return connection.execute(query, params or []).fetchall()
+    finally:
+        connection.close()
+
+
+def sae_hash(name: str) -> str:
+    return atlas_sql("SELECT content_hash FROM saes WHERE name = ?", [name])[0][0]
+
+
+def test_filtering_the_feature_table_runs_in_sql_and_lands_in_the_url(user_db):
+    app = page(FEATURES)
+    by_label(app.multiselect, "SAE / layer").set_value(["transcoder-L1"])
+    by_label(app.text_input, "Density at least").set_value("1e-3")
+    by_label(app.selectbox, "Sort by").set_value("density, highest first")
+    app.run()
+    assert not app.exception
+    expected = atlas_sql("SELECT latent, density FROM features WHERE sae = 2 AND density >= 1e-3 "
+                         "ORDER BY density DESC, latent")
+    shown = app.dataframe[0].value
+    assert list(shown["sae_name"].unique()) == ["transcoder-L1"]
+    assert list(shown["latent"]) == [latent for latent, _ in expected[:50]]
+    assert f"{len(expected):,} features match" in app.caption[0].value
+    assert app.query_params["sae"] == "transcoder-L1" and app.query_params["min_density"] == "0.001"
+    assert app.query_params["sort"] == "density, highest first"
+
+
+def test_a_link_reproduces_the_filtered_view(user_db):
+    app = page(FEATURES, q="fires on ' the'", max_density="0.5", page="2")
+    expected = atlas_sql("SELECT count(*) FROM features WHERE density <= 0.5 AND label ILIKE ?",
+                         ["%fires on ' the'%"])[0][0]
+    assert by_label(app.text_input, "Label or note contains").value == "fires on ' the'"
+    assert f"{expected:,} features match" in app.caption[0].value
+    assert by_label(app.number_input, f"Page (of {-(-expected // 50)})").value == 2
+
+
+def test_opening_a_feature_from_the_table_shows_its_examples_and_statistics(user_db):
+    app = page(FEATURES)
+    form_sae = [w for w in app.selectbox if w.label == "SAE"][0]
+    form_sae.set_value("transcoder-L2")
+    by_label(app.number_input, "Feature number").set_value(7)
+    by_label(app.button, "Open feature").click().run()
+    assert not app.exception
+    assert app.query_params["sae"] == "transcoder-L2" and app.query_params["latent"] == "7"
+    density, max_act = atlas_sql("SELECT density, max_act FROM features WHERE sae = 3 AND latent = 7")[0]
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Density"] == f"{density:.3e}" and metrics["Max activation"] == f"{max_act:.3f}"
+    top = atlas_sql("SELECT count(*) FROM examples WHERE sae = 3 AND latent = 7 AND kind = 'top'")[0][0]
+    assert any(s.value == f"Top {top} examples" for s in app.subheader)
+
+
+def test_labelling_a_feature_is_audited_and_undo_restores_it(user_db):
+    app = page(FEATURE, reviewer="alice", sae="resid-L2", latent="17")
+    by_label(app.radio, "Status").set_value("interpretable")
+    by_label(app.text_input, "Label").set_value("the verb 'put' / 'let'")
+    by_label(app.multiselect, "Tags").set_value(["spurious-correlation"])
+    by_label(app.button, "Save").click().run()
+    assert not app.exception and not app.error
+    store = open_user_store(user_db)
+    saved = store.annotation(sae_hash("resid-L2"), 17)
+    assert (saved.status, saved.label, saved.tags, saved.reviewer) == (
+        "interpretable", "the verb 'put' / 'let'", ("spurious-correlation",), "alice")
+    audit = app.table[-1].value
+    assert set(audit["field"]) == {"status", "label", "tags"} and set(audit["reviewer"]) == {"alice"}
+    assert by_label(app.radio, "Status").value == "interpretable"
+
+    by_label(app.button, "Undo my last change").click().run()
+    restored = store.annotation(sae_hash("resid-L2"), 17)
+    assert (restored.status, restored.label, restored.tags) == ("unreviewed", "", ())
+    history = store.history(sae_hash("resid-L2"), 17)
+    assert list(history["action"]).count("undo") == 3 and list(history["action"]).count("edit") == 3
+
+
+def test_edits_need_a_reviewer_name(user_db):
+    app = page(FEATURE, sae="resid-L2", latent="3")
+    assert by_label(app.button, "Save").disabled
+    assert any("Enter your name as Reviewer" in w.value for w in app.warning)
+
+
+def test_triage_walks_the_unreviewed_queue_and_counts_progress(user_db):
+    app = page(TRIAGE, reviewer="bob", sae="transcoder-L0", min_density="0.01")
+    first = (app.query_params["sae"], int(app.query_params["latent"]))
+    queue = atlas_sql("SELECT latent FROM features WHERE sae = 1 AND density >= 0.01 ORDER BY latent")
+    assert first == ("transcoder-L0", queue[0][0])
+    by_label(app.radio, "Status").set_value("polysemantic")
+    by_label(app.button, "Save and next").click().run()
+    assert int(app.query_params["latent"]) == queue[1][0]
+    assert app.get("progress")[0].proto.text == f"1 of {len(queue)} reviewed"
+    by_label(app.button, "Skip").click().run()
+    assert int(app.query_params["latent"]) == queue[2][0]
+    assert open_user_store(user_db).annotation(sae_hash("transcoder-L0"), queue[0][0]).status == "polysemantic"
+
+
+def test_lists_collect_features_and_export_with_labels(user_db):
+    app = page(LISTS, reviewer="carol")
+    by_label(app.text_input, "New list name").set_value("deception-candidates")
+    by_label(app.button, "Create list").click().run()
+    assert not app.exception and app.query_params["list"] == "deception-candidates"
+    feature = page(FEATURE, reviewer="carol", sae="transcoder-L3", latent="11")
+    by_label(feature.text_input, "Note on this feature").set_value("check with the red team")
+    by_label(feature.button, "Add to list").click().run()
+    store = open_user_store(user_db)
+    store.annotate(sae_hash("transcoder-L3"), "transcoder-L3", 11, "carol", status="interpretable",
+                   tags=["deception", "pii"])
+    items = store.list_frame("deception-candidates")
+    assert list(items["latent"]) == [11] and items["note"][0] == "check with the red team"
+    exported = json.loads(as_json(items))
+    assert exported[0]["tags"] == ["deception", "pii"] and exported[0]["status"] == "interpretable"
+    from io import StringIO
+    assert json.loads(pd.read_csv(StringIO(as_csv(items).decode()))["tags"][0]) == ["deception", "pii"]
+    lists_page = page(LISTS, reviewer="carol", list="deception-candidates")
+    assert list(lists_page.dataframe[-1].value["latent"]) == [11]
+    assert [b.proto.label for b in lists_page.get("download_button")] == [
+        "Download this list (CSV)", "Download this list (JSON)", "Labels (CSV)", "Labels (JSON)",
+        "Audit log (CSV)", "Audit log (JSON)"]
+
+
+def test_read_only_mode_shows_a_banner_and_allows_no_edit(user_db, monkeypatch):
+    monkeypatch.setenv("GLASSBOX_READ_ONLY", "1")
+    app = page(FEATURE, reviewer="dave", sae="resid-L2", latent="17")
+    assert any("Read-only mode" in i.value for i in app.info)
+    assert by_label(app.button, "Save").disabled and by_label(app.button, "Undo my last change").disabled
+    assert not [w for w in app.text_input if w.label == "Reviewer"]
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"sae": "no-such-sae", "latent": "3"}, "the link needs sae="),
+    ({"sae": "resid-L2", "latent": "99999"}, "resid-L2 has no feature 99999: its features are numbered 0 to 1023"),
+    ({"sae": "resid-L2", "latent": "seventeen"}, "the link needs sae="),
+    ({"atlas": "nowhere", "sae": "resid-L2", "latent": "1"}, "Unknown atlas 'nowhere'"),
+])
+def test_a_bad_feature_link_gets_a_clear_message(user_db, query, message):
+    app = page(FEATURE, **query)
+    assert not app.exception
+    assert any(message in e.value for e in app.error), [e.value for e in app.error]
+
+
+def test_a_corrupt_atlas_in_the_folder_is_refused_clearly(user_db, tmp_path, monkeypatch):
+    (tmp_path / "broken.duckdb").write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path))
+    app = page(FEATURES, atlas="broken")
+    assert not app.exception
+    assert any("not a readable DuckDB file" in e.value for e in app.error)
+
+
+def test_hostile_tokens_and_labels_render_as_escaped_text(user_db, tmp_path, monkeypatch):
+    make_hostile_atlas(tmp_path / "atlases")
+    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path / "atlases"))
+    app = page(FEATURE, atlas="hostile", sae="resid-L2", latent="17")
+    assert not app.exception
+    bodies = html_bodies(app)
+    assert "<img" not in bodies and "<script" not in bodies
+    assert "&lt;img·src=x·onerror=alert(1)&gt;" in bodies  # spaces inside tokens are shown as ·
+    assert "&lt;script&gt;alert(&#x27;label&#x27;)&lt;/script&gt; &amp; &quot;" in bodies
+    assert "⟨U+202E⟩⟨U+0007⟩&lt;/div&gt;&lt;script&gt;" in bodies
+    assert HOSTILE_TOKEN not in bodies and HOSTILE_TOKEN_2 not in bodies and HOSTILE_LABEL not in bodies
