@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from dashboard.feature_queries import FeatureView
@@ -22,7 +21,7 @@ def _dense(positions: np.ndarray, values: np.ndarray, length: int) -> np.ndarray
     return acts
 
 
-def example_html(view: FeatureView, example: pd.Series, token_text: tuple[str, ...], width: int | None,
+def example_html(view: FeatureView, example: dict, token_text: tuple[str, ...], width: int | None,
                  scale: float, documents: dict[int, str]) -> str:
     """One example: its source, its activation at the marked token, and the highlighted tokens."""
     tokens = view.windows[int(example["window_id"])]
@@ -38,21 +37,20 @@ def example_html(view: FeatureView, example: pd.Series, token_text: tuple[str, .
 def show_examples(view: FeatureView, token_text: tuple[str, ...], width: int | None) -> None:
     """Top examples in full, interval groups in expanders (highest interval first)."""
     scale = float(view.stats["max_act"]) or 1.0
-    documents = {int(r.document): f"{r.domain}: {r.source}" for r in view.documents.itertuples()}
-    top = view.examples[view.examples["kind"] == "top"]
+    documents = {document: f"{row['domain']}: {row['source']}" for document, row in view.documents.items()}
+    top = [e for e in view.examples if e["kind"] == "top"]
     st.subheader(f"Top {len(top)} examples")
-    if top.empty:
+    if not top:
         st.info("This feature never fired on the atlas's tokens, so it has no examples.")
         return
-    st.html("".join(example_html(view, row, token_text, width, scale, documents) for _, row in top.iterrows()))
+    st.html("".join(example_html(view, example, token_text, width, scale, documents) for example in top))
     st.subheader("Across the activation range")
     fire_count = max(int(view.stats["fire_count"]), 1)
     interval_width = 2.0 ** int(view.stats["range_exp"]) / INTERVALS
-    samples = view.examples[view.examples["kind"] == "interval"]
-    for interval in sorted(samples["interval_index"].unique(), reverse=True):
-        group = samples[samples["interval_index"] == interval]
+    samples = [e for e in view.examples if e["kind"] == "interval"]
+    for interval in sorted({e["interval_index"] for e in samples}, reverse=True):
+        group = [e for e in samples if e["interval_index"] == interval]
         share = view.stats["interval_count"][interval] / fire_count
         low, high = interval * interval_width, (interval + 1) * interval_width
         with st.expander(f"activation {low:.3g}–{high:.3g} · {share:.1%} of firing tokens · {len(group)} samples"):
-            st.html("".join(example_html(view, row, token_text, width, scale, documents)
-                            for _, row in group.iterrows()))
+            st.html("".join(example_html(view, example, token_text, width, scale, documents) for example in group))

@@ -6,8 +6,10 @@ user-data file, joined on the SAE's content hash so labels follow an SAE into a 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -126,51 +128,59 @@ def next_in_queue(workspace: Workspace, atlas: Atlas, flt: FeatureFilter,
 def _float_acts(full: np.ndarray | None, half: np.ndarray | None) -> np.ndarray:
     """An example's activations as float32, whichever precision the atlas kept them in (the other
     is NULL)."""
-    if isinstance(full, (list, np.ndarray)):
+    if full is not None:
         return np.asarray(full, dtype=np.float32)
     return np.asarray(half, dtype=np.int16).view(np.float16).astype(np.float32)
 
 
 @dataclass
 class FeatureView:
-    """Everything the Feature page shows about one latent."""
+    """Everything the Feature page shows about one latent (plain rows: a page builds no frames it
+    does not show, which keeps this within the 50 ms a page may take)."""
 
     sae: int
     latent: int
     stats: dict  # the features row
-    examples: pd.DataFrame  # kind, interval_index, rank, window_id, position, value, document, act_positions, acts
+    examples: list[dict]  # kind, interval_index, rank, window_id, position, value, document, act_positions, acts
     windows: dict[int, list[int]]  # window_id -> token ids
-    documents: pd.DataFrame  # document, doc_id, domain, source
-    neighbours: pd.DataFrame  # scope, rank, other_sae, other_name, other_latent, cosine, other_label
-    domains: pd.DataFrame = field(default_factory=pd.DataFrame)  # domain, examples
+    documents: dict[int, dict]  # document -> doc_id, domain, source
+    neighbours: list[dict]  # scope, rank, other_sae, other_name, other_latent, cosine, other_label
+
+    def domains(self) -> pd.DataFrame:
+        """How many of its examples come from each corpus domain, most first."""
+        counts = Counter(self.documents[e["document"]]["domain"] for e in self.examples)
+        return pd.DataFrame(counts.most_common(), columns=["domain", "examples"])
+
+
+def _rows(cursor: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict]:
+    result = cursor.execute(sql, params)
+    names = [column[0] for column in result.description]
+    return [dict(zip(names, row)) for row in result.fetchall()]
 
 
 def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> FeatureView | None:
     """The feature page's data, or None for a latent the atlas does not have."""
     a, cursor = atlas.alias, workspace.cursor()
-    stats = cursor.execute(f"SELECT * FROM {a}.features WHERE sae = ? AND latent = ?", [sae, latent]).df()
-    if stats.empty:
+    stats = _rows(cursor, f"SELECT * FROM {a}.features WHERE sae = ? AND latent = ?", [sae, latent])
+    if not stats:
         return None
-    examples = cursor.execute(
-        f"SELECT kind, interval_index, rank, window_id, position, value, document, act_positions, act_values, "
-        f"act_values_f16 FROM {a}.examples WHERE sae = ? AND latent = ? ORDER BY kind DESC, interval_index, rank",
-        [sae, latent]).df()
-    examples["acts"] = [_float_acts(full, half) for full, half in zip(examples.pop("act_values"),
-                                                                      examples.pop("act_values_f16"))]
-    window_ids = sorted({int(w) for w in examples["window_id"]})
+    examples = _rows(cursor, f"SELECT kind, interval_index, rank, window_id, position, value, document, act_positions, "
+                             f"act_values, act_values_f16 FROM {a}.examples WHERE sae = ? AND latent = ? "
+                             f"ORDER BY kind DESC, interval_index, rank", [sae, latent])
+    for example in examples:
+        example["acts"] = _float_acts(example.pop("act_values"), example.pop("act_values_f16"))
+    window_ids = sorted({e["window_id"] for e in examples})
     windows = dict(cursor.execute(
         f"SELECT window_id, tokens FROM {a}.windows WHERE window_id IN (SELECT unnest(?::BIGINT[]))",
         [window_ids]).fetchall()) if window_ids else {}
-    document_ids = sorted({int(d) for d in examples["document"]})
-    documents = cursor.execute(
-        f"SELECT document, doc_id, domain, source FROM {a}.documents WHERE document IN (SELECT unnest(?::INTEGER[]))",
-        [document_ids]).df()
-    neighbours = cursor.execute(
-        f"SELECT g.scope, g.rank, g.other_sae, s.name AS other_name, g.other_latent, g.cosine, o.label AS other_label "
-        f"FROM {a}.neighbours g JOIN {a}.saes s ON s.sae = g.other_sae "
-        f"JOIN {a}.features o ON o.sae = g.other_sae AND o.latent = g.other_latent "
-        f"WHERE g.sae = ? AND g.latent = ? ORDER BY g.scope DESC, g.rank", [sae, latent]).df()
-    domains = (examples.merge(documents, on="document").groupby("domain").size().rename("examples")
-               .reset_index().sort_values("examples", ascending=False)) if len(examples) else pd.DataFrame()
-    return FeatureView(sae=sae, latent=latent, stats=stats.iloc[0].to_dict(), examples=examples, windows=windows,
-                       documents=documents, neighbours=neighbours, domains=domains)
+    document_ids = sorted({e["document"] for e in examples})
+    documents = {row.pop("document"): row for row in _rows(
+        cursor, f"SELECT document, doc_id, domain, source FROM {a}.documents "
+                f"WHERE document IN (SELECT unnest(?::INTEGER[]))", [document_ids])} if document_ids else {}
+    neighbours = _rows(
+        cursor, f"SELECT g.scope, g.rank, g.other_sae, s.name AS other_name, g.other_latent, g.cosine, "
+                f"o.label AS other_label FROM {a}.neighbours g JOIN {a}.saes s ON s.sae = g.other_sae "
+                f"JOIN {a}.features o ON o.sae = g.other_sae AND o.latent = g.other_latent "
+                f"WHERE g.sae = ? AND g.latent = ? ORDER BY g.scope DESC, g.rank", [sae, latent])
+    return FeatureView(sae=sae, latent=latent, stats=stats[0], examples=examples, windows=windows,
+                       documents=documents, neighbours=neighbours)

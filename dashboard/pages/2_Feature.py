@@ -58,14 +58,14 @@ def _logit_effects(view: FeatureView, token_text: tuple[str, ...]) -> None:
 
 def _neighbours(page: PageContext, view: FeatureView) -> None:
     for scope, title in (("same", "In this SAE"), ("other", "In the other SAEs")):
-        rows = view.neighbours[view.neighbours["scope"] == scope]
-        if rows.empty:
-            continue
-        st.markdown(f"**{title}** (decoder cosine)")
-        for row in rows.itertuples():
-            label = markdown_text(f"{row.other_name} #{row.other_latent} · {row.cosine:.2f} · {row.other_label or ''}")
+        rows = [row for row in view.neighbours if row["scope"] == scope]
+        if rows:
+            st.markdown(f"**{title}** (decoder cosine)")
+        for row in rows:
+            label = markdown_text(f"{row['other_name']} #{row['other_latent']} · {row['cosine']:.2f} · "
+                                  f"{row['other_label'] or ''}")
             st.page_link("pages/2_Feature.py", label=label,
-                         query_params=page.feature_params(int(row.other_sae), int(row.other_latent)))
+                         query_params=page.feature_params(row["other_sae"], row["other_latent"]))
 
 
 def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
@@ -143,7 +143,7 @@ with right:
     st.subheader("Nearest features")
     _neighbours(page, view)
     st.subheader("Where its examples come from")
-    st.dataframe(view.domains, hide_index=True)
+    st.dataframe(view.domains(), hide_index=True)
     st.subheader("Lists")
     _add_to_list(page, sae, latent)
     st.subheader("Audit log")

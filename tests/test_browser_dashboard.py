@@ -1,0 +1,129 @@
+"""The dashboard end to end in a real browser: a real `streamlit run` server and headless Debian
+Chromium. Home -> feature table -> a feature, labelled, reloaded (the label and its audit entry are
+still there); every page is screenshotted into docs/screenshots/ for the README; a hostile atlas's
+tokens show as text and run nothing."""
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser import chromium, streamlit_server, wait_for_text
+from tests.conftest import REPO_ROOT
+from tests.dashboard_app import make_hostile_atlas
+
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+ROW_Y = 122  # px from the grid's top to the middle of its second data row
+LABEL = "verbs of placing: put / let <b>not bold</b>"
+
+
+def _settle(browser, seconds: float = 1.5) -> None:
+    """Wait until Streamlit has finished running the script (no 'Running...' status) and paint."""
+    WebDriverWait(browser, 60).until(lambda d: "Running" not in d.execute_script(
+        "const w = document.querySelector('[data-testid=\"stStatusWidget\"]'); return w ? w.innerText : '';"))
+    time.sleep(seconds)
+
+
+def _shoot(browser, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script(
+        "const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]'); return m.scrollHeight;")
+    browser.set_window_size(1400, min(max(int(height) + 80, 900), 3000))
+    time.sleep(1)
+    browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    browser.set_window_size(1400, 1000)
+
+
+def _sidebar_input(browser, label: str):
+    return browser.find_element(By.CSS_SELECTOR, f'section[data-testid="stSidebar"] input[aria-label="{label}"]')
+
+
+def _click_text(browser, tag: str, text: str) -> None:
+    element = WebDriverWait(browser, 30).until(
+        lambda d: next((e for e in d.find_elements(By.TAG_NAME, tag) if e.text.strip() == text and e.is_displayed()),
+                       None))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    element.click()
+
+
+@pytest.fixture
+def served_dashboard(tmp_path, monkeypatch):
+    """A server over the demo atlas plus a hostile one, with a fresh user-data file."""
+    make_hostile_atlas(tmp_path / "atlases")
+    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path / "atlases"))
+    monkeypatch.setenv("GLASSBOX_USER_DB", str(tmp_path / "userdata.duckdb"))
+    with streamlit_server(REPO_ROOT / "dashboard" / "Home.py", cwd=REPO_ROOT) as url, chromium() as browser:
+        yield url, browser
+
+
+def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashboard):
+    url, browser = served_dashboard
+    browser.get(url)
+    wait_for_text(browser, "SAEs and transcoders", timeout=60)
+    _settle(browser)
+    _shoot(browser, "home")
+
+    _click_text(browser, "p", "Browse the features")
+    wait_for_text(browser, "features match")
+    _settle(browser)
+    _shoot(browser, "features")
+
+    grid = browser.find_element(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", grid)
+    time.sleep(0.5)
+    # the row-selection checkbox sits in the first column; aim at the second data row (feature 1:
+    # feature 0 of resid-L2 is dead, and a live one makes a better screenshot)
+    ActionChains(browser).move_to_element_with_offset(grid, -grid.size["width"] // 2 + 16,
+                                                      -grid.size["height"] // 2 + ROW_Y).click().perform()
+    WebDriverWait(browser, 60).until(lambda d: "/Feature?" in d.current_url)
+    latent = int(parse_qs(urlparse(browser.current_url).query)["latent"][0])
+    assert "atlas=demo" in browser.current_url and "sae=resid-L2" in browser.current_url
+    wait_for_text(browser, f"resid-L2 · feature {latent}", timeout=60)
+
+    reviewer = _sidebar_input(browser, "Reviewer")
+    reviewer.send_keys("alice", Keys.TAB)
+    _settle(browser)
+    _click_text(browser, "p", "interpretable")
+    label = browser.find_element(By.CSS_SELECTOR, 'input[aria-label="Label"]')
+    label.send_keys(LABEL)
+    _click_text(browser, "p", "Save")
+    wait_for_text(browser, "Audit log", timeout=60)
+    _settle(browser)
+
+    browser.refresh()
+    body = wait_for_text(browser, f"interpretable: {LABEL}", timeout=60)
+    _settle(browser)
+    audit = browser.find_element(By.CSS_SELECTOR, '[data-testid="stTable"]').text
+    assert "alice" in audit and LABEL in audit and "status" in audit and "unreviewed" in audit
+    assert not browser.find_elements(By.XPATH, "//b[text()='not bold']")
+    _sidebar_input(browser, "Reviewer").send_keys("alice", Keys.TAB)
+    _settle(browser)
+    _shoot(browser, "feature")
+
+    browser.get(f"{url}/Triage?atlas=demo&sae=transcoder-L1&min_density=0.001")
+    wait_for_text(browser, "reviewed", timeout=60)
+    _settle(browser)
+    _shoot(browser, "triage")
+    browser.get(f"{url}/Lists?atlas=demo")
+    wait_for_text(browser, "Exports", timeout=60)
+    _settle(browser)
+    _shoot(browser, "lists")
+
+
+def test_hostile_tokens_are_shown_as_text_and_run_nothing(served_dashboard):
+    url, browser = served_dashboard
+    browser.get(f"{url}/Feature?atlas=hostile&sae=resid-L2&latent=17")
+    body = wait_for_text(browser, "Top 20 examples", timeout=60)
+    _settle(browser)
+    assert "<img·src=x·onerror=alert(1)>" in body
+    assert "<script>alert('label')</script> & \"" in body
+    assert "⟨U+202E⟩⟨U+0007⟩</div><script>alert(2)</script>" in body
+    assert not browser.find_elements(By.CSS_SELECTOR, "section.stMain img[src='x']")
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text
