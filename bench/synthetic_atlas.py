@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.atlas.schema import SCHEMA_VERSION, TABLES, open_atlas  # noqa: E402
-from analysis.atlas.store import DENSITY_BINS, SQL_MACROS  # noqa: E402
+from analysis.atlas.store import DENSITY_BINS, DERIVED_TABLES, SAES_SCHEMA, SQL_MACROS, write_neighbours  # noqa: E402
 from analysis.sae_metrics import DENSE_FRACTION  # noqa: E402
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "data" / "demo" / "atlas.duckdb"
@@ -50,14 +50,14 @@ CHUNK_LATENTS = 32_768  # latents per insert: about a million example rows
 DDL = {
     "meta": 'CREATE TABLE meta ("key" VARCHAR PRIMARY KEY, "value" VARCHAR)',
     "saes": "CREATE TABLE saes (name VARCHAR, spec VARCHAR, hook_name VARCHAR, hook_name_out VARCHAR, "
-            "architecture VARCHAR, is_transcoder BOOLEAN, d_in BIGINT, d_sae BIGINT, content_hash VARCHAR, sae BIGINT, "
+            "architecture VARCHAR, is_transcoder BOOLEAN, d_in INTEGER, d_sae INTEGER, content_hash VARCHAR, sae INTEGER, "
             "tokens BIGINT, mean_l0 DOUBLE, l0_counts BIGINT[], explained_variance DOUBLE, ce_loss_clean DOUBLE, "
             "ce_loss_with_sae DOUBLE, ce_loss_zero_ablation DOUBLE, ce_loss_recovered DOUBLE, quality_tokens BIGINT, "
             "ce_tokens BIGINT, quality_sums VARCHAR, dead BIGINT, dense BIGINT, density_log10_edges DOUBLE[], "
             "density_counts BIGINT[])",
     "features": "CREATE TABLE features (sae INTEGER, latent INTEGER, fire_count BIGINT, density DOUBLE, max_act FLOAT, "
                 "mean_act DOUBLE, act_sum DOUBLE, range_exp INTEGER, hist BIGINT[100], log_hist BIGINT[88], "
-                "interval_count BIGINT[20], label VARCHAR, label_source VARCHAR, top_logit_tokens INTEGER[10], "
+                "interval_count BIGINT[20], label VARCHAR, label_source VARCHAR, top_tokens INTEGER[], top_logit_tokens INTEGER[10], "
                 "top_logit_values FLOAT[10], bottom_logit_tokens INTEGER[10], bottom_logit_values FLOAT[10], "
                 "logit_hist_min FLOAT, logit_hist_max FLOAT, logit_hist INTEGER[50])",
     "examples": 'CREATE TABLE examples (sae INTEGER, latent INTEGER, kind VARCHAR, interval_index SMALLINT, '
@@ -67,14 +67,16 @@ DDL = {
     "documents": 'CREATE TABLE documents ("document" INTEGER, doc_id VARCHAR, "domain" VARCHAR, "source" VARCHAR, '
                  "start_token BIGINT)",
     "tokens": 'CREATE TABLE tokens (token INTEGER, "text" VARCHAR, corpus_count BIGINT)',
-    "neighbours": 'CREATE TABLE neighbours (sae INTEGER, latent INTEGER, "scope" VARCHAR, rank SMALLINT, '
-                  "other_sae INTEGER, other_latent INTEGER, cosine FLOAT)",
+    # made into `neighbours` (labels added) and `label_terms` by the real writer's statements at the end
+    "neighbours_raw": 'CREATE TEMP TABLE neighbours_raw (sae INTEGER, latent INTEGER, "scope" VARCHAR, rank SMALLINT, '
+                      "other_sae INTEGER, other_latent INTEGER, cosine FLOAT)",
 }
+BUILT_AT_THE_END = ("neighbours", "label_terms")
 
 ORDER_KEYS = {  # each table's documented primary order, as one comparable key
     "saes": "sae", "features": "(sae, latent)", "windows": "window_id", "documents": "document", "tokens": "token",
     "examples": "(sae, latent, kind = 'interval', interval_index, rank)",
-    "neighbours": "(sae, latent, scope = 'other', rank)",
+    "neighbours": "(sae, latent, scope = 'other', rank)", "label_terms": "(term, sae, latent)",
 }
 
 
@@ -224,6 +226,7 @@ def _insert_features(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int
                    lambda t: '''' || token_text(t) || ''''), ', ') || ' · promotes ' || array_to_string(
                    list_transform(promoted[1:3], lambda t: '''' || token_text(t) || ''''), ', ') END,
                'auto',
+               CASE WHEN dead THEN [] ELSE fired_on END::INTEGER[],
                promoted::INTEGER[10],
                list_transform(range(10), lambda k: top_logit * exp(-(0.02 + 0.08 * u({sae}, latent, 23)) * k))
                    ::FLOAT[10],
@@ -305,7 +308,7 @@ def _insert_neighbours(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: i
     base, extra = divmod(plan.latents, plan.saes)
     other = f"({sae} + 1 + (h({sae}, r, 60, 0) % {max(1, plan.saes - 1)})::INTEGER) % {plan.saes}"
     return _scalar(connection, f"""
-        INSERT INTO neighbours
+        INSERT INTO neighbours_raw
         WITH pairs AS (
             SELECT r, r // {per_latent} AS latent, r % {per_latent} >= {NEIGHBOURS} AS across,
                    r % {NEIGHBOURS} AS rank, {other} AS other
@@ -439,7 +442,7 @@ def _write(path: Path, plan: Plan, progress: bool) -> None:
         connection.execute("SET preserve_insertion_order = true")
         connection.execute("SET enable_progress_bar = false")
         _macros(connection, plan)
-        for name in TABLES:
+        for name in DDL:
             connection.execute(DDL[name].format(context=plan.context))
         per_latent = 1 + plan.examples_per_latent + NEIGHBOURS * (2 if plan.saes > 1 else 1)
         bar = tqdm(total=plan.latents * per_latent + plan.distinct_windows, unit="row", unit_scale=True,
@@ -455,13 +458,14 @@ def _write(path: Path, plan: Plan, progress: bool) -> None:
         _insert_windows(connection, plan, bar)
         bar.close()
         documents = _insert_corpus(connection, plan)
-        connection.register("incoming", pa.Table.from_pylist(sae_rows))
+        connection.register("incoming", pa.Table.from_pylist(sae_rows, schema=SAES_SCHEMA))
         _scalar(connection, "INSERT INTO saes BY NAME SELECT * FROM incoming ORDER BY sae")
         connection.unregister("incoming")
         meta = _meta(plan, documents, started, time.time() - started)
         connection.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        for macro in SQL_MACROS:
-            connection.execute(macro)
+        write_neighbours(connection, "neighbours_raw")
+        for statement in (*SQL_MACROS, *DERIVED_TABLES):
+            connection.execute(statement)
         connection.execute("CHECKPOINT")
     finally:
         connection.close()
@@ -472,8 +476,8 @@ def _describe(connection: duckdb.DuckDBPyConnection, table: str) -> list[tuple[s
 
 
 def schema_differences(atlas: duckdb.DuckDBPyConnection, reference: duckdb.DuckDBPyConnection) -> list[str]:
-    """Every table whose columns (name, type, nullability, in order) differ; the window length may differ
-    when the two atlases were built with different contexts."""
+    """Every table whose columns (name, type, nullability, in order) differ, and any difference in the
+    indexes; the window length may differ when the two atlases were built with different contexts."""
     contexts = [json.loads(_scalar(c, "SELECT value FROM meta WHERE key = 'context'"))
                 for c in (atlas, reference)]
     differences = []
@@ -483,6 +487,10 @@ def schema_differences(atlas: duckdb.DuckDBPyConnection, reference: duckdb.DuckD
                   for n, t, null in _describe(reference, table)]
         if ours != theirs:
             differences.append(f"{table}: synthetic {ours} != reference {theirs}")
+    indexes = [c.execute("SELECT index_name, table_name, expressions, is_unique FROM duckdb_indexes() "
+                         "ORDER BY index_name").fetchall() for c in (atlas, reference)]
+    if indexes[0] != indexes[1]:
+        differences.append(f"indexes: synthetic {indexes[0]} != reference {indexes[1]}")
     return differences
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dashboard.bundle import DEMO_BUNDLE, read_bundle  # noqa: E402
+from dashboard.bundle import DEMO_BUNDLE, REPO_ROOT, read_bundle  # noqa: E402
 from dashboard.charts import density_histogram  # noqa: E402
 from dashboard.page_common import open_page  # noqa: E402
 
@@ -19,7 +19,7 @@ st.caption("A local-first workbench for mechanistic interpretability: features, 
 st.caption(atlas.description)
 
 model = atlas.meta["model"]
-is_demo_model = Path(model["spec"]).resolve() == (DEMO_BUNDLE / "model").resolve()
+is_demo_model = (REPO_ROOT / model["spec"]).resolve() == (DEMO_BUNDLE / "model").resolve()  # specs inside the repo are relative
 bundle = read_bundle(DEMO_BUNDLE) if is_demo_model else None
 st.header(f"Model: {bundle.model_name if bundle else model['spec']} ({model['architecture']})")
 if bundle is not None:

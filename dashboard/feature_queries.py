@@ -6,6 +6,7 @@ user-data file, joined on the SAE's content hash so labels follow an SAE into a 
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -22,8 +23,8 @@ SORTS = {
     "density, lowest first": "f.density, f.sae, f.latent",
     "max activation, highest first": "f.max_act DESC, f.sae, f.latent",
     "mean activation, highest first": "f.mean_act DESC, f.sae, f.latent",
-    "recently reviewed": "n.updated_at DESC NULLS LAST, f.sae, f.latent",
 }
+LAST_CHARACTER = "\U0010ffff"  # sorts after every string that starts with a given prefix
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ class FeatureFilter:
     min_density: float | None = None
     max_density: float | None = None
     min_max_act: float | None = None
-    text: str = ""  # in the automatic label, the reviewer's label or the notes (case-insensitive)
-    top_token: str = ""  # a token the latent fires on (automatic label) or promotes (logit effects)
+    text: str = ""  # words starting the automatic label's words, or a substring of a reviewer's label or notes
+    top_token: str = ""  # exactly a token the latent fires on (automatic label) or promotes (logit effects)
     statuses: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     reviewer: str = ""
@@ -47,39 +48,73 @@ class TablePage:
     total: int
 
 
-def _from(workspace: Workspace, atlas: Atlas) -> str:
-    a = atlas.alias
-    return (f"FROM {a}.features f JOIN {a}.saes s ON s.sae = f.sae LEFT JOIN {workspace.store.table('annotations')} n "
-            f"ON n.sae_hash = s.content_hash AND n.latent = f.latent")
+class _Query:
+    """A filter as SQL over one atlas's ``features f``: conditions on its own columns, and
+    semi-joins against the (small) set of annotated features, so the million-row scan never
+    joins the annotations row by row."""
 
+    def __init__(self, workspace: Workspace, atlas: Atlas, flt: FeatureFilter):
+        self.workspace, self.atlas, self.clauses, self.params = workspace, atlas, ["TRUE"], []
+        self._build(flt)
 
-def _where(atlas: Atlas, flt: FeatureFilter) -> tuple[str, list]:
-    clauses, params = ["TRUE"], []
-    if flt.saes:
-        clauses.append(f"f.sae IN ({', '.join('?' for _ in flt.saes)})")
-        params += list(flt.saes)
-    for column, op, value in (("f.density", ">=", flt.min_density), ("f.density", "<=", flt.max_density),
-                              ("f.max_act", ">=", flt.min_max_act)):
-        if value is not None:
-            clauses.append(f"{column} {op} ?")
-            params.append(value)
-    if flt.text.strip():
-        clauses.append("(f.label ILIKE ? OR n.label ILIKE ? OR n.notes ILIKE ?)")
-        params += [f"%{_like_escape(flt.text.strip())}%"] * 3
-    if flt.top_token:
-        clauses.append(f"(f.label ILIKE ? OR list_has_any(f.top_logit_tokens, "
-                       f"(SELECT list(token) FROM {atlas.alias}.tokens WHERE text = ?)))")
-        params += [f"%'{_like_escape(flt.top_token)}'%", flt.top_token]
-    if flt.statuses:
-        clauses.append(f"coalesce(n.status, 'unreviewed') IN ({', '.join('?' for _ in flt.statuses)})")
-        params += list(flt.statuses)
-    if flt.tags:
-        clauses.append("list_has_any(n.tags, ?::VARCHAR[])")
-        params.append(list(flt.tags))
-    if flt.reviewer.strip():
-        clauses.append("n.reviewer = ?")
-        params.append(flt.reviewer.strip())
-    return " AND ".join(clauses), params
+    def annotated(self, condition: str) -> str:
+        """(sae, latent) of this atlas's features whose annotation ``n`` meets ``condition``."""
+        return (f"SELECT s.sae, n.latent FROM {self.workspace.store.table('annotations')} n "
+                f"JOIN {self.atlas.alias}.saes s ON s.content_hash = n.sae_hash WHERE {condition}")
+
+    def add(self, clause: str, *params) -> None:
+        self.clauses.append(clause)
+        self.params += list(params)
+
+    @property
+    def where(self) -> str:
+        return " AND ".join(self.clauses)
+
+    def _build(self, flt: FeatureFilter) -> None:
+        if flt.saes:
+            self.add(f"f.sae IN ({', '.join('?' for _ in flt.saes)})", *flt.saes)
+        for clause, value in (("f.density >= ?", flt.min_density), ("f.density <= ?", flt.max_density),
+                              ("f.max_act >= ?", flt.min_max_act)):
+            if value is not None:
+                self.add(clause, value)
+        if flt.text.strip():
+            self._text(flt.text.strip())
+        if flt.top_token:
+            self._token(flt.top_token)
+        if flt.statuses:
+            self._statuses(set(flt.statuses))
+        if flt.tags:
+            self.add(f"(f.sae, f.latent) IN ({self.annotated('list_has_any(n.tags, ?::VARCHAR[])')})", list(flt.tags))
+        if flt.reviewer.strip():
+            self.add(f"(f.sae, f.latent) IN ({self.annotated('n.reviewer = ?')})", flt.reviewer.strip())
+
+    def _text(self, text: str) -> None:
+        """Every word starts a word of the automatic label (the indexed ``label_terms``), or the
+        text is in a reviewer's label or notes."""
+        like = f"%{_like_escape(text)}%"
+        matches = "n.label ILIKE ? ESCAPE '\\' OR n.notes ILIKE ? ESCAPE '\\'"
+        reviewer_side = f"(f.sae, f.latent) IN ({self.annotated(matches)})"
+        words = re.findall(r"\w+", text.lower())
+        if not words:
+            self.add(f"({reviewer_side})", like, like)
+            return
+        terms = " INTERSECT ".join(f"SELECT sae, latent FROM {self.atlas.alias}.label_terms WHERE term >= ? AND term < ?"
+                                   for _ in words)
+        self.add(f"((f.sae, f.latent) IN ({terms}) OR {reviewer_side})",
+                 *[bound for word in words for bound in (word, word + LAST_CHARACTER)], like, like)
+
+    def _token(self, token: str) -> None:
+        ids = [i for i, text in enumerate(self.atlas.token_text) if text == token]
+        checks = [f"list_contains(f.{column}, ?)" for _ in ids for column in ("top_tokens", "top_logit_tokens")]
+        self.add(f"({' OR '.join(checks) or 'FALSE'})", *[i for i in ids for _ in range(2)])
+
+    def _statuses(self, wanted: set[str]) -> None:
+        """A feature nobody annotated counts as 'unreviewed'."""
+        marks = ", ".join("?" for _ in wanted)
+        if "unreviewed" in wanted:
+            self.add(f"(f.sae, f.latent) NOT IN ({self.annotated(f'n.status NOT IN ({marks})')})", *wanted)
+        else:
+            self.add(f"(f.sae, f.latent) IN ({self.annotated(f'n.status IN ({marks})')})", *wanted)
 
 
 def _like_escape(text: str) -> str:
@@ -88,40 +123,49 @@ def _like_escape(text: str) -> str:
 
 def feature_table(workspace: Workspace, atlas: Atlas, flt: FeatureFilter, sort: str, page: int,
                   page_size: int) -> TablePage:
-    """One page of the filtered, sorted feature table and the number of features matching."""
-    where, params = _where(atlas, flt)
+    """One page of the filtered, sorted feature table and the number of features matching.
+
+    The page's keys come from the narrow sort over the features alone; only those rows are then
+    joined with their SAE and annotation."""
+    query, a = _Query(workspace, atlas, flt), atlas.alias
     cursor = workspace.cursor()
-    total = cursor.execute(f"SELECT count(*) {_from(workspace, atlas)} WHERE {where}", params).fetchone()[0]
+    total = cursor.execute(f"SELECT count(*) FROM {a}.features f WHERE {query.where}", query.params).fetchone()[0]
     rows = cursor.execute(
+        f"WITH page AS (SELECT f.sae, f.latent FROM {a}.features f WHERE {query.where} ORDER BY {SORTS[sort]} "
+        f"LIMIT ? OFFSET ?) "
         f"SELECT s.name AS sae_name, f.sae, f.latent, f.density, f.max_act, f.mean_act, f.label AS auto_label, "
-        f"coalesce(n.status, 'unreviewed') AS status, n.label, n.tags, n.reviewer {_from(workspace, atlas)} WHERE {where} "
-        f"ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?", params + [page_size, page * page_size]).df()
+        f"coalesce(n.status, 'unreviewed') AS status, n.label, n.tags, n.reviewer "
+        f"FROM page JOIN {a}.features f ON f.sae = page.sae AND f.latent = page.latent "
+        f"JOIN {a}.saes s ON s.sae = f.sae LEFT JOIN {workspace.store.table('annotations')} n "
+        f"ON n.sae_hash = s.content_hash AND n.latent = f.latent ORDER BY {SORTS[sort]}",
+        query.params + [page_size, page * page_size]).df()
     return TablePage(rows=rows, total=int(total))
 
 
 def queue_progress(workspace: Workspace, atlas: Atlas, flt: FeatureFilter) -> tuple[int, int]:
     """(reviewed, total) over the filter, for the triage progress bar."""
-    where, params = _where(atlas, flt)
-    cursor = workspace.cursor()
-    reviewed, total = cursor.execute(
-        f"SELECT count(*) FILTER (WHERE coalesce(n.status, 'unreviewed') <> 'unreviewed'), count(*) "
-        f"{_from(workspace, atlas)} WHERE {where}", params).fetchone()
-    return int(reviewed), int(total)
+    query = _Query(workspace, atlas, flt)
+    reviewed = query.annotated("n.status <> 'unreviewed'")
+    done, total = workspace.cursor().execute(
+        f"SELECT count(*) FILTER (WHERE (f.sae, f.latent) IN ({reviewed})), count(*) "
+        f"FROM {atlas.alias}.features f WHERE {query.where}", query.params).fetchone()
+    return int(done), int(total)
 
 
 def next_in_queue(workspace: Workspace, atlas: Atlas, flt: FeatureFilter,
                   after: tuple[int, int] | None) -> tuple[int, int] | None:
     """The first unreviewed feature of the filter after ``after`` in (sae, latent) order, wrapping
     round once; None when the whole queue is reviewed."""
-    where, params = _where(atlas, flt)
+    query = _Query(workspace, atlas, flt)
+    reviewed = query.annotated("n.status <> 'unreviewed'")
+    query.add(f"(f.sae, f.latent) NOT IN ({reviewed})")
+    sql = (f"SELECT f.sae, f.latent FROM {atlas.alias}.features f WHERE {query.where} "
+           f"AND f.sae >= ? AND (f.sae, f.latent) > (?, ?) ORDER BY f.sae, f.latent LIMIT 1")
     cursor = workspace.cursor()
-    unreviewed = f"{where} AND coalesce(n.status, 'unreviewed') = 'unreviewed'"
-    query = f"SELECT f.sae, f.latent {_from(workspace, atlas)} WHERE {unreviewed} AND (f.sae, f.latent) > (?, ?) " \
-            f"ORDER BY f.sae, f.latent LIMIT 1"
     start = after if after is not None else (-1, -1)
-    row = cursor.execute(query, params + list(start)).fetchone()
+    row = cursor.execute(sql, query.params + [start[0], *start]).fetchone()
     if row is None and after is not None:
-        row = cursor.execute(query, params + [-1, -1]).fetchone()
+        row = cursor.execute(sql, query.params + [-1, -1, -1]).fetchone()
     return (int(row[0]), int(row[1])) if row else None
 
 
@@ -158,6 +202,15 @@ def _rows(cursor: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dic
     return [dict(zip(names, row)) for row in result.fetchall()]
 
 
+def _by_ids(cursor: duckdb.DuckDBPyConnection, select: str, ids: set[int]) -> list[tuple]:
+    """Rows whose id is in ``ids``: an IN list of parameters, which the atlas's unique index on
+    that id answers with point lookups (a subquery or join would scan the table)."""
+    if not ids:
+        return []
+    ordered = sorted(ids)
+    return cursor.execute(f"{select} IN ({', '.join('?' for _ in ordered)})", ordered).fetchall()
+
+
 def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> FeatureView | None:
     """The feature page's data, or None for a latent the atlas does not have."""
     a, cursor = atlas.alias, workspace.cursor()
@@ -169,18 +222,14 @@ def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> F
                              f"ORDER BY kind DESC, interval_index, rank", [sae, latent])
     for example in examples:
         example["acts"] = _float_acts(example.pop("act_values"), example.pop("act_values_f16"))
-    window_ids = sorted({e["window_id"] for e in examples})
-    windows = dict(cursor.execute(
-        f"SELECT window_id, tokens FROM {a}.windows WHERE window_id IN (SELECT unnest(?::BIGINT[]))",
-        [window_ids]).fetchall()) if window_ids else {}
-    document_ids = sorted({e["document"] for e in examples})
-    documents = {row.pop("document"): row for row in _rows(
-        cursor, f"SELECT document, doc_id, domain, source FROM {a}.documents "
-                f"WHERE document IN (SELECT unnest(?::INTEGER[]))", [document_ids])} if document_ids else {}
+    windows = dict(_by_ids(cursor, f"SELECT window_id, tokens FROM {a}.windows WHERE window_id",
+                           {e["window_id"] for e in examples}))
+    documents = {document: {"doc_id": doc_id, "domain": domain, "source": source} for document, doc_id, domain, source
+                 in _by_ids(cursor, f"SELECT document, doc_id, domain, source FROM {a}.documents WHERE document",
+                            {e["document"] for e in examples})}
     neighbours = _rows(
-        cursor, f"SELECT g.scope, g.rank, g.other_sae, s.name AS other_name, g.other_latent, g.cosine, "
-                f"o.label AS other_label FROM {a}.neighbours g JOIN {a}.saes s ON s.sae = g.other_sae "
-                f"JOIN {a}.features o ON o.sae = g.other_sae AND o.latent = g.other_latent "
+        cursor, f"SELECT g.scope, g.rank, g.other_sae, s.name AS other_name, g.other_latent, g.cosine, g.other_label "
+                f"FROM {a}.neighbours g JOIN {a}.saes s ON s.sae = g.other_sae "
                 f"WHERE g.sae = ? AND g.latent = ? ORDER BY g.scope DESC, g.rank", [sae, latent])
     return FeatureView(sae=sae, latent=latent, stats=stats[0], examples=examples, windows=windows,
                        documents=documents, neighbours=neighbours)

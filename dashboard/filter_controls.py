@@ -52,7 +52,9 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     with top[3]:
         min_max_act = _parsed_number("Max activation at least", f"{prefix}_min_max_act", start.min_max_act, "e.g. 2")
     second = st.columns([2, 1, 2, 2, 1])
-    text = second[0].text_input("Label or note contains", key=f"{prefix}_text")
+    text = second[0].text_input("Label or note", key=f"{prefix}_text",
+                                help="words that start words of the automatic label (all of them), or text in a "
+                                     "reviewer's label or notes")
     token = second[1].text_input("Top token", key=f"{prefix}_token", help="a token it fires on or promotes, exactly")
     statuses = second[2].multiselect("Triage status", list(STATUSES), key=f"{prefix}_statuses", placeholder="any")
     vocabulary = page.workspace.store.tags()

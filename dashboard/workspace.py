@@ -84,7 +84,7 @@ class Workspace:
         check = open_atlas(path)  # refuses missing, corrupt, foreign and other-version files
         try:
             meta = read_meta(check)
-            saes = check.execute("SELECT * FROM saes ORDER BY sae").df()
+            saes = check.execute("SELECT * EXCLUDE (quality_sums) FROM saes ORDER BY sae").df()
             token_text = tuple(t for (t,) in check.execute("SELECT text FROM tokens ORDER BY token").fetchall())
         finally:
             check.close()

@@ -3,6 +3,7 @@ it, undo, lists and exports, read-only mode, bad links and hostile text."""
 from __future__ import annotations
 
 import json
+import re
 
 import duckdb
 import pandas as pd
@@ -47,12 +48,31 @@ def test_filtering_the_feature_table_runs_in_sql_and_lands_in_the_url(user_db):
 
 
 def test_a_link_reproduces_the_filtered_view(user_db):
-    app = page(FEATURES, q="fires on ' the'", max_density="0.5", page="2")
-    expected = atlas_sql("SELECT count(*) FROM features WHERE density <= 0.5 AND label ILIKE ?",
-                         ["%fires on ' the'%"])[0][0]
-    assert by_label(app.text_input, "Label or note contains").value == "fires on ' the'"
+    app = page(FEATURES, q="the", max_density="0.5", page="2")
+    labels = atlas_sql("SELECT label FROM features WHERE density <= 0.5")
+    expected = sum(any(word.startswith("the") for word in label_words(label)) for (label,) in labels)
+    assert by_label(app.text_input, "Label or note").value == "the"
     assert f"{expected:,} features match" in app.caption[0].value
     assert by_label(app.number_input, f"Page (of {-(-expected // 50)})").value == 2
+
+
+def label_words(label: str) -> list[str]:
+    """The searchable words of an automatic label: its tokens' words, not the template's."""
+    return re.findall(r"\w+", re.sub(r"^fires on | · promotes ", " ", label).lower())
+
+
+def test_the_table_finds_features_by_token_and_by_reviewer_annotations(user_db):
+    store = open_user_store(user_db)
+    store.annotate(sae_hash("transcoder-L2"), "transcoder-L2", 40, "erin", status="polysemantic",
+                   notes="Mixes 100% of_the dates", tags=["bias"])
+    by_note = page(FEATURES, q="100% of_")
+    assert list(by_note.dataframe[0].value["latent"]) == [40]
+    by_status = page(FEATURES, status="polysemantic", tag="bias", reviewer="erin")
+    assert list(by_status.dataframe[0].value["latent"]) == [40]
+    the = atlas_sql("SELECT token FROM tokens WHERE text = ' the'")[0][0]
+    expected = atlas_sql("SELECT count(*) FROM features WHERE list_contains(top_tokens, ?) OR "
+                         "list_contains(top_logit_tokens, ?)", [the, the])[0][0]
+    assert f"{expected:,} features match" in page(FEATURES, token=" the").caption[0].value
 
 
 def test_opening_a_feature_from_the_table_shows_its_examples_and_statistics(user_db):

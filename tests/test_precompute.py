@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import resource
 import signal
 import subprocess
@@ -74,6 +75,19 @@ def test_atlas_records_the_run_and_every_latent(atlas):
     specials = connection.execute("SELECT count(*) FROM examples e JOIN windows w USING (window_id) "
                                   "WHERE w.tokens[e.position + 1] IN (8190, 8191)").fetchone()[0]
     assert specials == 0
+    # the label's firing tokens are stored as ids, and each label word is findable in label_terms
+    for latent, label, top_tokens in connection.execute(
+            "SELECT latent, label, top_tokens FROM features WHERE label <> '' LIMIT 20").fetchall():
+        texts = [connection.execute("SELECT text FROM tokens WHERE token = ?", [t]).fetchone()[0] for t in top_tokens]
+        assert label.startswith("fires on ") and 1 <= len(top_tokens) <= 3
+        words = {w.lower() for text in texts for w in re.findall(r"\w+", text)}
+        terms = {t for (t,) in connection.execute("SELECT term FROM label_terms WHERE latent = ?", [latent]).fetchall()}
+        assert words <= terms and ("promotes" not in terms or "promotes" in words)
+    # every neighbour row carries the other latent's label
+    mismatched = connection.execute(
+        "SELECT count(*) FROM neighbours g JOIN features f ON f.sae = g.other_sae AND f.latent = g.other_latent "
+        "WHERE g.other_label <> f.label").fetchone()[0]
+    assert mismatched == 0
     connection.close()
 
 

@@ -53,6 +53,15 @@ def test_schema_equals_the_reference_atlas(atlas):
         reference.close()
 
 
+def test_neighbours_and_label_terms_are_made_by_the_real_writer(atlas):
+    assert atlas.execute("""
+        SELECT count(*) FROM neighbours g JOIN features f ON f.sae = g.other_sae AND f.latent = g.other_latent
+        WHERE g.other_label <> f.label""").fetchone()[0] == 0
+    labelled = atlas.execute("SELECT count(*) FROM features WHERE len(top_tokens) BETWEEN 1 AND 3").fetchone()[0]
+    assert labelled == atlas.execute("SELECT count(*) FROM features WHERE fire_count > 0").fetchone()[0]
+    assert atlas.execute("SELECT count(DISTINCT (sae, latent)) FROM label_terms").fetchone()[0] == labelled
+
+
 @pytest.mark.parametrize("table", sorted(ORDER_KEYS))
 def test_tables_are_in_primary_order(atlas, table):
     assert order_violations(atlas, table) == 0

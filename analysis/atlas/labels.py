@@ -11,6 +11,8 @@ import numpy as np
 FIRING_TOKENS = 3
 PROMOTED_TOKENS = 3
 MIN_SHARE = 0.05  # a token must carry this share of the top examples' activation mass
+FIRES_ON, PROMOTES, SEPARATOR = "fires on ", "promotes ", " · "
+TEMPLATE_PATTERN = f"^{FIRES_ON}|{SEPARATOR}{PROMOTES}"  # a regular expression for the words labels add
 
 
 def _show(text: str) -> str:
@@ -47,8 +49,8 @@ def automatic_labels(firing: list[list[int]], promoted: np.ndarray | None, token
         if not tokens:
             labels.append("")
             continue
-        parts = ["fires on " + ", ".join(f"'{_show(token_text[t])}'" for t in tokens)]
+        parts = [FIRES_ON + ", ".join(f"'{_show(token_text[t])}'" for t in tokens)]
         if promoted is not None:
-            parts.append("promotes " + ", ".join(f"'{_show(token_text[t])}'" for t in promoted[latent][:PROMOTED_TOKENS]))
-        labels.append(" · ".join(parts))
+            parts.append(PROMOTES + ", ".join(f"'{_show(token_text[t])}'" for t in promoted[latent][:PROMOTED_TOKENS]))
+        labels.append(SEPARATOR.join(parts))
     return labels

@@ -98,9 +98,22 @@ def _versions() -> dict[str, str]:
     return {name: version(name) for name in ("torch", "sae-lens", "transformer-lens", "transformers", "duckdb")}
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def portable_spec(spec: str) -> str:
+    """A model/SAE spec as the atlas records it: a folder inside this repository relative to its
+    root (so the committed demo atlas names the demo bundle wherever the repository is cloned),
+    anything else as given."""
+    path = Path(spec).expanduser()
+    if path.exists() and path.resolve().is_relative_to(REPO_ROOT):
+        return str(path.resolve().relative_to(REPO_ROOT))
+    return spec
+
+
 def _sae_info(loaded: LoadedSAE) -> dict:
     return {
-        "name": loaded.name, "spec": loaded.spec, "hook_name": loaded.hook_name, "hook_name_out": loaded.hook_name_out,
+        "name": loaded.name, "spec": portable_spec(loaded.spec), "hook_name": loaded.hook_name, "hook_name_out": loaded.hook_name_out,
         "architecture": loaded.architecture, "is_transcoder": loaded.is_transcoder, "d_in": loaded.sae.cfg.d_in,
         "d_sae": loaded.d_sae, "content_hash": tensor_hash(loaded.sae.state_dict(), json.dumps(loaded.sae.cfg.to_dict(), default=str, sort_keys=True)),
     }
@@ -150,7 +163,7 @@ class Precompute:
     def run_description(self) -> dict:
         config = self.config
         return {
-            "model": {"spec": config.model, "architecture": self.loaded.architecture,
+            "model": {"spec": portable_spec(config.model), "architecture": self.loaded.architecture,
                       "content_hash": tensor_hash(self.model.state_dict())},
             "saes": [_sae_info(s) for s in self.saes],
             "corpus": {"spec": config.corpus, "content_hash": self.corpus.content_hash,

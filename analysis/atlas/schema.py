@@ -10,8 +10,8 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 2
-TABLES = ("meta", "saes", "features", "examples", "windows", "documents", "tokens", "neighbours")
+SCHEMA_VERSION = 3
+TABLES = ("meta", "saes", "features", "examples", "windows", "documents", "tokens", "neighbours", "label_terms")
 
 
 class AtlasError(ValueError):

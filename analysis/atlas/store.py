@@ -19,12 +19,23 @@ import torch
 
 from analysis.atlas.corpus_source import CorpusTokens
 from analysis.atlas.feature_stats import EMPTY_KEY, FeatureStats
-from analysis.atlas.labels import automatic_labels, enriched_tokens
+from analysis.atlas.labels import TEMPLATE_PATTERN, automatic_labels, enriched_tokens
 from analysis.atlas.schema import SCHEMA_VERSION, open_atlas, read_meta
 from analysis.atlas.weight_stats import LogitEffects
 from analysis.sae_metrics import DENSE_FRACTION, QualitySums
 
 DENSITY_BINS = np.linspace(-8, 0, 49)  # log10 density edges for the per-SAE histogram across latents
+# Declared, not inferred from the values: a run with no transcoder (hook_name_out all NULL) or no
+# quality sample must still give every column its type.
+SAES_SCHEMA = pa.schema([
+    ("name", pa.string()), ("spec", pa.string()), ("hook_name", pa.string()), ("hook_name_out", pa.string()),
+    ("architecture", pa.string()), ("is_transcoder", pa.bool_()), ("d_in", pa.int32()), ("d_sae", pa.int32()),
+    ("content_hash", pa.string()), ("sae", pa.int32()), ("tokens", pa.int64()), ("mean_l0", pa.float64()),
+    ("l0_counts", pa.list_(pa.int64())), ("explained_variance", pa.float64()), ("ce_loss_clean", pa.float64()),
+    ("ce_loss_with_sae", pa.float64()), ("ce_loss_zero_ablation", pa.float64()), ("ce_loss_recovered", pa.float64()),
+    ("quality_tokens", pa.int64()), ("ce_tokens", pa.int64()), ("quality_sums", pa.string()), ("dead", pa.int64()),
+    ("dense", pa.int64()), ("density_log10_edges", pa.list_(pa.float64())), ("density_counts", pa.list_(pa.int64())),
+])
 
 
 @dataclass
@@ -109,8 +120,9 @@ def _example_table(sae: int, stats: FeatureStats, corpus: CorpusTokens) -> pa.Ta
     return pa.concat_tables([top, samples])
 
 
-def _labels(result: SAEResult, examples: pa.Table, content: AtlasContent) -> list[str]:
-    """Automatic labels from the top examples' firing tokens and the promoted tokens."""
+def _labels(result: SAEResult, examples: pa.Table, content: AtlasContent) -> tuple[list[str], list[list[int]]]:
+    """Automatic labels from the top examples' firing tokens and the promoted tokens, and those
+    firing tokens (the ``top_tokens`` column, which the dashboard's token filter searches)."""
     top = examples.filter(pa.compute.equal(examples["kind"], "top"))
     context = result.stats.context
     lengths = pa.compute.list_value_length(top["act_positions"]).to_numpy()
@@ -123,10 +135,10 @@ def _labels(result: SAEResult, examples: pa.Table, content: AtlasContent) -> lis
     tokens = window_tokens[inverse, positions] if len(inverse) else np.zeros(0, dtype=np.int64)
     firing = enriched_tokens(latents, tokens, values, content.token_counts, result.stats.d_sae)
     promoted = result.logits.top_tokens if result.logits is not None else None
-    return automatic_labels(firing, promoted, content.token_text)
+    return automatic_labels(firing, promoted, content.token_text), firing
 
 
-def _feature_table(sae: int, result: SAEResult, tokens: int, labels: list[str]) -> pa.Table:
+def _feature_table(sae: int, result: SAEResult, tokens: int, labels: tuple[list[str], list[list[int]]]) -> pa.Table:
     stats, d = result.stats, result.stats.d_sae
     count = stats.fire_count.numpy()
     columns = {
@@ -141,8 +153,9 @@ def _feature_table(sae: int, result: SAEResult, tokens: int, labels: list[str]) 
         "hist": _fixed(stats.hist.numpy()),
         "log_hist": _fixed(stats.log_hist.numpy()),
         "interval_count": _fixed(stats.interval_count.numpy()),
-        "label": pa.array(labels),
+        "label": pa.array(labels[0]),
         "label_source": pa.array(np.full(d, "auto")),
+        "top_tokens": pa.array(labels[1], type=pa.list_(pa.int32())),
     }
     if result.logits is not None:
         logits = result.logits
@@ -258,11 +271,11 @@ def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) 
                                              _labels(result, examples, content)))
         neighbour_tables.append(_neighbour_table(sae, result))
         sae_rows.append(_sae_row(sae, result))
-    saes = pa.Table.from_pylist(sae_rows)
+    saes = pa.Table.from_pylist(sae_rows, schema=SAES_SCHEMA)
     features = pa.concat_tables(feature_tables, promote_options="default")
     examples = pa.concat_tables(example_tables)
     neighbours = pa.concat_tables([t for t in neighbour_tables if t is not None]) if any(
-        t is not None for t in neighbour_tables) else pa.table({"sae": pa.array([], pa.int32())})
+        t is not None for t in neighbour_tables) else NO_NEIGHBOURS
     used = np.unique(examples["window_id"].to_numpy())
     windows = pa.table({"window_id": pa.array(used),
                         "tokens": _fixed(content.corpus.windows(used, context, content.bos_id or 0).numpy().astype(np.int32)
@@ -279,14 +292,42 @@ def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) 
         ("saes", saes, "sae"), ("features", features, "sae, latent"),
         ("examples", examples, "sae, latent, kind DESC, interval_index, rank"), ("windows", windows, "window_id"),
         ("documents", documents, "document"), ("tokens", tokens, "token"),
-        ("neighbours", neighbours, "sae, latent" if neighbours.num_rows else "sae"),
     ):
         connection.register("incoming", table)
         connection.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming ORDER BY {order}")
         connection.unregister("incoming")
-    for macro in SQL_MACROS:
-        connection.execute(macro)
+    connection.register("incoming", neighbours)
+    write_neighbours(connection, "incoming")
+    connection.unregister("incoming")
+    for statement in (*SQL_MACROS, *DERIVED_TABLES):
+        connection.execute(statement)
 
+
+def write_neighbours(connection: duckdb.DuckDBPyConnection, source: str) -> None:
+    """The neighbours table from ``source`` (sae, latent, scope, rank, other_sae, other_latent,
+    cosine) once ``features`` exists: each row gets the other latent's automatic label, so a
+    feature page lists its neighbours from one range of rows instead of a join over every feature."""
+    connection.execute(
+        "CREATE TABLE neighbours AS SELECT g.sae, g.latent, g.scope, g.rank, g.other_sae, g.other_latent, g.cosine, "
+        f"coalesce(f.label, '') AS other_label FROM {source} g LEFT JOIN features f "
+        "ON f.sae = g.other_sae AND f.latent = g.other_latent ORDER BY g.sae, g.latent, g.scope DESC, g.rank")
+
+
+NO_NEIGHBOURS = pa.table({"sae": pa.array([], pa.int32()), "latent": pa.array([], pa.int32()),
+                          "scope": pa.array([], pa.string()), "rank": pa.array([], pa.int16()),
+                          "other_sae": pa.array([], pa.int32()), "other_latent": pa.array([], pa.int32()),
+                          "cosine": pa.array([], pa.float32())})
+
+DERIVED_TABLES = (
+    # every lower-cased word of each automatic label (not the words the template adds), sorted, so a
+    # word-prefix search is a range scan
+    "CREATE TABLE label_terms AS SELECT DISTINCT lower(unnest(regexp_extract_all(regexp_replace(label, "
+    f"'{TEMPLATE_PATTERN}', ' ', 'g'), '[[:alnum:]_]+'))) AS term, sae, latent FROM features "
+    "ORDER BY term, sae, latent",
+    # point lookups of the windows and documents a feature page shows (a range scan cannot: they are scattered)
+    "CREATE UNIQUE INDEX windows_by_id ON windows (window_id)",
+    "CREATE UNIQUE INDEX documents_by_id ON documents (document)",
+)
 
 SQL_MACROS = (
     # float16 bits (SMALLINT) to a number, for interval samples' activations
