@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
@@ -24,6 +25,7 @@ SORTS = {
     "max activation, highest first": "f.max_act DESC, f.sae, f.latent",
     "mean activation, highest first": "f.mean_act DESC, f.sae, f.latent",
 }
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="feature-view")  # shared by every session
 LAST_CHARACTER = "\U0010ffff"  # sorts after every string that starts with a given prefix
 
 
@@ -211,12 +213,9 @@ def _by_ids(cursor: duckdb.DuckDBPyConnection, select: str, ids: set[int]) -> li
     return cursor.execute(f"{select} IN ({', '.join('?' for _ in ordered)})", ordered).fetchall()
 
 
-def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> FeatureView | None:
-    """The feature page's data, or None for a latent the atlas does not have."""
-    a, cursor = atlas.alias, workspace.cursor()
-    stats = _rows(cursor, f"SELECT * FROM {a}.features WHERE sae = ? AND latent = ?", [sae, latent])
-    if not stats:
-        return None
+def _examples_with_sources(workspace: Workspace, a: str, sae: int, latent: int) -> tuple[list, dict, dict]:
+    """A feature's examples, then the windows and documents they refer to (by index lookups)."""
+    cursor = workspace.cursor()
     examples = _rows(cursor, f"SELECT kind, interval_index, rank, window_id, position, value, document, act_positions, "
                              f"act_values, act_values_f16 FROM {a}.examples WHERE sae = ? AND latent = ? "
                              f"ORDER BY kind DESC, interval_index, rank", [sae, latent])
@@ -227,9 +226,24 @@ def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> F
     documents = {document: {"doc_id": doc_id, "domain": domain, "source": source} for document, doc_id, domain, source
                  in _by_ids(cursor, f"SELECT document, doc_id, domain, source FROM {a}.documents WHERE document",
                             {e["document"] for e in examples})}
-    neighbours = _rows(
-        cursor, f"SELECT g.scope, g.rank, g.other_sae, s.name AS other_name, g.other_latent, g.cosine, g.other_label "
-                f"FROM {a}.neighbours g JOIN {a}.saes s ON s.sae = g.other_sae "
-                f"WHERE g.sae = ? AND g.latent = ? ORDER BY g.scope DESC, g.rank", [sae, latent])
+    return examples, windows, documents
+
+
+def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> FeatureView | None:
+    """The feature page's data, or None for a latent the atlas does not have.
+
+    Its three independent parts (statistics, examples with their sources, neighbours) run on
+    their own cursors at once: each waits mostly on DuckDB, which releases the GIL."""
+    a = atlas.alias
+    examples_part = _POOL.submit(_examples_with_sources, workspace, a, sae, latent)
+    neighbours_part = _POOL.submit(lambda: _rows(
+        workspace.cursor(), f"SELECT g.scope, g.rank, g.other_sae, s.name AS other_name, g.other_latent, g.cosine, "
+                            f"g.other_label FROM {a}.neighbours g JOIN {a}.saes s ON s.sae = g.other_sae "
+                            f"WHERE g.sae = ? AND g.latent = ? ORDER BY g.scope DESC, g.rank", [sae, latent]))
+    stats = _rows(workspace.cursor(), f"SELECT * FROM {a}.features WHERE sae = ? AND latent = ?", [sae, latent])
+    examples, windows, documents = examples_part.result()
+    neighbours = neighbours_part.result()
+    if not stats:
+        return None
     return FeatureView(sae=sae, latent=latent, stats=stats[0], examples=examples, windows=windows,
                        documents=documents, neighbours=neighbours)
