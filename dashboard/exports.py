@@ -9,9 +9,7 @@ import pandas as pd
 
 
 def _plain(value):
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value]
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, np.ndarray)):
         return [_plain(v) for v in value]
     if isinstance(value, pd.Timestamp):
         return value.isoformat()

@@ -15,7 +15,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from dashboard.userdata import STATUSES
 from dashboard.workspace import Atlas, Workspace
 
 SORTS = {

@@ -41,7 +41,7 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     _initial(f"{prefix}_text", start.text)
     _initial(f"{prefix}_token", start.top_token)
     _initial(f"{prefix}_statuses", list(start.statuses))
-    _initial(f"{prefix}_tags", [t for t in start.tags])
+    _initial(f"{prefix}_tags", list(start.tags))
     _initial(f"{prefix}_reviewer", start.reviewer)
     top = st.columns([3, 1, 1, 1])
     chosen = top[0].multiselect("SAE / layer", names, key=f"{prefix}_saes", placeholder="all SAEs")

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.atlas.schema import AtlasError
-from dashboard.settings import Settings, load_settings
+from dashboard.settings import DEMO_ATLAS, Settings, load_settings
 from dashboard.userdata import UserDataError
 from dashboard.workspace import Atlas, Workspace
 
@@ -41,8 +41,8 @@ class PageContext:
 def atlas_catalog(workspace: Workspace) -> dict[str, Path]:
     """URL key -> atlas file: ``demo`` for the demo atlas, the file stem for the others."""
     catalog: dict[str, Path] = {}
-    for index, path in enumerate(workspace.available_atlases()):
-        key = DEMO_KEY if index == 0 and path.parent.name == "demo" else path.stem
+    for path in workspace.available_atlases():
+        key = DEMO_KEY if path == DEMO_ATLAS else path.stem
         while key in catalog:
             key += "-2"
         catalog[key] = path

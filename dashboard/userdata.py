@@ -341,14 +341,19 @@ def _is_conflict(error: duckdb.Error) -> bool:
 # Validation
 
 
+def _short_name(value: object, what: str, limit: int, missing: str) -> str:
+    """A stripped, non-empty one-line name (a reviewer's, a list's) of at most ``limit`` characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserDataError(missing)
+    value = value.strip()
+    if len(value) > limit or _CONTROL.search(value):
+        raise UserDataError(f"{what}s are at most {limit} characters, without control characters")
+    _encodable(value, f"the {what}")
+    return value
+
+
 def _reviewer(reviewer: object) -> str:
-    if not isinstance(reviewer, str) or not reviewer.strip():
-        raise UserDataError("a reviewer name is required (who made this change?)")
-    reviewer = reviewer.strip()
-    if len(reviewer) > MAX_REVIEWER or _CONTROL.search(reviewer):
-        raise UserDataError(f"reviewer names are at most {MAX_REVIEWER} characters, without control characters")
-    _encodable(reviewer, "the reviewer name")
-    return reviewer
+    return _short_name(reviewer, "reviewer name", MAX_REVIEWER, "a reviewer name is required (who made this change?)")
 
 
 def _encodable(text: str, what: str) -> None:
@@ -408,13 +413,7 @@ def _tags(tags: object) -> tuple[str, ...]:
 
 
 def _list_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise UserDataError("a list needs a name")
-    name = name.strip()
-    if len(name) > MAX_LIST_NAME or _CONTROL.search(name):
-        raise UserDataError(f"list names are at most {MAX_LIST_NAME} characters, without control characters")
-    _encodable(name, "the list name")
-    return name
+    return _short_name(name, "list name", MAX_LIST_NAME, "a list needs a name")
 
 
 def _encode(field: str, value: object) -> str | None:

@@ -97,7 +97,7 @@ def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashbo
     _settle(browser)
 
     browser.refresh()
-    body = wait_for_text(browser, f"interpretable: {LABEL}", timeout=60)
+    wait_for_text(browser, f"interpretable: {LABEL}", timeout=60)
     _settle(browser)
     audit = browser.find_element(By.CSS_SELECTOR, '[data-testid="stTable"]').text
     assert "alice" in audit and LABEL in audit and "status" in audit and "unreviewed" in audit

@@ -29,11 +29,16 @@ def _chosen_feature(page: PageContext) -> tuple[int, int]:
     sae = page.atlas.sae_index(sae_name)
     if sae is None or latent is None:
         names = ", ".join(page.atlas.saes["name"])
-        st.error(f"Choose a feature: the link needs sae= (one of {names}) and latent=; got sae={sae_name!r}, "
-                 f"latent={text(params, 'latent')!r}.")
-        st.page_link("pages/1_Features.py", label="Back to the feature table", query_params=page.link_params())
-        st.stop()
+        _refuse(page, f"Choose a feature: the link needs sae= (one of {names}) and latent=; got sae={sae_name!r}, "
+                      f"latent={text(params, 'latent')!r}.")
     return sae, latent
+
+
+def _refuse(page: PageContext, message: str) -> None:
+    """Say why this link shows no feature, offer the way back, and end the page."""
+    st.error(message)
+    st.page_link("pages/1_Features.py", label="Back to the feature table", query_params=page.link_params())
+    st.stop()
 
 
 def _labelled_tokens(tokens, values, token_text) -> pd.DataFrame:
@@ -91,9 +96,8 @@ sae, latent = _chosen_feature(page)
 sae_row = page.atlas.sae_row(sae)
 view = feature_view(page.workspace, page.atlas, sae, latent)
 if view is None:
-    st.error(f"{sae_row['name']} has no feature {latent}: its features are numbered 0 to {int(sae_row['d_sae']) - 1}.")
-    st.page_link("pages/1_Features.py", label="Back to the feature table", query_params=page.link_params())
-    st.stop()
+    _refuse(page, f"{sae_row['name']} has no feature {latent}: its features are numbered 0 to "
+                  f"{int(sae_row['d_sae']) - 1}.")
 
 stats, token_text = view.stats, page.atlas.token_text
 back, previous, following = st.columns([4, 1, 1])
