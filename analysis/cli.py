@@ -1,4 +1,5 @@
-"""``python -m analysis <subcommand>``: the one command-line entry point of Glassbox."""
+"""``python -m analysis <subcommand>``: the one command-line entry point of SAEscope."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,11 +14,7 @@ if TYPE_CHECKING:  # the CLI imports torch only for the subcommand that needs it
 
     from analysis.live_model import LiveModel
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = REPO_ROOT / "data" / "demo"
-DEMO_MODEL = DEMO_DIR / "model"
-DEMO_SAES = DEMO_DIR / "saes"
-DEMO_ATLAS = DEMO_DIR / "atlas.duckdb"
+from analysis.paths import DEMO_ATLAS, DEMO_DIR, DEMO_MODEL, DEMO_SAES
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -100,11 +97,15 @@ def _run_info(args: argparse.Namespace) -> int:
         return 0
     model = info["model"]
     print(f"model   {model['spec']}")
-    print(f"        {model['architecture']}, {model['n_layers']} layers, d_model {model['d_model']}, "
-          f"{model['n_heads']} heads, vocab {model['d_vocab']}, context {model['n_ctx']}, device {model['device']}")
+    print(
+        f"        {model['architecture']}, {model['n_layers']} layers, d_model {model['d_model']}, "
+        f"{model['n_heads']} heads, vocab {model['d_vocab']}, context {model['n_ctx']}, device {model['device']}"
+    )
     for sae in info["saes"]:
         hook = f"{sae['hook']} -> {sae['hook_out']}" if sae["hook_out"] else sae["hook"]
-        print(f"{sae['kind']:<11} {sae['name']}: {sae['architecture']}, hook {hook}, d_in {sae['d_in']}, d_sae {sae['d_sae']}")
+        print(
+            f"{sae['kind']:<11} {sae['name']}: {sae['architecture']}, hook {hook}, d_in {sae['d_in']}, d_sae {sae['d_sae']}"
+        )
     return 0
 
 
@@ -112,15 +113,27 @@ def _run_precompute(args: argparse.Namespace) -> int:
     from analysis.atlas.precompute import PrecomputeConfig, parse_shard, run_precompute
 
     config = PrecomputeConfig(
-        model=args.model, saes=tuple(args.sae or [str(DEMO_SAES)]), corpus=args.corpus, tokens=args.tokens,
-        out=Path(args.out), context=args.context, top_k=args.top_k, seed=args.seed, batch_windows=args.batch,
-        device=args.device, shard=parse_shard(args.shard), checkpoint_seconds=args.checkpoint_minutes * 60,
-        overwrite=args.overwrite, resume=args.resume,
+        model=args.model,
+        saes=tuple(args.sae or [str(DEMO_SAES)]),
+        corpus=args.corpus,
+        tokens=args.tokens,
+        out=Path(args.out),
+        context=args.context,
+        top_k=args.top_k,
+        seed=args.seed,
+        batch_windows=args.batch,
+        device=args.device,
+        shard=parse_shard(args.shard),
+        checkpoint_seconds=args.checkpoint_minutes * 60,
+        overwrite=args.overwrite,
+        resume=args.resume,
     )
     summary = run_precompute(config)
-    print(f"atlas {summary['atlas']}: {summary['tokens']:,} tokens, {summary['saes']} SAEs, "
-          f"{summary['features']:,} features, {summary['size_mb']} MB, {summary['seconds']} s "
-          f"(streaming pass {summary['pass_seconds']} s)")
+    print(
+        f"atlas {summary['atlas']}: {summary['tokens']:,} tokens, {summary['saes']} SAEs, "
+        f"{summary['features']:,} features, {summary['size_mb']} MB, {summary['seconds']} s "
+        f"(streaming pass {summary['pass_seconds']} s)"
+    )
     return 0
 
 
@@ -128,8 +141,10 @@ def _run_merge(args: argparse.Namespace) -> int:
     from analysis.atlas.merge import merge_atlases
 
     summary = merge_atlases([Path(p) for p in args.partials], Path(args.out), overwrite=args.overwrite)
-    print(f"merged {summary['partials']} partial atlases (shards {summary['shards']}) into {summary['atlas']}: "
-          f"{summary['tokens']:,} tokens, {summary['seconds']} s")
+    print(
+        f"merged {summary['partials']} partial atlases (shards {summary['shards']}) into {summary['atlas']}: "
+        f"{summary['tokens']:,} tokens, {summary['seconds']} s"
+    )
     return 0
 
 
@@ -141,9 +156,14 @@ def _run_steer(args: argparse.Namespace) -> int:
 
     # Everything the user typed is checked before the model loads, so a typo costs no waiting.
     targets = [SteeringTarget.parse(text) for text in args.feature]
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                                  frequency_penalty=args.freq_penalty, seed=args.seed,
-                                  use_kv_cache=not args.no_kv_cache)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        frequency_penalty=args.freq_penalty,
+        seed=args.seed,
+        use_kv_cache=not args.no_kv_cache,
+    )
     live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device)
     result = steer(live, args.prompt, targets, args.method, settings)
     if args.json:
@@ -172,20 +192,39 @@ def _parse_positions(text: str) -> list[int]:
         raise ValueError(f"--positions must be token positions separated by commas, like 3,4; not {text!r}") from None
 
 
-def _search_report(live: LiveModel, atlas: duckdb.DuckDBPyConnection, text: str, positions: list[int] | None, per_token: bool, top: int,
-                  max_density: float | None, include_bos: bool) -> dict:
+def _search_report(
+    live: LiveModel,
+    atlas: duckdb.DuckDBPyConnection,
+    text: str,
+    positions: list[int] | None,
+    per_token: bool,
+    top: int,
+    max_density: float | None,
+    include_bos: bool,
+) -> dict:
     """What ``search-text`` shows: the text's tokens as the model saw them and each hit with the
     atlas's automatic label (None for an SAE the atlas does not have)."""
     from analysis.atlas.sae_lookup import atlas_densities, atlas_labels
     from analysis.text_activations import search_text
 
     densities = atlas_densities(atlas, live.saes) if max_density is not None else None
-    hits = search_text(live, text, token_positions=positions, ignore_bos=not include_bos, per_token=per_token,
-                       top_n=top, max_density=max_density, densities=densities)
+    hits = search_text(
+        live,
+        text,
+        token_positions=positions,
+        ignore_bos=not include_bos,
+        per_token=per_token,
+        top_n=top,
+        max_density=max_density,
+        densities=densities,
+    )
     labels = atlas_labels(atlas, [(hit.sae, hit.latent) for hit in hits])
     ids, cut = live.tokenize(text)
-    return {"tokens": live.token_strings(ids[0]), "cut": cut,
-            "hits": [asdict(hit) | {"label": labels.get((hit.sae, hit.latent))} for hit in hits]}
+    return {
+        "tokens": live.token_strings(ids[0]),
+        "cut": cut,
+        "hits": [asdict(hit) | {"label": labels.get((hit.sae, hit.latent))} for hit in hits],
+    }
 
 
 def _print_search(report: dict) -> None:
@@ -196,14 +235,18 @@ def _print_search(report: dict) -> None:
         print("no latent fires on the searched tokens")
         return
     per_token = report["hits"][0]["position"] is not None
-    print(("at token             " if per_token else "")
-          + f"{'sae':<16} {'latent':>7} {'score':>9} {'max':>8}  {'peak token':<20} label")
+    print(
+        ("at token             " if per_token else "")
+        + f"{'sae':<16} {'latent':>7} {'score':>9} {'max':>8}  {'peak token':<20} label"
+    )
     for hit in report["hits"]:
         at = f"{hit['position']} {tokens[hit['position']]!r}" if per_token else ""
         peak = f"{hit['peak']} {tokens[hit['peak']]!r}"
-        print((f"{at:<20} " if per_token else "")
-              + f"{hit['sae']:<16} {hit['latent']:>7} {hit['score']:>9.3f} {hit['max_act']:>8.3f}  {peak:<20} "
-              + (hit["label"] or ""))
+        print(
+            (f"{at:<20} " if per_token else "")
+            + f"{hit['sae']:<16} {hit['latent']:>7} {hit['score']:>9.3f} {hit['max_act']:>8.3f}  {peak:<20} "
+            + (hit["label"] or "")
+        )
 
 
 def _run_search_text(args: argparse.Namespace) -> int:
@@ -214,8 +257,9 @@ def _run_search_text(args: argparse.Namespace) -> int:
     atlas = open_atlas(args.atlas)
     try:
         live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device)
-        report = _search_report(live, atlas, args.text, positions, args.per_token, args.top, args.max_density,
-                               args.include_bos)
+        report = _search_report(
+            live, atlas, args.text, positions, args.per_token, args.top, args.max_density, args.include_bos
+        )
     finally:
         atlas.close()
     if args.json:
@@ -238,22 +282,41 @@ def _run_graph(args: argparse.Namespace) -> int:
     if settings.max_feature_nodes == 0:
         settings = replace(settings, max_feature_nodes=None)
     result = compute_graph(live, args.prompt, GraphTarget(token=args.target, versus=args.versus), settings)
-    atlas = args.atlas or (DEMO_DIR / "atlas.duckdb" if is_demo else None)
+    atlas = args.atlas or (DEMO_ATLAS if is_demo else None)
     if args.neuronpedia:
         from analysis.graphs.neuronpedia import to_neuronpedia
 
-        data = to_neuronpedia(result, live.tokenizer, Path(args.out).stem, args.node_threshold, args.edge_threshold,
-                              atlas=atlas)
+        data = to_neuronpedia(
+            result, live.tokenizer, Path(args.out).stem, args.node_threshold, args.edge_threshold, atlas=atlas
+        )
         Path(args.out).write_text(json.dumps(data))
-        print(f"Neuronpedia graph of {len(result.tokens)} tokens: {len(data['nodes'])} nodes, "
-              f"{len(data['links'])} links, {result.seconds:.1f} s -> {args.out}")
+        print(
+            f"Neuronpedia graph of {len(result.tokens)} tokens: {len(data['nodes'])} nodes, "
+            f"{len(data['links'])} links, {result.seconds:.1f} s -> {args.out}"
+        )
         return 0
     network = to_networkx(result, args.node_threshold, args.edge_threshold, atlas=atlas)
     Path(args.out).write_text(json.dumps(nx.node_link_data(network, edges="links")))
-    print(f"graph of {len(result.tokens)} tokens: {network.number_of_nodes()} nodes, {network.number_of_edges()} "
-          f"edges, replacement {network.graph['replacement_score']:.3f}, completeness "
-          f"{network.graph['completeness_score']:.3f}, {result.seconds:.1f} s -> {args.out}")
+    print(
+        f"graph of {len(result.tokens)} tokens: {network.number_of_nodes()} nodes, {network.number_of_edges()} "
+        f"edges, replacement {network.graph['replacement_score']:.3f}, completeness "
+        f"{network.graph['completeness_score']:.3f}, {result.seconds:.1f} s -> {args.out}"
+    )
     return 0
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    """Streamlit on the dashboard, from the checkout root so ``.streamlit/`` configures it; extra
+    arguments go to ``streamlit run`` (``saescope dashboard --server.port 8600``)."""
+    import subprocess
+
+    from analysis.paths import DASHBOARD_HOME, REPO_ROOT
+
+    command = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_HOME), *args.streamlit_args]
+    try:
+        return subprocess.call(command, cwd=REPO_ROOT)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _model_arguments(parser: argparse.ArgumentParser, sae_kind: str = "SAE") -> None:
@@ -264,33 +327,45 @@ def _model_arguments(parser: argparse.ArgumentParser, sae_kind: str = "SAE") -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description="Glassbox: model-side commands.")
+    parser = argparse.ArgumentParser(prog="saescope", description="SAEscope: model-side commands.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<subcommand>")
 
-    demo = commands.add_parser("demo", help="rebuild the demo bundle (corpus, tokenizer, model, SAEs, report)",
-                               description="Rebuild the offline demo bundle in data/demo/ stage by stage.")
-    demo.add_argument("--stages", default="tokenizer,model,saes,report",
-                      help="comma-separated stages to run, in order (default: all)")
+    demo = commands.add_parser(
+        "demo",
+        help="rebuild the demo bundle (corpus, tokenizer, model, SAEs, report)",
+        description="Rebuild the offline demo bundle in data/demo/ stage by stage.",
+    )
+    demo.add_argument(
+        "--stages", default="tokenizer,model,saes,report", help="comma-separated stages to run, in order (default: all)"
+    )
     demo.add_argument("--minutes", type=float, default=40.0, help="wall-clock budget for training the model")
     demo.add_argument("--only", help="with the saes stage: retrain only these SAEs (comma-separated names)")
     demo.add_argument("--out", default=str(DEMO_DIR), help="bundle folder (default: data/demo)")
     demo.set_defaults(handler=_run_demo)
 
-    info = commands.add_parser("info", help="print what a model spec and SAE specs resolve to",
-                               description="Load a model (hub id or local folder) and SAEs (sae-lens "
-                                           "release/sae_id or local folders) and describe them.")
+    info = commands.add_parser(
+        "info",
+        help="print what a model spec and SAE specs resolve to",
+        description="Load a model (hub id or local folder) and SAEs (sae-lens "
+        "release/sae_id or local folders) and describe them.",
+    )
     _model_arguments(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(handler=_run_info)
 
     pre = commands.add_parser(
-        "precompute", help="stream a corpus through a model and its SAEs into a DuckDB feature atlas",
+        "precompute",
+        help="stream a corpus through a model and its SAEs into a DuckDB feature atlas",
         description="One pass over a corpus: per-latent statistics, top and interval examples, logit effects, "
-                    "neighbours and automatic labels for every latent of every SAE, written to a DuckDB atlas.")
+        "neighbours and automatic labels for every latent of every SAE, written to a DuckDB atlas.",
+    )
     _model_arguments(pre)
-    pre.add_argument("--corpus", default="demo",
-                     help="'demo', a folder of text files, a .jsonl file with a 'text' field, or a locally cached "
-                          "Hugging Face dataset name (default: demo)")
+    pre.add_argument(
+        "--corpus",
+        default="demo",
+        help="'demo', a folder of text files, a .jsonl file with a 'text' field, or a locally cached "
+        "Hugging Face dataset name (default: demo)",
+    )
     pre.add_argument("--tokens", type=int, required=True, help="how many tokens to process (whole windows)")
     pre.add_argument("--context", type=int, default=128, help="tokens per window, BOS included (default 128)")
     pre.add_argument("--top-k", type=int, default=20, help="top examples kept per latent (default 20)")
@@ -304,42 +379,69 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(handler=_run_precompute)
 
     search = commands.add_parser(
-        "search-text", help="the latents a text excites most, across the loaded SAEs (search via inference)",
+        "search-text",
+        help="the latents a text excites most, across the loaded SAEs (search via inference)",
         description="Run a text through the model and every SAE; list the latents most active on it, summed over "
-                    "the chosen tokens or token by token, with the atlas's automatic labels.")
+        "the chosen tokens or token by token, with the atlas's automatic labels.",
+    )
     search.add_argument("--text", required=True, help="the text to search with")
-    search.add_argument("--positions", help="token positions to sum over, comma-separated (0 is BOS; default: all "
-                                            "but BOS)")
+    search.add_argument(
+        "--positions", help="token positions to sum over, comma-separated (0 is BOS; default: all but BOS)"
+    )
     search.add_argument("--per-token", action="store_true", help="the top latents of each position instead of a sum")
-    search.add_argument("--include-bos", action="store_true", help="search BOS too (ignored by default: it excites "
-                                                                   "latents whatever the text)")
-    search.add_argument("--top", type=int, default=20, help="how many latents (per position with --per-token; "
-                                                            "1 to 1000, default 20)")
-    search.add_argument("--max-density", type=float, help="leave out latents firing on more than this fraction of "
-                                                          "the atlas's tokens (needs the SAEs in --atlas)")
-    search.add_argument("--atlas", default=str(DEMO_ATLAS), help="atlas for labels and densities, matched by SAE "
-                                                                 "name (default: the demo atlas)")
+    search.add_argument(
+        "--include-bos",
+        action="store_true",
+        help="search BOS too (ignored by default: it excites latents whatever the text)",
+    )
+    search.add_argument(
+        "--top", type=int, default=20, help="how many latents (per position with --per-token; 1 to 1000, default 20)"
+    )
+    search.add_argument(
+        "--max-density",
+        type=float,
+        help="leave out latents firing on more than this fraction of the atlas's tokens (needs the SAEs in --atlas)",
+    )
+    search.add_argument(
+        "--atlas",
+        default=str(DEMO_ATLAS),
+        help="atlas for labels and densities, matched by SAE name (default: the demo atlas)",
+    )
     _model_arguments(search)
     search.add_argument("--json", action="store_true", help="print JSON (with every hit's value on every token)")
     search.set_defaults(handler=_run_search_text)
 
-    merge = commands.add_parser("merge", help="combine partial atlases from --shard runs into one atlas",
-                                description="Merge partial atlases of one run (same model, SAEs, corpus, settings).")
+    merge = commands.add_parser(
+        "merge",
+        help="combine partial atlases from --shard runs into one atlas",
+        description="Merge partial atlases of one run (same model, SAEs, corpus, settings).",
+    )
     merge.add_argument("partials", nargs="+", help="partial atlas files")
     merge.add_argument("--out", required=True, help="merged atlas file to write")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing atlas at --out")
     merge.set_defaults(handler=_run_merge)
 
     st = commands.add_parser(
-        "steer", help="complete a prompt with and without features turned up or down, and compare",
+        "steer",
+        help="complete a prompt with and without features turned up or down, and compare",
         description="Generate a default and a steered completion of the same prompt with the same seed; the "
-                    "steering acts where each feature's SAE writes, on every position.")
+        "steering acts where each feature's SAE writes, on every position.",
+    )
     st.add_argument("--prompt", required=True, help="text to complete (cut from the left if it does not fit)")
-    st.add_argument("--feature", action="append", required=True, metavar="SAE:LATENT:COEF",
-                    help="a feature to steer and its coefficient, e.g. resid-L2:17:40; repeat for several")
-    st.add_argument("--method", default="additive", help="additive (add COEF × decoder row, default), replace "
-                                                          "(set the component along it to COEF) or clamp (set the "
-                                                          "latent to COEF through the SAE)")
+    st.add_argument(
+        "--feature",
+        action="append",
+        required=True,
+        metavar="SAE:LATENT:COEF",
+        help="a feature to steer and its coefficient, e.g. resid-L2:17:40; repeat for several",
+    )
+    st.add_argument(
+        "--method",
+        default="additive",
+        help="additive (add COEF × decoder row, default), replace "
+        "(set the component along it to COEF) or clamp (set the "
+        "latent to COEF through the SAE)",
+    )
     st.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
     st.add_argument("--temperature", type=float, default=0.5, help="0 is greedy (default 0.5)")
     st.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
@@ -351,9 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(handler=_run_steer)
 
     graph = commands.add_parser(
-        "graph", help="compute an attribution graph with circuit-tracer and write it as node-link JSON",
+        "graph",
+        help="compute an attribution graph with circuit-tracer and write it as node-link JSON",
         description="Attribution graph of a prompt through the model's per-layer transcoders (circuit-tracer), "
-                    "pruned, scored and labelled from the atlas; written as networkx node-link JSON.")
+        "pruned, scored and labelled from the atlas; written as networkx node-link JSON.",
+    )
     graph.add_argument("--prompt", required=True, help="the text to explain (at most --max-tokens tokens)")
     graph.add_argument("--out", required=True, help="JSON file to write")
     _model_arguments(graph, "transcoder")
@@ -362,13 +466,27 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--versus", help="with --target: explain logit(target) - logit(versus)")
     graph.add_argument("--node-threshold", type=float, default=0.8, help="share of influence kept in nodes (0.8)")
     graph.add_argument("--edge-threshold", type=float, default=0.98, help="share of influence kept in edges (0.98)")
-    graph.add_argument("--max-feature-nodes", type=int,
-                       help="features attributed, most influential first; 0 = all (default: GraphSettings)")
+    graph.add_argument(
+        "--max-feature-nodes",
+        type=int,
+        help="features attributed, most influential first; 0 = all (default: GraphSettings)",
+    )
     graph.add_argument("--batch-size", type=int, help="nodes per backward pass (default: GraphSettings)")
     graph.add_argument("--max-tokens", type=int, help="longer prompts are refused (default 64)")
-    graph.add_argument("--neuronpedia", action="store_true",
-                       help="write Neuronpedia graph JSON (slug = the file's name) instead of node-link JSON")
+    graph.add_argument(
+        "--neuronpedia",
+        action="store_true",
+        help="write Neuronpedia graph JSON (slug = the file's name) instead of node-link JSON",
+    )
     graph.set_defaults(handler=_run_graph)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="open the dashboard (Streamlit) on the demo atlas and any in SAESCOPE_ATLAS_DIR",
+        description="Start the Streamlit dashboard; arguments after the subcommand go to `streamlit run`.",
+    )
+    dashboard.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="options for `streamlit run`")
+    dashboard.set_defaults(handler=_run_dashboard)
     return parser
 
 

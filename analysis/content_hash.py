@@ -1,5 +1,6 @@
 """Content hashes of models and SAEs: what an atlas, a steering run or a graph records, so a result
 names the exact weights it came from however they were loaded (folder, hub cache, another device)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Which torch device live work runs on: CUDA when there is one, else the CPU, unless told otherwise."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """The forward pass SAE work needs: cache only the hooks the SAEs read, and stop after the last
 block any of them is in, since nothing later can change those activations. Shared by the atlas
 pass and live work (test your text, search via inference)."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ Why one caller at a time: a HookedTransformer's hooks are module state, so two g
 different steering hooks on one model would steer each other. Callers queue behind a lock; the
 queue is bounded, so one busy user cannot make every other session wait without end.
 """
+
 from __future__ import annotations
 
 import threading
@@ -19,9 +20,9 @@ import torch
 
 from analysis.content_hash import model_hash, sae_hash
 from analysis.model_loading import LoadedModel, ModelLoadError, load_model, resolve_model_path
+from analysis.paths import REPO_ROOT
 from analysis.sae_loading import LoadedSAE, SAELoadError, check_fits, load_saes
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_WAITING = 4  # callers queued behind the one running; more are told the model is busy
 WAIT_SECONDS = 120.0
 
@@ -42,7 +43,7 @@ class LiveSpecs:
     saes: tuple[str, ...]
 
     @classmethod
-    def from_atlas_meta(cls, meta: dict) -> "LiveSpecs":
+    def from_atlas_meta(cls, meta: dict) -> LiveSpecs:
         """The model and SAEs an atlas was built from; specs inside this repository are recorded
         relative to its root, so they are resolved against it here."""
         sae_specs = tuple(dict.fromkeys(_in_repo(info["spec"]) for info in meta["saes"]))
@@ -123,8 +124,9 @@ class LiveModel:
         """Hold the model alone; wait in a bounded queue, else raise LiveModelBusy."""
         with self._waiting_lock:
             if self._waiting >= self.max_waiting:
-                raise LiveModelBusy(f"the model is busy: {self._waiting} requests are already waiting; try again "
-                                    "in a moment")
+                raise LiveModelBusy(
+                    f"the model is busy: {self._waiting} requests are already waiting; try again in a moment"
+                )
             self._waiting += 1
         try:
             acquired = self._lock.acquire(timeout=self.wait_seconds)

@@ -6,6 +6,7 @@ Weights are loaded without transformer-lens's folding and centring, so activatio
 are exactly the Hugging Face model's and SAEs trained on either agree. Nothing touches the network:
 a hub id must already be in the local Hugging Face cache.
 """
+
 from __future__ import annotations
 
 import re
@@ -89,7 +90,9 @@ def load_model(spec: str, device: str | None = None, dtype: torch.dtype = torch.
         hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, SafetensorError) as error:
-        raise ModelLoadError(f"the model in {path} could not be read (damaged or incomplete files?): {error}") from error
+        raise ModelLoadError(
+            f"the model in {path} could not be read (damaged or incomplete files?): {error}"
+        ) from error
     state_dict = tl_loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
     del hf_model
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)

@@ -3,6 +3,7 @@
 A local spec is either one SAE folder in sae-lens's disk format (``cfg.json`` +
 ``sae_weights.safetensors``) or a folder of such folders, loaded in name order.
 """
+
 from __future__ import annotations
 
 import json

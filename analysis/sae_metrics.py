@@ -4,6 +4,7 @@ mean L0, explained variance, CE loss recovered ((CE_zero_ablation - CE_with_SAE)
 (CE_zero_ablation - CE_clean)), dead (never fired) and dense (> 10% of tokens) latent counts.
 Special tokens (BOS/EOS/pad) are left out of every per-token statistic.
 """
+
 from __future__ import annotations
 
 import re
@@ -62,16 +63,21 @@ class QualitySums:
         self.target_sum = target_sum if self.target_sum is None else self.target_sum + target_sum
         self.target_sq_sum += target.double().pow(2).sum().item()
 
-    def __add__(self, other: "QualitySums") -> "QualitySums":
+    def __add__(self, other: QualitySums) -> QualitySums:
         def plus(a, b):
             return b if a is None else a if b is None else a + b
 
         return QualitySums(
-            d_sae=self.d_sae, fired=plus(self.fired, other.fired), tokens=self.tokens + other.tokens,
-            l0_sum=self.l0_sum + other.l0_sum, residual_sq=self.residual_sq + other.residual_sq,
-            target_sum=plus(self.target_sum, other.target_sum), target_sq_sum=self.target_sq_sum + other.target_sq_sum,
+            d_sae=self.d_sae,
+            fired=plus(self.fired, other.fired),
+            tokens=self.tokens + other.tokens,
+            l0_sum=self.l0_sum + other.l0_sum,
+            residual_sq=self.residual_sq + other.residual_sq,
+            target_sum=plus(self.target_sum, other.target_sum),
+            target_sq_sum=self.target_sq_sum + other.target_sq_sum,
             ce_sums={k: v + other.ce_sums[k] for k, v in self.ce_sums.items()},
-            ce_predictions=self.ce_predictions + other.ce_predictions, ce_tokens=self.ce_tokens + other.ce_tokens,
+            ce_predictions=self.ce_predictions + other.ce_predictions,
+            ce_tokens=self.ce_tokens + other.ce_tokens,
         )
 
     def explained_variance(self) -> float:
@@ -128,19 +134,34 @@ def _spliced_loss(model: HookedTransformer, tokens: torch.Tensor, cache, loaded:
     before it are the clean pass's, already in ``cache``) instead of re-running the whole model."""
     block = _block_of(loaded.hook_name)
     if block is None:
-        return model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=_splice_hooks(loaded, kind))
-    return model.run_with_hooks(cache[f"blocks.{block}.hook_resid_pre"], start_at_layer=block, tokens=tokens,
-                                return_type="loss", loss_per_token=True, fwd_hooks=_splice_hooks(loaded, kind))
+        return model.run_with_hooks(
+            tokens, return_type="loss", loss_per_token=True, fwd_hooks=_splice_hooks(loaded, kind)
+        )
+    return model.run_with_hooks(
+        cache[f"blocks.{block}.hook_resid_pre"],
+        start_at_layer=block,
+        tokens=tokens,
+        return_type="loss",
+        loss_per_token=True,
+        fwd_hooks=_splice_hooks(loaded, kind),
+    )
 
 
 @torch.no_grad()
 def measure_batch(
-    model: HookedTransformer, saes: list[LoadedSAE], tokens: torch.Tensor, special: torch.Tensor,
-    sums: list[QualitySums], with_ce: bool,
+    model: HookedTransformer,
+    saes: list[LoadedSAE],
+    tokens: torch.Tensor,
+    special: torch.Tensor,
+    sums: list[QualitySums],
+    with_ce: bool,
 ) -> None:
     """Add one batch of windows ([n, context], each starting with BOS) to every SAE's sums."""
-    hooks = sorted({s.hook_name for s in saes} | {s.hook_name_out for s in saes if s.is_transcoder}
-                   | {f"blocks.{b}.hook_resid_pre" for s in saes if (b := _block_of(s.hook_name)) is not None})
+    hooks = sorted(
+        {s.hook_name for s in saes}
+        | {s.hook_name_out for s in saes if s.is_transcoder}
+        | {f"blocks.{b}.hook_resid_pre" for s in saes if (b := _block_of(s.hook_name)) is not None}
+    )
     keep = ~torch.isin(tokens, special)
     clean_loss, cache = model.run_with_cache(tokens, return_type="loss", loss_per_token=True, names_filter=hooks)
     for loaded, acc in zip(saes, sums):
@@ -158,8 +179,12 @@ def measure_batch(
 
 
 def evaluate_saes(
-    model: HookedTransformer, saes: list[LoadedSAE], windows: torch.Tensor, special_ids: list[int],
-    batch_size: int = 32, ce_windows: int | None = None,
+    model: HookedTransformer,
+    saes: list[LoadedSAE],
+    windows: torch.Tensor,
+    special_ids: list[int],
+    batch_size: int = 32,
+    ce_windows: int | None = None,
 ) -> list[SAEQuality]:
     """Measure every SAE in ``saes`` on the token ``windows`` ([n, context], each starting with BOS).
 

@@ -9,6 +9,7 @@ Choices, kept close to what Neuronpedia's steering and OpenAI's API do:
 - each completion draws from its own ``torch.Generator`` seeded with ``seed``, on the CPU, so two
   completions with identical logits draw identical tokens on any device.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ class GenerationSettings:
         if not 0 < _number(self.top_p, "top_p") <= 1:
             raise LiveInputError(f"top_p must be above 0 and at most 1, not {self.top_p!r}")
         if abs(_number(self.frequency_penalty, "frequency_penalty")) > MAX_FREQUENCY_PENALTY:
-            raise LiveInputError(f"frequency_penalty must be within ±{MAX_FREQUENCY_PENALTY}, "
-                                 f"not {self.frequency_penalty!r}")
+            raise LiveInputError(
+                f"frequency_penalty must be within ±{MAX_FREQUENCY_PENALTY}, not {self.frequency_penalty!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise LiveInputError(f"seed must be a whole number from 0 to 2**63 - 1, not {self.seed!r}")
         if not isinstance(self.use_kv_cache, bool):
@@ -64,8 +66,9 @@ class GenerationSettings:
         return asdict(self)
 
 
-def sample_next(logits: torch.Tensor, counts: torch.Tensor, settings: GenerationSettings,
-                generator: torch.Generator) -> int:
+def sample_next(
+    logits: torch.Tensor, counts: torch.Tensor, settings: GenerationSettings, generator: torch.Generator
+) -> int:
     """The next token from one row of float32 CPU logits, given how often each token was generated."""
     logits = logits - settings.frequency_penalty * counts
     if settings.temperature == 0:
@@ -87,8 +90,10 @@ def _hooks_on(model: HookedTransformer, hooks: list[ForwardHook]) -> Iterator[No
     about 0.5 ms, which is 5 % of a one-token step of the demo model on the CPU; here only the
     handles added are removed.
     """
-    handles = [model.hook_dict[name].register_forward_hook(
-        lambda module, inputs, output, fn=fn: fn(output, hook=module)) for name, fn in hooks]
+    handles = [
+        model.hook_dict[name].register_forward_hook(lambda module, inputs, output, fn=fn: fn(output, hook=module))
+        for name, fn in hooks
+    ]
     try:
         yield
     finally:
@@ -112,8 +117,11 @@ class Completion:
         self.generator = torch.Generator().manual_seed(self.settings.seed)
         self.counts = torch.zeros(self.model.cfg.d_vocab_out, dtype=torch.float32)
         self.eos = self.model.tokenizer.eos_token_id
-        self.cache = (TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device, 1)
-                      if self.settings.use_kv_cache else None)
+        self.cache = (
+            TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device, 1)
+            if self.settings.use_kv_cache
+            else None
+        )
 
     def _forward(self) -> torch.Tensor:
         """Logits for the next token: only the tokens the cache has not seen, else the whole sequence."""

@@ -9,6 +9,7 @@ Why two single-row completions in lockstep and not one batch of two: on the CPU 
 gives the default row logits up to ~6e-6 away from a single-row forward (another GEMM blocking),
 so the default completion would not be exactly what plain generation gives with the same seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ NEXT_TOKENS_SHOWN = 10
 def default_coefficient(max_act: float) -> float:
     """The slider's starting value for a latent: a multiple of its atlas max activation, because the
     same number means very different things for latents whose usual activations differ by 10×."""
-    if isinstance(max_act, bool) or not isinstance(max_act, (int, float)) or not math.isfinite(max_act) \
-            or max_act < 0:
+    if isinstance(max_act, bool) or not isinstance(max_act, (int, float)) or not math.isfinite(max_act) or max_act < 0:
         raise LiveInputError(f"max activation must be a finite number of at least 0, not {max_act!r}")
     return min(DEFAULT_COEFFICIENT_MULTIPLIER * float(max_act), MAX_COEFFICIENT)
 
@@ -97,8 +97,9 @@ class SteeringResult:
             "settings": self.settings.to_dict(),
             "default": {"ids": self.default_ids, "tokens": self.default_tokens, "text": self.default_text},
             "steered": {"ids": self.steered_ids, "tokens": self.steered_tokens, "text": self.steered_text},
-            "divergence": None if self.divergence is None else {
-                "index": self.divergence, "next_tokens": [asdict(n) for n in self.next_tokens]},
+            "divergence": None
+            if self.divergence is None
+            else {"index": self.divergence, "next_tokens": [asdict(n) for n in self.next_tokens]},
             "seconds": round(self.seconds, 4),
             "interrupted": self.interrupted,
             "model_hash": self.model_hash,
@@ -124,21 +125,30 @@ def _prompt_ids(live: LiveModel, prompt: str, settings: GenerationSettings) -> t
         raise LiveInputError(f"settings must be GenerationSettings, not {settings!r}")
     room = live.n_ctx - 2  # BOS and at least one prompt token
     if settings.max_new_tokens > room:
-        raise LiveInputError(f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in this model's "
-                             f"{live.n_ctx}-token context; at most {room}")
+        raise LiveInputError(
+            f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in this model's "
+            f"{live.n_ctx}-token context; at most {room}"
+        )
     return live.tokenize(prompt, keep_last=live.n_ctx - settings.max_new_tokens)
 
 
 def _next_tokens(live: LiveModel, default_logits: torch.Tensor, steered_logits: torch.Tensor) -> list[NextToken]:
     p_default, p_steered = torch.softmax(default_logits, -1), torch.softmax(steered_logits, -1)
     top = torch.maximum(p_default, p_steered).topk(NEXT_TOKENS_SHOWN).indices.tolist()
-    return [NextToken(token, text, float(p_default[token]), float(p_steered[token]))
-            for token, text in zip(top, live.token_strings(top))]
+    return [
+        NextToken(token, text, float(p_default[token]), float(p_steered[token]))
+        for token, text in zip(top, live.token_strings(top))
+    ]
 
 
-def stream_comparison(live: LiveModel, prompt: str, targets: Sequence[SteeringTarget], method: str = "additive",
-                      settings: GenerationSettings = GenerationSettings(),
-                      stop: threading.Event | None = None) -> Iterator[SteeringProgress | SteeringResult]:
+def stream_comparison(
+    live: LiveModel,
+    prompt: str,
+    targets: Sequence[SteeringTarget],
+    method: str = "additive",
+    settings: GenerationSettings = GenerationSettings(),
+    stop: threading.Event | None = None,
+) -> Iterator[SteeringProgress | SteeringResult]:
     """Default and steered completions of ``prompt``, one token of each per step: yields a
     SteeringProgress after every step and the SteeringResult last. Bad input raises LiveInputError
     here, before anything runs; setting ``stop`` ends it early with ``interrupted`` set."""
@@ -147,9 +157,17 @@ def stream_comparison(live: LiveModel, prompt: str, targets: Sequence[SteeringTa
     return _compare(live, prompt, prompt_ids, cut, tuple(targets), method, settings, hooks, stop)
 
 
-def _compare(live: LiveModel, prompt: str, prompt_ids: torch.Tensor, cut: int, targets: tuple[SteeringTarget, ...],
-             method: str, settings: GenerationSettings, hooks: list,
-             stop: threading.Event | None) -> Iterator[SteeringProgress | SteeringResult]:
+def _compare(
+    live: LiveModel,
+    prompt: str,
+    prompt_ids: torch.Tensor,
+    cut: int,
+    targets: tuple[SteeringTarget, ...],
+    method: str,
+    settings: GenerationSettings,
+    hooks: list,
+    stop: threading.Event | None,
+) -> Iterator[SteeringProgress | SteeringResult]:
     decode = live.tokenizer.decode
     with live.exclusive():
         started = time.perf_counter()
@@ -164,31 +182,59 @@ def _compare(live: LiveModel, prompt: str, prompt_ids: torch.Tensor, cut: int, t
             if divergence is None and default.ids[-1] != steered.ids[-1]:
                 # Until now both rows held the same tokens, so both stepped and saw the same prefix.
                 divergence, next_tokens = len(default.ids) - 1, _next_tokens(live, *logits)
-            yield SteeringProgress(max(len(default.ids), len(steered.ids)), list(default.ids), list(steered.ids),
-                                   decode(default.ids), decode(steered.ids))
+            yield SteeringProgress(
+                max(len(default.ids), len(steered.ids)),
+                list(default.ids),
+                list(steered.ids),
+                decode(default.ids),
+                decode(steered.ids),
+            )
         seconds = time.perf_counter() - started
     used = dict.fromkeys(t.sae for t in targets)
     yield SteeringResult(
-        prompt=prompt, prompt_tokens=live.token_strings(prompt_ids[0]), prompt_cut=cut, targets=targets,
-        method=method, settings=settings, default_ids=default.ids, steered_ids=steered.ids,
-        default_tokens=live.token_strings(default.ids), steered_tokens=live.token_strings(steered.ids),
-        default_text=decode(default.ids), steered_text=decode(steered.ids), divergence=divergence,
-        next_tokens=next_tokens, seconds=seconds, interrupted=interrupted, model_hash=live.model_hash,
+        prompt=prompt,
+        prompt_tokens=live.token_strings(prompt_ids[0]),
+        prompt_cut=cut,
+        targets=targets,
+        method=method,
+        settings=settings,
+        default_ids=default.ids,
+        steered_ids=steered.ids,
+        default_tokens=live.token_strings(default.ids),
+        steered_tokens=live.token_strings(steered.ids),
+        default_text=decode(default.ids),
+        steered_text=decode(steered.ids),
+        divergence=divergence,
+        next_tokens=next_tokens,
+        seconds=seconds,
+        interrupted=interrupted,
+        model_hash=live.model_hash,
         sae_hashes={name: live.sae_hashes[name] for name in used},
     )
 
 
-def steer(live: LiveModel, prompt: str, targets: Sequence[SteeringTarget], method: str = "additive",
-          settings: GenerationSettings = GenerationSettings(), stop: threading.Event | None = None) -> SteeringResult:
+def steer(
+    live: LiveModel,
+    prompt: str,
+    targets: Sequence[SteeringTarget],
+    method: str = "additive",
+    settings: GenerationSettings = GenerationSettings(),
+    stop: threading.Event | None = None,
+) -> SteeringResult:
     """``stream_comparison`` run to the end."""
-    for state in stream_comparison(live, prompt, targets, method, settings, stop):
-        pass
-    return state
+    *_, result = stream_comparison(live, prompt, targets, method, settings, stop)
+    assert isinstance(result, SteeringResult), "stream_comparison ends with its result"
+    return result
 
 
-def generate(live: LiveModel, prompt: str, settings: GenerationSettings = GenerationSettings(),
-             targets: Sequence[SteeringTarget] = (), method: str = "additive",
-             stop: threading.Event | None = None) -> Generation:
+def generate(
+    live: LiveModel,
+    prompt: str,
+    settings: GenerationSettings = GenerationSettings(),
+    targets: Sequence[SteeringTarget] = (),
+    method: str = "additive",
+    stop: threading.Event | None = None,
+) -> Generation:
     """One completion, plain (no targets) or steered: the same loop and seed as either row of a comparison."""
     hooks = steering_hooks(live, targets, method) if targets else []
     prompt_ids, cut = _prompt_ids(live, prompt, settings)
@@ -198,5 +244,11 @@ def generate(live: LiveModel, prompt: str, settings: GenerationSettings = Genera
         while not row.done and not (stop is not None and stop.is_set()):
             row.step()
         seconds = time.perf_counter() - started
-    return Generation(prompt_cut=cut, ids=row.ids, tokens=live.token_strings(row.ids),
-                      text=live.tokenizer.decode(row.ids), seconds=seconds, interrupted=not row.done)
+    return Generation(
+        prompt_cut=cut,
+        ids=row.ids,
+        tokens=live.token_strings(row.ids),
+        text=live.tokenizer.decode(row.ids),
+        seconds=seconds,
+        interrupted=not row.done,
+    )

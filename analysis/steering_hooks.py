@@ -5,6 +5,7 @@ transcoder) and acts on every position it is given, prompt and generated tokens 
 return new tensors rather than editing in place, because the activation they receive may be the
 same storage as one another hook (or a cache) already holds.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,7 @@ class SteeringTarget:
         object.__setattr__(self, "coefficient", float(c))
 
     @classmethod
-    def parse(cls, text: str) -> "SteeringTarget":
+    def parse(cls, text: str) -> SteeringTarget:
         """``SAE:LATENT:COEF`` as the command line takes it (the SAE name may itself hold colons)."""
         parts = text.rsplit(":", 2)
         if len(parts) != 3 or not parts[0]:
@@ -47,8 +48,9 @@ class SteeringTarget:
         try:
             latent, coefficient = int(parts[1]), float(parts[2])
         except ValueError:
-            raise LiveInputError(f"in {text!r}: the latent must be a whole number and the coefficient a number") \
-                from None
+            raise LiveInputError(
+                f"in {text!r}: the latent must be a whole number and the coefficient a number"
+            ) from None
         return cls(parts[0], latent, coefficient)
 
 
@@ -64,8 +66,9 @@ def check_targets(live: LiveModel, targets: Sequence[SteeringTarget], method: st
         live.check_latent(target.sae, target.latent)
 
 
-def _by_sae(live: LiveModel, targets: Sequence[SteeringTarget]) -> dict[str, tuple[LoadedSAE, torch.Tensor,
-                                                                                     torch.Tensor]]:
+def _by_sae(
+    live: LiveModel, targets: Sequence[SteeringTarget]
+) -> dict[str, tuple[LoadedSAE, torch.Tensor, torch.Tensor]]:
     """Targets grouped by SAE, in first-seen order: (SAE, latent ids, coefficients)."""
     names = list(dict.fromkeys(t.sae for t in targets))
     groups = {}
@@ -73,8 +76,11 @@ def _by_sae(live: LiveModel, targets: Sequence[SteeringTarget]) -> dict[str, tup
         loaded = live.sae(name)
         mine = [t for t in targets if t.sae == name]
         device, dtype = loaded.sae.W_dec.device, loaded.sae.W_dec.dtype
-        groups[name] = (loaded, torch.tensor([t.latent for t in mine], device=device),
-                        torch.tensor([t.coefficient for t in mine], device=device, dtype=dtype))
+        groups[name] = (
+            loaded,
+            torch.tensor([t.latent for t in mine], device=device),
+            torch.tensor([t.coefficient for t in mine], device=device, dtype=dtype),
+        )
     return groups
 
 
@@ -85,6 +91,7 @@ def _write_hook(loaded: LoadedSAE) -> str:
 def _add(delta: torch.Tensor) -> Callable[..., torch.Tensor]:
     def hook(activation: torch.Tensor, hook) -> torch.Tensor:
         return activation + delta.to(activation.dtype)
+
     return hook
 
 
@@ -93,11 +100,13 @@ def _replace(directions: torch.Tensor, values: torch.Tensor) -> Callable[..., to
         for direction, value in zip(directions.to(activation.dtype), values.to(activation.dtype)):
             activation = activation + (value - activation @ direction)[..., None] * direction
         return activation
+
     return hook
 
 
-def _clamp(loaded: LoadedSAE, latents: torch.Tensor, values: torch.Tensor,
-           sae_input: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+def _clamp(
+    loaded: LoadedSAE, latents: torch.Tensor, values: torch.Tensor, sae_input: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[..., torch.Tensor]:
     """Encode the SAE's input, set the latents, decode, add back the SAE's error. sae-lens decodes
     affinely (``f @ W_dec + b_dec``, no activation normalization in these SAEs), so that is the
     activation plus the change of each latent times its decoder row: no full decode needed."""
@@ -106,6 +115,7 @@ def _clamp(loaded: LoadedSAE, latents: torch.Tensor, values: torch.Tensor,
     def hook(activation: torch.Tensor, hook) -> torch.Tensor:
         current = loaded.sae.encode(sae_input(activation))[..., latents]
         return activation + ((values - current) @ rows).to(activation.dtype)
+
     return hook
 
 
@@ -138,8 +148,9 @@ def steering_hooks(live: LiveModel, targets: Sequence[SteeringTarget], method: s
                 rows = loaded.sae.W_dec[latents]
                 norms = rows.norm(dim=-1, keepdim=True)
                 if not bool((norms > 0).all()):
-                    raise LiveInputError(f"{loaded.name} has a latent with an all-zero decoder row: it has no "
-                                         "direction to replace along")
+                    raise LiveInputError(
+                        f"{loaded.name} has a latent with an all-zero decoder row: it has no direction to replace along"
+                    )
                 hooks.append((_write_hook(loaded), _replace(rows / norms, values)))
             elif loaded.is_transcoder:
                 keep, sae_input = _transcoder_input(loaded)

@@ -7,6 +7,7 @@ tokens and only its non-zero entries are kept: for a 131k-latent SAE a full 256-
 134 MB as a dense [tokens, latents] array (and an encode makes several temporaries that size) but a
 few hundred kB as entries, since an SAE fires few latents per token.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -115,8 +116,12 @@ def _encode_sparse(loaded: LoadedSAE, inputs: torch.Tensor) -> SparseActivations
         rows.append((row + start).cpu())
         cols.append(col.cpu())
         values.append(acts[row, col].cpu())
-    return SparseActivations(rows=torch.cat(rows).numpy(), cols=torch.cat(cols).numpy(),
-                             values=torch.cat(values).numpy(), shape=(len(inputs), loaded.d_sae))
+    return SparseActivations(
+        rows=torch.cat(rows).numpy(),
+        cols=torch.cat(cols).numpy(),
+        values=torch.cat(values).numpy(),
+        shape=(len(inputs), loaded.d_sae),
+    )
 
 
 def encode_text(live: LiveModel, text: str, saes: Sequence[str] | None = None) -> TextActivations:
@@ -127,8 +132,13 @@ def encode_text(live: LiveModel, text: str, saes: Sequence[str] | None = None) -
         cache = run_to_hooks(live.model, ids, sorted({s.hook_name for s in chosen}))
         acts = {s.name: _encode_sparse(s, cache[s.hook_name][0]) for s in chosen}
     token_ids = ids[0].tolist()
-    return TextActivations(token_ids=token_ids, tokens=live.token_strings(token_ids), cut=cut,
-                           has_bos=live.tokenizer.bos_token_id is not None, acts=acts)
+    return TextActivations(
+        token_ids=token_ids,
+        tokens=live.token_strings(token_ids),
+        cut=cut,
+        has_bos=live.tokenizer.bos_token_id is not None,
+        acts=acts,
+    )
 
 
 def latent_activations(live: LiveModel, text: str, sae: str, latent: int) -> LatentActivations:
@@ -138,8 +148,9 @@ def latent_activations(live: LiveModel, text: str, sae: str, latent: int) -> Lat
     values = encoded.acts[sae].columns([latent])[:, 0]
     first = int(encoded.has_bos)
     peak = first + int(values[first:].argmax()) if len(values) > first and values[first:].max() > 0 else None
-    return LatentActivations(tokens=encoded.tokens, values=values.tolist(), cut=encoded.cut,
-                             has_bos=encoded.has_bos, peak=peak)
+    return LatentActivations(
+        tokens=encoded.tokens, values=values.tolist(), cut=encoded.cut, has_bos=encoded.has_bos, peak=peak
+    )
 
 
 def _positions(encoded: TextActivations, chosen: Sequence[int] | None, ignore_bos: bool) -> np.ndarray:
@@ -150,8 +161,10 @@ def _positions(encoded: TextActivations, chosen: Sequence[int] | None, ignore_bo
     else:
         for position in chosen:
             if isinstance(position, bool) or not isinstance(position, Integral) or not 0 <= position < count:
-                raise LiveInputError(f"token position {position!r} is out of range: the text has {count} tokens, "
-                                     f"numbered 0 to {count - 1}" + (" (0 is BOS)" if encoded.has_bos else ""))
+                raise LiveInputError(
+                    f"token position {position!r} is out of range: the text has {count} tokens, "
+                    f"numbered 0 to {count - 1}" + (" (0 is BOS)" if encoded.has_bos else "")
+                )
         positions = {int(p) for p in chosen}
     if ignore_bos and encoded.has_bos:
         positions.discard(0)
@@ -160,8 +173,9 @@ def _positions(encoded: TextActivations, chosen: Sequence[int] | None, ignore_bo
     return np.array(sorted(positions))
 
 
-def _allowed_latents(live: LiveModel, names: list[str], max_density: float | None,
-                     densities: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+def _allowed_latents(
+    live: LiveModel, names: list[str], max_density: float | None, densities: Mapping[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
     """Per SAE, which latents may be hits (density at most ``max_density``); empty when unfiltered."""
     if max_density is None:
         return {}
@@ -172,12 +186,15 @@ def _allowed_latents(live: LiveModel, names: list[str], max_density: float | Non
     allowed = {}
     for name in names:
         if name not in densities:
-            raise LiveInputError(f"no densities for {name}: the atlas does not have this SAE, so it cannot be "
-                                 "filtered by density")
+            raise LiveInputError(
+                f"no densities for {name}: the atlas does not have this SAE, so it cannot be filtered by density"
+            )
         density = np.asarray(densities[name], dtype=np.float64)
         if density.shape != (live.saes[name].d_sae,):
-            raise LiveInputError(f"the densities given for {name} have shape {density.shape}, but it has "
-                                 f"{live.saes[name].d_sae} latents: they belong to another SAE")
+            raise LiveInputError(
+                f"the densities given for {name} have shape {density.shape}, but it has "
+                f"{live.saes[name].d_sae} latents: they belong to another SAE"
+            )
         allowed[name] = density <= max_density
     return allowed
 
@@ -200,8 +217,9 @@ def _searched(encoded: TextActivations, positions: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _ranked_summed(encoded: TextActivations, names: list[str], positions: np.ndarray,
-                   allowed: dict[str, np.ndarray], top_n: int) -> list[Ranked]:
+def _ranked_summed(
+    encoded: TextActivations, names: list[str], positions: np.ndarray, allowed: dict[str, np.ndarray], top_n: int
+) -> list[Ranked]:
     searched = _searched(encoded, positions)
     ranked: list[Ranked] = []
     for index, name in enumerate(names):
@@ -214,8 +232,9 @@ def _ranked_summed(encoded: TextActivations, names: list[str], positions: np.nda
     return sorted(ranked, key=lambda hit: (-hit[0], hit[1], hit[2]))[:top_n]
 
 
-def _ranked_per_token(encoded: TextActivations, names: list[str], positions: np.ndarray,
-                      allowed: dict[str, np.ndarray], top_n: int) -> list[Ranked]:
+def _ranked_per_token(
+    encoded: TextActivations, names: list[str], positions: np.ndarray, allowed: dict[str, np.ndarray], top_n: int
+) -> list[Ranked]:
     """Every SAE's entries at the searched positions in one sort (by position, then score down, SAE,
     latent), each position's first ``top_n`` kept: no Python loop over positions."""
     searched = _searched(encoded, positions)
@@ -230,8 +249,10 @@ def _ranked_per_token(encoded: TextActivations, names: list[str], positions: np.
     order = np.lexsort((latents, saes, -values, rows))
     rows, saes, latents, values = rows[order], saes[order], latents[order], values[order]
     best = np.arange(len(rows)) - np.searchsorted(rows, rows) < top_n  # rank within the position
-    return [(float(value), int(sae), int(latent), int(row))
-            for row, sae, latent, value in zip(rows[best], saes[best], latents[best], values[best])]
+    return [
+        (float(value), int(sae), int(latent), int(row))
+        for row, sae, latent, value in zip(rows[best], saes[best], latents[best], values[best])
+    ]
 
 
 def _hits(encoded: TextActivations, names: list[str], positions: np.ndarray, ranked: list[Ranked]) -> list[TextHit]:
@@ -246,14 +267,32 @@ def _hits(encoded: TextActivations, names: list[str], positions: np.ndarray, ran
     for score, sae, latent, position in ranked:
         column = values[(sae, latent)]
         peak = int(positions[column[positions].argmax()])
-        hits.append(TextHit(sae=names[sae], latent=latent, score=score, max_act=float(column[peak]), peak=peak,
-                            values=column.tolist(), position=position))
+        hits.append(
+            TextHit(
+                sae=names[sae],
+                latent=latent,
+                score=score,
+                max_act=float(column[peak]),
+                peak=peak,
+                values=column.tolist(),
+                position=position,
+            )
+        )
     return hits
 
 
-def search_text(live: LiveModel, text: str, *, token_positions: list[int] | None = None, ignore_bos: bool = True,
-                per_token: bool = False, top_n: int = 20, max_density: float | None = None,
-                densities: Mapping[str, np.ndarray] | None = None, saes: list[str] | None = None) -> list[TextHit]:
+def search_text(
+    live: LiveModel,
+    text: str,
+    *,
+    token_positions: list[int] | None = None,
+    ignore_bos: bool = True,
+    per_token: bool = False,
+    top_n: int = 20,
+    max_density: float | None = None,
+    densities: Mapping[str, np.ndarray] | None = None,
+    saes: list[str] | None = None,
+) -> list[TextHit]:
     """The latents of the named SAEs (default: all loaded) most active on ``text``.
 
     Summed over ``token_positions`` (default: every token but BOS), best ``top_n`` across the

@@ -4,18 +4,17 @@ Streamlit itself costs). Goal (issue 4): Home within 3 s.
 
     python bench/dashboard_first_render.py --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 from tests.browser import chromium, streamlit_server, wait_for_text  # noqa: E402
 
 BASELINE_APP = 'import streamlit as st\nst.title("Baseline page")\n'
@@ -42,9 +41,11 @@ def main() -> None:
             baseline.append(first_render_seconds(baseline_app, "Baseline page", browser))
             home.append(first_render_seconds(REPO_ROOT / "dashboard" / "Home.py", "SAEs and transcoders", browser))
     home_s, baseline_s = statistics.median(home), statistics.median(baseline)
-    print(f"first render, median of {args.repeats}: Home {home_s:.2f} s, one-line app {baseline_s:.2f} s, "
-          f"ratio {home_s / baseline_s:.2f}; goal Home <= 3 s: {'met' if home_s <= 3 else 'NOT met'}; "
-          f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
+    print(
+        f"first render, median of {args.repeats}: Home {home_s:.2f} s, one-line app {baseline_s:.2f} s, "
+        f"ratio {home_s / baseline_s:.2f}; goal Home <= 3 s: {'met' if home_s <= 3 else 'NOT met'}; "
+        f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,21 +9,21 @@ same run, so the cost of scale is visible whatever the machine's load.
     python bench/synthetic_atlas.py --out /tmp/synthetic_1m.duckdb      # once, a few minutes
     python bench/dashboard_queries.py --atlas /tmp/synthetic_1m.duckdb
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from analysis.paths import DEMO_ATLAS
 from dashboard.feature_queries import SORTS, FeatureFilter, feature_table, feature_view, next_in_queue  # noqa: E402
-from dashboard.settings import DEMO_ATLAS, Settings  # noqa: E402
+from dashboard.settings import Settings
 from dashboard.userdata import STATUSES  # noqa: E402
 from dashboard.workspace import Atlas, Workspace  # noqa: E402
 
@@ -36,9 +36,15 @@ def _annotate(workspace: Workspace, atlas: Atlas, count: int, rng: random.Random
     tags = workspace.store.tags()
     for _ in range(count):
         row = atlas.saes.iloc[rng.randrange(len(atlas.saes))]
-        workspace.store.annotate(str(row["content_hash"]), str(row["name"]), rng.randrange(int(row["d_sae"])),
-                                 rng.choice(["ann", "ben", "cat"]), status=rng.choice(STATUSES[1:]),
-                                 label=rng.choice(["quotes", "code", "names", "numbers"]), tags=[rng.choice(tags)])
+        workspace.store.annotate(
+            str(row["content_hash"]),
+            str(row["name"]),
+            rng.randrange(int(row["d_sae"])),
+            rng.choice(["ann", "ben", "cat"]),
+            status=rng.choice(STATUSES[1:]),
+            label=rng.choice(["quotes", "code", "names", "numbers"]),
+            tags=[rng.choice(tags)],
+        )
 
 
 def _random_filter(atlas: Atlas, rng: random.Random) -> FeatureFilter:
@@ -67,8 +73,11 @@ def _page_calls(workspace: Workspace, atlas: Atlas, rng: random.Random) -> dict[
     def triage():
         return next_in_queue(workspace, atlas, _random_filter(atlas, rng), _feature(atlas, rng))
 
-    return {"feature page": lambda: feature_view(workspace, atlas, *_feature(atlas, rng)),
-            "feature table": table, "triage next": triage}
+    return {
+        "feature page": lambda: feature_view(workspace, atlas, *_feature(atlas, rng)),
+        "feature table": table,
+        "triage next": triage,
+    }
 
 
 def _percentiles(call: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -92,10 +101,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         workspace = Workspace(Settings(read_only=False, atlas_dir=None, user_db=Path(folder) / "userdata.duckdb"))
         large, demo = workspace.atlas(args.atlas), workspace.atlas(DEMO_ATLAS)
-        rows = workspace.cursor().execute(f"SELECT (SELECT count(*) FROM {large.alias}.features), "
-                                          f"(SELECT count(*) FROM {large.alias}.examples)").fetchone()
-        print(f"atlas {args.atlas}: {rows[0]:,} latents, {rows[1]:,} example rows; {args.runs} runs per query; "
-              f"load average {_load()}")
+        rows = (
+            workspace.cursor()
+            .execute(
+                f"SELECT (SELECT count(*) FROM {large.alias}.features), (SELECT count(*) FROM {large.alias}.examples)"
+            )
+            .fetchone()
+        )
+        print(
+            f"atlas {args.atlas}: {rows[0]:,} latents, {rows[1]:,} example rows; {args.runs} runs per query; "
+            f"load average {_load()}"
+        )
         rng = random.Random(args.seed)
         _annotate(workspace, large, args.annotations, rng)
         _annotate(workspace, demo, args.annotations // 10, rng)
@@ -104,8 +120,10 @@ def main() -> None:
     print(f"{'query':<14} {'p50 ms':>8} {'p95 ms':>8} {'goal p95':>9} {'met':>4} {'demo p95':>9} {'scale cost':>11}")
     for name, (p50, p95) in at_scale.items():
         demo_p95 = baseline[name][1]
-        print(f"{name:<14} {p50:8.1f} {p95:8.1f} {GOALS_MS[name]:9d} {'yes' if p95 <= GOALS_MS[name] else 'NO':>4} "
-              f"{demo_p95:9.1f} {p95 / demo_p95:10.2f}x")
+        print(
+            f"{name:<14} {p50:8.1f} {p95:8.1f} {GOALS_MS[name]:9d} {'yes' if p95 <= GOALS_MS[name] else 'NO':>4} "
+            f"{demo_p95:9.1f} {p95 / demo_p95:10.2f}x"
+        )
     print(f"load average at the end {_load()} (timings on a shared machine scale with it)")
 
 

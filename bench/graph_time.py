@@ -8,19 +8,18 @@ second thread mostly spins: ``--threads 1`` is then faster (see docs/GRAPHS.md).
 
     python bench/graph_time.py --settings 16:1024,16:512,128:512,16:all --repeats 2 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.graphs import GraphSettings, compute_graph, replacement_model, to_networkx  # noqa: E402
 from analysis.live_model import LiveSpecs, load_live  # noqa: E402
 
@@ -40,7 +39,7 @@ def demo_prompt(live, n_tokens: int) -> str:
     """The first ``n_tokens`` of the held-out demo stream as text that tokenizes back to that many."""
     stream = np.load(DEMO / "heldout_tokens.npy")
     special = set(live.tokenizer.all_special_ids)
-    ids = [int(t) for t in stream[:4 * n_tokens] if int(t) not in special]
+    ids = [int(t) for t in stream[: 4 * n_tokens] if int(t) not in special]
     for end in range(n_tokens, len(ids)):
         text = live.tokenizer.decode(ids[:end])
         if len(live.tokenizer.encode(text, add_special_tokens=False)) == n_tokens:
@@ -69,8 +68,10 @@ def main() -> None:
     live = load_live(LiveSpecs(model=str(DEMO / "model"), saes=(str(DEMO / "saes"),)), device="cpu")
     started = time.perf_counter()
     replacement_model(live)
-    print(f"replacement model built in {time.perf_counter() - started:.2f} s; torch threads {torch.get_num_threads()}, "
-          f"cores {os.cpu_count()}")
+    print(
+        f"replacement model built in {time.perf_counter() - started:.2f} s; torch threads {torch.get_num_threads()}, "
+        f"cores {os.cpu_count()}"
+    )
     prompts = {n: demo_prompt(live, int(n)) for n in args.lengths.split(",")}
     compute_graph(live, prompts[min(prompts, key=int)])  # warm-up
     print("tokens  batch  max_nodes  active  kept  wall_s  cpu_s  load1")
@@ -80,12 +81,17 @@ def main() -> None:
             wall = statistics.median(run[0] for run in runs)
             cpu = statistics.median(run[1] for run in runs)
             nodes = settings.max_feature_nodes or "all"
-            print(f"{n:>6}  {settings.batch_size:>5}  {nodes:>9}  {runs[0][2]:>6}  {runs[0][3]:>4}  {wall:6.2f}  "
-                  f"{cpu:5.2f}  {os.getloadavg()[0]:5.2f}", flush=True)
+            print(
+                f"{n:>6}  {settings.batch_size:>5}  {nodes:>9}  {runs[0][2]:>6}  {runs[0][3]:>4}  {wall:6.2f}  "
+                f"{cpu:5.2f}  {os.getloadavg()[0]:5.2f}",
+                flush=True,
+            )
     defaults = GraphSettings()
-    print(f"circuit-tracer settings besides those: max_n_logits={defaults.max_n_logits}, "
-          f"desired_logit_prob={defaults.desired_logit_prob}, offload=None, update_interval=4 (its default); "
-          "pruning node 0.8 / edge 0.98")
+    print(
+        f"circuit-tracer settings besides those: max_n_logits={defaults.max_n_logits}, "
+        f"desired_logit_prob={defaults.desired_logit_prob}, offload=None, update_interval=4 (its default); "
+        "pruning node 0.8 / edge 0.98"
+    )
 
 
 if __name__ == "__main__":

@@ -6,16 +6,15 @@ top-K and samples, quality sampling). Goal (issue 3): at most 1.5.
 
     python bench/precompute_overhead.py --tokens 65536
 """
+
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.atlas.precompute import Precompute, PrecomputeConfig  # noqa: E402
 from analysis.hooked_forward import run_to_hooks  # noqa: E402
 
@@ -40,9 +39,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--quality-windows", type=int, default=64, help="windows measured for EV and CE")
     args = parser.parse_args()
-    config = PrecomputeConfig(model=str(DEMO / "model"), saes=tuple(args.sae or [str(DEMO / "saes")]), corpus="demo",
-                              tokens=args.tokens, out=Path("/tmp/overhead.duckdb"), batch_windows=args.batch,
-                              quality_windows=args.quality_windows, overwrite=True)
+    config = PrecomputeConfig(
+        model=str(DEMO / "model"),
+        saes=tuple(args.sae or [str(DEMO / "saes")]),
+        corpus="demo",
+        tokens=args.tokens,
+        out=Path("/tmp/overhead.duckdb"),
+        batch_windows=args.batch,
+        quality_windows=args.quality_windows,
+        overwrite=True,
+    )
     job = Precompute(config)
     bare_seconds(job, args.batch)  # warm-up
     bare = bare_seconds(job, args.batch)
@@ -51,8 +57,10 @@ def main() -> None:
     full = time.perf_counter() - started
     tokens = len(job.window_ids) * config.context
     latents = sum(s.d_sae for s in job.saes)
-    print(f"tokens {tokens:,}  latents {latents:,}  bare {bare:.1f} s  atlas pass {full:.1f} s  "
-          f"ratio {full / bare:.2f}  (goal <= 1.5)  pass throughput {tokens * latents / full:.3g} token-latents/s")
+    print(
+        f"tokens {tokens:,}  latents {latents:,}  bare {bare:.1f} s  atlas pass {full:.1f} s  "
+        f"ratio {full / bare:.2f}  (goal <= 1.5)  pass throughput {tokens * latents / full:.3g} token-latents/s"
+    )
 
 
 if __name__ == "__main__":

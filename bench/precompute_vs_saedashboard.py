@@ -18,12 +18,12 @@ Throughput: tokens x latents / seconds, each tool's seconds excluding imports an
 
     python bench/precompute_vs_saedashboard.py --windows 256 --latents 64
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 from analysis.atlas.precompute import Precompute, PrecomputeConfig  # noqa: E402
 from analysis.atlas.schema import open_atlas  # noqa: E402
 from analysis.atlas.store import write_atlas  # noqa: E402
@@ -43,8 +42,9 @@ TOLERANCE = 1e-4
 
 def run_ours(sae: Path, n_windows: int, out: Path) -> tuple[Precompute, float]:
     """The full atlas pass (stream, weight statistics, write) over every latent; seconds after loading."""
-    config = PrecomputeConfig(model=str(DEMO / "model"), saes=(str(sae),), corpus="demo", tokens=n_windows * 128,
-                              out=out, overwrite=True)
+    config = PrecomputeConfig(
+        model=str(DEMO / "model"), saes=(str(sae),), corpus="demo", tokens=n_windows * 128, out=out, overwrite=True
+    )
     job = Precompute(config)
     started = time.perf_counter()
     write_atlas(out, job.finish(job.stream()))
@@ -52,21 +52,38 @@ def run_ours(sae: Path, n_windows: int, out: Path) -> tuple[Precompute, float]:
 
 
 def run_saedashboard(python: str, sae: Path, windows: Path, latents: list[int], threads: int, out: Path) -> dict:
-    command = [python, str(ROOT / "bench" / "saedashboard_runner.py"), "--model", str(DEMO / "model"), "--sae", str(sae),
-               "--windows", str(windows), "--latents", ",".join(map(str, latents)), "--threads", str(threads),
-               "--out", str(out)]
+    command = [
+        python,
+        str(ROOT / "bench" / "saedashboard_runner.py"),
+        "--model",
+        str(DEMO / "model"),
+        "--sae",
+        str(sae),
+        "--windows",
+        str(windows),
+        "--latents",
+        ",".join(map(str, latents)),
+        "--threads",
+        str(threads),
+        "--out",
+        str(out),
+    ]
     subprocess.run(command, check=True, cwd=ROOT)
     return json.loads(out.read_text())
 
 
 def our_latent(atlas, latent: int, top_k: int) -> dict:
     """One latent's max, density and top ``top_k`` tokens, read back from the atlas file."""
-    max_act, density = atlas.execute("SELECT max_act, density FROM features WHERE sae = 0 AND latent = ?",
-                                     [latent]).fetchone()
-    rows = atlas.execute("SELECT window_id, act_positions, act_values FROM examples "
-                         "WHERE sae = 0 AND latent = ? AND kind = 'top'", [latent]).fetchall()
-    tokens = [(value, window, position) for window, positions, values in rows
-              for position, value in zip(positions, values)]
+    max_act, density = atlas.execute(
+        "SELECT max_act, density FROM features WHERE sae = 0 AND latent = ?", [latent]
+    ).fetchone()
+    rows = atlas.execute(
+        "SELECT window_id, act_positions, act_values FROM examples WHERE sae = 0 AND latent = ? AND kind = 'top'",
+        [latent],
+    ).fetchall()
+    tokens = [
+        (value, window, position) for window, positions, values in rows for position, value in zip(positions, values)
+    ]
     tokens.sort(key=lambda t: (-t[0], t[1], t[2]))
     return {"max": max_act, "density": density, "top": tokens[:top_k]}
 
@@ -79,7 +96,9 @@ def compare(ours: dict, theirs: dict) -> dict:
     strict_ours = [t for t in ours["top"] if t[0] > cutoff + TOLERANCE]
     same_tokens = sorted(t[1:] for t in strict_theirs) == sorted(t[1:] for t in strict_ours)
     values_ours, values_theirs = sorted(t[0] for t in ours["top"]), sorted(t[0] for t in their_top)
-    same_values = len(values_ours) == len(values_theirs) and bool(np.allclose(values_ours, values_theirs, atol=TOLERANCE, rtol=0))
+    same_values = len(values_ours) == len(values_theirs) and bool(
+        np.allclose(values_ours, values_theirs, atol=TOLERANCE, rtol=0)
+    )
     return {
         "max_diff": abs(ours["max"] - theirs["max_activation"]),
         "density_equal": abs(ours["density"] - theirs["density"]) < 1e-12,
@@ -104,8 +123,9 @@ def main() -> None:
         np.save(windows_file, job.corpus.windows(job.window_ids, 128, job.bos_id).numpy())
         d_sae = job.saes[0].d_sae
         latents = np.linspace(0, d_sae - 1, args.latents).round().astype(int).tolist()
-        theirs = run_saedashboard(args.saedashboard_python, args.sae, windows_file, latents, args.threads,
-                                  folder / "saedashboard.json")
+        theirs = run_saedashboard(
+            args.saedashboard_python, args.sae, windows_file, latents, args.threads, folder / "saedashboard.json"
+        )
         atlas = open_atlas(folder / "atlas.duckdb")
         results = [compare(our_latent(atlas, latent, 20), their) for latent, their in zip(latents, theirs["latents"])]
 
@@ -115,11 +135,15 @@ def main() -> None:
     print(f"{args.sae.name}: {tokens:,} tokens, {len(latents)} sampled latents of {d_sae}, {args.threads} thread(s)")
     print(f"max activation: largest difference {max(r['max_diff'] for r in results):.2e} (tolerance {TOLERANCE})")
     print(f"density equal: {sum(r['density_equal'] for r in results)}/{len(results)}")
-    print(f"top examples equal: {len(results) - len(disagreeing)}/{len(results)}"
-          + (f"  (differ: {disagreeing})" if disagreeing else ""))
-    print(f"throughput: ours {our_rate:.3g} token-latents/s ({our_seconds:.1f} s, all {d_sae} latents), "
-          f"SAEDashboard {their_rate:.3g} ({theirs['seconds']:.1f} s, {len(latents)} latents); "
-          f"ratio {our_rate / their_rate:.1f}x (goal >= 10)")
+    print(
+        f"top examples equal: {len(results) - len(disagreeing)}/{len(results)}"
+        + (f"  (differ: {disagreeing})" if disagreeing else "")
+    )
+    print(
+        f"throughput: ours {our_rate:.3g} token-latents/s ({our_seconds:.1f} s, all {d_sae} latents), "
+        f"SAEDashboard {their_rate:.3g} ({theirs['seconds']:.1f} s, {len(latents)} latents); "
+        f"ratio {our_rate / their_rate:.1f}x (goal >= 10)"
+    )
 
 
 if __name__ == "__main__":

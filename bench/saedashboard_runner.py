@@ -202,22 +202,42 @@ def main() -> None:
     ap.add_argument("--n-intervals", type=int, default=10)
     ap.add_argument("--interval-examples", type=int, default=5)
     ap.add_argument("--hist-bins", type=int, default=50)
-    ap.add_argument("--features-per-batch", type=int, default=128,
-                    help="SaeVisConfig.minibatch_size_features (NeuronpediaRunner default 128); "
-                         "SAEDashboard re-runs the model forward once per feature batch")
-    ap.add_argument("--prompts-per-forward", type=int, default=32,
-                    help="SaeVisConfig.minibatch_size_tokens (NeuronpediaRunner default 32)")
-    ap.add_argument("--ignore-token-ids", default=None,
-                    help="comma list; default: tokenizer's bos/eos/pad ids (here 8190,8191)")
+    ap.add_argument(
+        "--features-per-batch",
+        type=int,
+        default=128,
+        help="SaeVisConfig.minibatch_size_features (NeuronpediaRunner default 128); "
+        "SAEDashboard re-runs the model forward once per feature batch",
+    )
+    ap.add_argument(
+        "--prompts-per-forward",
+        type=int,
+        default=32,
+        help="SaeVisConfig.minibatch_size_tokens (NeuronpediaRunner default 32)",
+    )
+    ap.add_argument(
+        "--ignore-token-ids", default=None, help="comma list; default: tokenizer's bos/eos/pad ids (here 8190,8191)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                    help="check hooks vs raw HF model and SAE encode vs formula (outside the timing)")
-    ap.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
-                    help="untimed SaeVisRunner.run on the first minibatch of windows and 1 latent first, "
-                         "so one-off first-call costs are not timed")
-    ap.add_argument("--make-windows", metavar="STREAM_NPY",
-                    help="only write --windows from a token stream ([8190] + 127 tokens each) and exit")
+    ap.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check hooks vs raw HF model and SAE encode vs formula (outside the timing)",
+    )
+    ap.add_argument(
+        "--warmup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="untimed SaeVisRunner.run on the first minibatch of windows and 1 latent first, "
+        "so one-off first-call costs are not timed",
+    )
+    ap.add_argument(
+        "--make-windows",
+        metavar="STREAM_NPY",
+        help="only write --windows from a token stream ([8190] + 127 tokens each) and exit",
+    )
     ap.add_argument("--n-windows", type=int, default=64)
     args = ap.parse_args()
 
@@ -233,9 +253,6 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    from safetensors.torch import load_file
-    from sae_lens import SAE
-
     from sae_dashboard.components_config import (
         ActsHistogramConfig,
         Column,
@@ -249,6 +266,8 @@ def main() -> None:
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
     from sae_dashboard.sequence_data_generator import SequenceDataGenerator
+    from sae_lens import SAE
+    from safetensors.torch import load_file
 
     import_s = time.perf_counter() - t_import
 
@@ -351,8 +370,9 @@ def main() -> None:
 
     if args.warmup:
         t_w = time.perf_counter()
-        warm_cfg = SaeVisConfig(**{**{f: getattr(vis_cfg, f) for f in vis_cfg.__dataclass_fields__},
-                                   "features": latents[:1]})
+        warm_cfg = SaeVisConfig(
+            **{**{f: getattr(vis_cfg, f) for f in vis_cfg.__dataclass_fields__}, "features": latents[:1]}
+        )
         SaeVisRunner(warm_cfg).run(encoder=sae, model=model, tokens=tokens[: args.prompts_per_forward])
         warmup_s = time.perf_counter() - t_w
     else:
@@ -413,18 +433,14 @@ def main() -> None:
         cap = captured[j]
         hist = fd.acts_histogram_data
         n_nonzero = int(sum(hist.bar_heights)) if hist.bar_heights else 0
-        density_reported = (
-            float(hist.title.split(" = ")[1].split("%")[0]) / 100 if hist.title else 0.0
-        )
+        density_reported = float(hist.title.split(" = ")[1].split("%")[0]) / 100 if hist.title else 0.0
         top_title, top_idx, top_vals, top_seqs = cap["groups"][0]
         top_examples = []
         for (w, p), v, s in zip(top_idx, top_vals, top_seqs):
             # s.feat_acts / s.token_ids cover positions 1..seq-1 (see docstring); check that once
             if s.token_ids != tokens[w, 1:].tolist():
                 context_check_ok = False
-            top_examples.append(
-                {"window_index": w, "position": p, "value": v, "value_rounded": s.feat_acts[p - 1]}
-            )
+            top_examples.append({"window_index": w, "position": p, "value": v, "value_rounded": s.feat_acts[p - 1]})
         intervals = []
         for title, idx, vals, _ in cap["groups"][1:]:
             # title: "INTERVAL lo - hi<br>CONTAINS x.xxx%"
@@ -520,8 +536,7 @@ def main() -> None:
             "unmasked_stats": "SAEDashboard FeatureStatistics on unmasked acts (special tokens included)",
             "intervals": "equal-width bins of [0, max]; contains_frac = share of ALL tokens in the bin; "
             "examples drawn with seeded random.sample; bottom bin includes zeros",
-            "fold_W_dec_norm": "SaeVisRunner folds decoder norms into the encoder: values are "
-            "act * w_dec_norm",
+            "fold_W_dec_norm": "SaeVisRunner folds decoder norms into the encoder: values are act * w_dec_norm",
         },
         "latents": per_latent,
     }

@@ -9,17 +9,16 @@ one token in (goal: under 1 s on the CPU). On the CPU, and on CUDA when torch se
 
     python bench/steering_overhead.py --tokens 32 --repeats 9 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.live_model import LiveModel, LiveSpecs, load_live  # noqa: E402
 from analysis.sampling import Completion, GenerationSettings  # noqa: E402
 from analysis.steering import stream_comparison  # noqa: E402
@@ -33,8 +32,10 @@ TARGETS = [SteeringTarget("transcoder-L2", 204, 9.0), SteeringTarget("resid-L2",
 def steered_over_plain(live: LiveModel, settings: GenerationSettings, method: str) -> float:
     """One plain and one steered completion stepped alternately: steered seconds / plain seconds."""
     prompt_ids, _ = live.tokenize(PROMPT)
-    rows = [Completion(live.model, prompt_ids, settings), Completion(live.model, prompt_ids, settings,
-                                                                     steering_hooks(live, TARGETS, method))]
+    rows = [
+        Completion(live.model, prompt_ids, settings),
+        Completion(live.model, prompt_ids, settings, steering_hooks(live, TARGETS, method)),
+    ]
     seconds = [0.0, 0.0]
     step = 0
     while not any(row.done for row in rows):  # compare the steps both ran (one may stop at EOS)
@@ -61,8 +62,11 @@ def bench(device: str, settings: GenerationSettings, repeats: int) -> None:
         steered_over_plain(live, settings, "additive")  # warm-up
         for method in METHODS:
             ratios = [steered_over_plain(live, settings, method) for _ in range(repeats)]
-            print(f"{device:<5} {method:<9} steered/plain {statistics.median(ratios):.3f}  (goal <= 1.05; "
-                  f"repeats {min(ratios):.3f}..{max(ratios):.3f})", flush=True)
+            print(
+                f"{device:<5} {method:<9} steered/plain {statistics.median(ratios):.3f}  (goal <= 1.05; "
+                f"repeats {min(ratios):.3f}..{max(ratios):.3f})",
+                flush=True,
+            )
     first = statistics.median(first_state_seconds(live, settings) for _ in range(repeats))
     print(f"{device:<5} first token of a comparison (both completions): {first * 1e3:.0f} ms  (goal < 1 s on the CPU)")
 
@@ -76,8 +80,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = GenerationSettings(max_new_tokens=args.tokens)
-    print(f"prompt {PROMPT!r}, {args.tokens} new tokens, seed {settings.seed}, targets "
-          f"{', '.join(f'{t.sae}:{t.latent}:{t.coefficient:g}' for t in TARGETS)}, torch threads {torch.get_num_threads()}")
+    print(
+        f"prompt {PROMPT!r}, {args.tokens} new tokens, seed {settings.seed}, targets "
+        f"{', '.join(f'{t.sae}:{t.latent}:{t.coefficient:g}' for t in TARGETS)}, torch threads {torch.get_num_threads()}"
+    )
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         bench(device, settings, args.repeats)
 

@@ -14,6 +14,7 @@ After writing, the file is opened with `open_atlas`, its `DESCRIBE` of every tab
 the reference atlas's, every table's primary order and the macros are checked (it fails on any
 difference). At the default sizes it takes about 9 minutes on 2 cores and 3.6 GB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,6 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.atlas.schema import SCHEMA_VERSION, TABLES, open_atlas  # noqa: E402
 from analysis.atlas.store import DENSITY_BINS, DERIVED_TABLES, SAES_SCHEMA, SQL_MACROS, write_neighbours  # noqa: E402
 from analysis.sae_metrics import DENSE_FRACTION  # noqa: E402
@@ -50,33 +50,38 @@ CHUNK_LATENTS = 32_768  # latents per insert: about a million example rows
 DDL = {
     "meta": 'CREATE TABLE meta ("key" VARCHAR PRIMARY KEY, "value" VARCHAR)',
     "saes": "CREATE TABLE saes (name VARCHAR, spec VARCHAR, hook_name VARCHAR, hook_name_out VARCHAR, "
-            "architecture VARCHAR, is_transcoder BOOLEAN, d_in INTEGER, d_sae INTEGER, content_hash VARCHAR, sae INTEGER, "
-            "tokens BIGINT, mean_l0 DOUBLE, l0_counts BIGINT[], explained_variance DOUBLE, ce_loss_clean DOUBLE, "
-            "ce_loss_with_sae DOUBLE, ce_loss_zero_ablation DOUBLE, ce_loss_recovered DOUBLE, quality_tokens BIGINT, "
-            "ce_tokens BIGINT, quality_sums VARCHAR, dead BIGINT, dense BIGINT, density_log10_edges DOUBLE[], "
-            "density_counts BIGINT[])",
+    "architecture VARCHAR, is_transcoder BOOLEAN, d_in INTEGER, d_sae INTEGER, content_hash VARCHAR, sae INTEGER, "
+    "tokens BIGINT, mean_l0 DOUBLE, l0_counts BIGINT[], explained_variance DOUBLE, ce_loss_clean DOUBLE, "
+    "ce_loss_with_sae DOUBLE, ce_loss_zero_ablation DOUBLE, ce_loss_recovered DOUBLE, quality_tokens BIGINT, "
+    "ce_tokens BIGINT, quality_sums VARCHAR, dead BIGINT, dense BIGINT, density_log10_edges DOUBLE[], "
+    "density_counts BIGINT[])",
     "features": "CREATE TABLE features (sae INTEGER, latent INTEGER, fire_count BIGINT, density DOUBLE, max_act FLOAT, "
-                "mean_act DOUBLE, act_sum DOUBLE, range_exp INTEGER, hist BIGINT[100], log_hist BIGINT[88], "
-                "interval_count BIGINT[20], label VARCHAR, label_source VARCHAR, top_tokens INTEGER[], top_logit_tokens INTEGER[10], "
-                "top_logit_values FLOAT[10], bottom_logit_tokens INTEGER[10], bottom_logit_values FLOAT[10], "
-                "logit_hist_min FLOAT, logit_hist_max FLOAT, logit_hist INTEGER[50])",
-    "examples": 'CREATE TABLE examples (sae INTEGER, latent INTEGER, kind VARCHAR, interval_index SMALLINT, '
-                'rank SMALLINT, window_id BIGINT, "position" SMALLINT, "value" FLOAT, sample_key BIGINT, '
-                '"document" INTEGER, act_positions SMALLINT[], act_values FLOAT[], act_values_f16 SMALLINT[])',
+    "mean_act DOUBLE, act_sum DOUBLE, range_exp INTEGER, hist BIGINT[100], log_hist BIGINT[88], "
+    "interval_count BIGINT[20], label VARCHAR, label_source VARCHAR, top_tokens INTEGER[], top_logit_tokens INTEGER[10], "
+    "top_logit_values FLOAT[10], bottom_logit_tokens INTEGER[10], bottom_logit_values FLOAT[10], "
+    "logit_hist_min FLOAT, logit_hist_max FLOAT, logit_hist INTEGER[50])",
+    "examples": "CREATE TABLE examples (sae INTEGER, latent INTEGER, kind VARCHAR, interval_index SMALLINT, "
+    'rank SMALLINT, window_id BIGINT, "position" SMALLINT, "value" FLOAT, sample_key BIGINT, '
+    '"document" INTEGER, act_positions SMALLINT[], act_values FLOAT[], act_values_f16 SMALLINT[])',
     "windows": "CREATE TABLE windows (window_id BIGINT, tokens INTEGER[{context}])",
     "documents": 'CREATE TABLE documents ("document" INTEGER, doc_id VARCHAR, "domain" VARCHAR, "source" VARCHAR, '
-                 "start_token BIGINT)",
+    "start_token BIGINT)",
     "tokens": 'CREATE TABLE tokens (token INTEGER, "text" VARCHAR, corpus_count BIGINT)',
     # made into `neighbours` (labels added) and `label_terms` by the real writer's statements at the end
     "neighbours_raw": 'CREATE TEMP TABLE neighbours_raw (sae INTEGER, latent INTEGER, "scope" VARCHAR, rank SMALLINT, '
-                      "other_sae INTEGER, other_latent INTEGER, cosine FLOAT)",
+    "other_sae INTEGER, other_latent INTEGER, cosine FLOAT)",
 }
 BUILT_AT_THE_END = ("neighbours", "label_terms")
 
 ORDER_KEYS = {  # each table's documented primary order, as one comparable key
-    "saes": "sae", "features": "(sae, latent)", "windows": "window_id", "documents": "document", "tokens": "token",
+    "saes": "sae",
+    "features": "(sae, latent)",
+    "windows": "window_id",
+    "documents": "document",
+    "tokens": "token",
     "examples": "(sae, latent, kind = 'interval', interval_index, rank)",
-    "neighbours": "(sae, latent, scope = 'other', rank)", "label_terms": "(term, sae, latent)",
+    "neighbours": "(sae, latent, scope = 'other', rank)",
+    "label_terms": "(term, sae, latent)",
 }
 
 
@@ -132,8 +137,38 @@ def _scalar(connection: duckdb.DuckDBPyConnection, sql: str):
 def _macros(connection: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     """Temporary helpers (not stored in the file): seeded uniforms, Zipf-like tokens, float16 bits, documents."""
     seed, vocab = plan.seed, plan.vocab
-    syllables = ["the", "an", "ing", "er", "on", "at", "re", "st", "al", "ic", "ed", "ly", "ion", "ent", "or", "es",
-                 "in", "ar", "ow", "um", "ex", "pro", "con", "de", "ful", "ness", "ab", "ver", "qu", "ph"]
+    syllables = [
+        "the",
+        "an",
+        "ing",
+        "er",
+        "on",
+        "at",
+        "re",
+        "st",
+        "al",
+        "ic",
+        "ed",
+        "ly",
+        "ion",
+        "ent",
+        "or",
+        "es",
+        "in",
+        "ar",
+        "ow",
+        "um",
+        "ex",
+        "pro",
+        "con",
+        "de",
+        "ful",
+        "ness",
+        "ab",
+        "ver",
+        "qu",
+        "ph",
+    ]
 
     def pick(salt: int) -> str:
         return f"{syllables}[1 + (h(t, {salt}, 0, 0) % {len(syllables)})::BIGINT]"
@@ -197,7 +232,9 @@ def _latent_parameters(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: i
 
 def _insert_features(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int) -> int:
     """Statistics that agree with ``counts``; logit effects and labels from seeded tokens."""
-    return _scalar(connection, f"""
+    return _scalar(
+        connection,
+        f"""
         INSERT INTO features
         WITH stats AS (
             SELECT *, list_sum(counts)::BIGINT AS fire_count,
@@ -239,7 +276,8 @@ def _insert_features(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int
                          / (2 * (4 + 3 * u({sae}, latent, 25)) ** 2)) / ((4 + 3 * u({sae}, latent, 25)) * 2.5066))
                    END)::INTEGER[50]
         FROM stats ORDER BY latent
-    """)
+    """,
+    )
 
 
 def _insert_examples(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int) -> int:
@@ -261,7 +299,9 @@ def _insert_examples(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int
               FROM lat WHERE NOT dead)
         ORDER BY latent, kind DESC, interval_index, rank
     """)
-    return _scalar(connection, f"""
+    return _scalar(
+        connection,
+        f"""
         INSERT INTO examples
         WITH keyed AS (
             SELECT *, latent * 128 + CASE WHEN kind = 'top' THEN rank
@@ -298,7 +338,8 @@ def _insert_examples(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int
                     ELSE low_bits + (h({sae}, row_key, 59, q) % (high_bits - low_bits))::INTEGER END)::SMALLINT[]
                END
         FROM located
-    """)
+    """,
+    )
 
 
 def _insert_neighbours(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int, lo: int, hi: int) -> int:
@@ -307,7 +348,9 @@ def _insert_neighbours(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: i
     d = plan.d_sae[sae]
     base, extra = divmod(plan.latents, plan.saes)
     other = f"({sae} + 1 + (h({sae}, r, 60, 0) % {max(1, plan.saes - 1)})::INTEGER) % {plan.saes}"
-    return _scalar(connection, f"""
+    return _scalar(
+        connection,
+        f"""
         INSERT INTO neighbours_raw
         WITH pairs AS (
             SELECT r, r // {per_latent} AS latent, r % {per_latent} >= {NEIGHBOURS} AS across,
@@ -321,22 +364,28 @@ def _insert_neighbours(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: i
                ((0.2 + 0.4 * u({sae}, latent, 62)) * CASE WHEN across THEN 0.9 ELSE 1 END
                 * exp(-(0.02 + 0.04 * u({sae}, latent, 63)) * rank))::FLOAT
         FROM pairs
-    """)
+    """,
+    )
 
 
 def _insert_windows(connection: duckdb.DuckDBPyConnection, plan: Plan, progress: tqdm) -> None:
     """Every window an example refers to: BOS then Zipf-like tokens."""
-    connection.execute("CREATE OR REPLACE TEMP TABLE used AS SELECT window_id, row_number() OVER (ORDER BY window_id) "
-                       "AS n FROM (SELECT DISTINCT window_id FROM examples) ORDER BY window_id")
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE used AS SELECT window_id, row_number() OVER (ORDER BY window_id) "
+        "AS n FROM (SELECT DISTINCT window_id FROM examples) ORDER BY window_id"
+    )
     total = _scalar(connection, "SELECT count(*) FROM used")
     step = 250_000
     for start in range(0, total, step):
-        inserted = _scalar(connection, f"""
+        inserted = _scalar(
+            connection,
+            f"""
             INSERT INTO windows
             SELECT window_id, list_transform(range({plan.context}), lambda i: CASE WHEN i = 0 THEN {plan.vocab - 1}
                                              ELSE token_of(window_id, i, 70) END)::INTEGER[{plan.context}]
             FROM used WHERE n > {start} AND n <= {start + step}
-        """)
+        """,
+        )
         progress.update(inserted)
 
 
@@ -344,20 +393,26 @@ def _insert_corpus(connection: duckdb.DuckDBPyConnection, plan: Plan) -> int:
     """Documents tiling the stream, and the vocabulary with counts that match the window tokens' distribution."""
     stream, vocab = plan.stream_tokens, plan.vocab
     domains = ["web", "code", "wiki", "books", "arxiv", "news"]
-    documents = _scalar(connection, f"""
+    documents = _scalar(
+        connection,
+        f"""
         INSERT INTO documents
         SELECT d::INTEGER, domain || '/' || source || '/' || (d % 4), domain, source, doc_start(d)
         FROM (SELECT d, {domains}[1 + (h(d // 4, 3, 0, 0) % {len(domains)})::BIGINT] AS domain,
                      'doc ' || (d // 4) AS source
               FROM range({stream // DOCUMENT_TOKENS + 1}) t(d))
         WHERE doc_start(d) < {stream} ORDER BY d
-    """)
-    _scalar(connection, f"""
+    """,
+    )
+    _scalar(
+        connection,
+        f"""
         INSERT INTO tokens
         SELECT t::INTEGER, token_text(t), CASE WHEN t = {vocab - 1} THEN 0 ELSE
                round({stream} * (pow((t + 1) / {vocab - 1}, 1 / 3) - pow(t / {vocab - 1}, 1 / 3))) END
         FROM range({vocab}) r(t) ORDER BY t
-    """)
+    """,
+    )
     return documents
 
 
@@ -366,18 +421,25 @@ def _sae_info(plan: Plan, sae: int) -> dict:
     layer = sae % 12
     transcoder = sae % 4 == 3
     return {
-        "name": f"{'transcoder' if transcoder else 'resid'}-L{layer}-{sae}", "spec": f"synthetic/sae-{sae}",
+        "name": f"{'transcoder' if transcoder else 'resid'}-L{layer}-{sae}",
+        "spec": f"synthetic/sae-{sae}",
         "hook_name": f"blocks.{layer}.ln2.hook_normalized" if transcoder else f"blocks.{layer}.hook_resid_pre",
         "hook_name_out": f"blocks.{layer}.hook_mlp_out" if transcoder else None,
-        "architecture": "jumprelu_transcoder" if transcoder else "jumprelu", "is_transcoder": transcoder,
-        "d_in": 768, "d_sae": plan.d_sae[sae], "content_hash": _sha(f"synthetic-{sae}"),
+        "architecture": "jumprelu_transcoder" if transcoder else "jumprelu",
+        "is_transcoder": transcoder,
+        "d_in": 768,
+        "d_sae": plan.d_sae[sae],
+        "content_hash": _sha(f"synthetic-{sae}"),
     }
 
 
 def _sae_row(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int) -> dict:
     """The per-SAE summary, computed from its features as the real writer does, with plausible quality numbers."""
-    count = connection.execute("SELECT fire_count FROM features WHERE sae = ? ORDER BY latent", [sae]).fetchnumpy()[
-        "fire_count"].astype(np.int64)
+    count = (
+        connection.execute("SELECT fire_count FROM features WHERE sae = ? ORDER BY latent", [sae])
+        .fetchnumpy()["fire_count"]
+        .astype(np.int64)
+    )
     rng = np.random.default_rng([plan.seed, sae])
     tokens = plan.stream_tokens
     density = count / tokens
@@ -389,24 +451,37 @@ def _sae_row(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int) -> dic
     explained, recovered = 0.75 + 0.2 * rng.random(), 0.85 + 0.14 * rng.random()
     clean, zero = 3.3, 3.3 + 4 + 3 * rng.random()
     with_sae = zero - recovered * (zero - clean)
-    target_sum = rng.normal(0, 50 * quality_tokens ** 0.5, 768)
-    target_sq = float(quality_tokens * 768 * 4.0 + (target_sum ** 2).sum() / quality_tokens)
+    target_sum = rng.normal(0, 50 * quality_tokens**0.5, 768)
+    target_sq = float(quality_tokens * 768 * 4.0 + (target_sum**2).sum() / quality_tokens)
     sums = {
-        "d_sae": plan.d_sae[sae], "tokens": quality_tokens, "l0_sum": mean_l0 * quality_tokens,
-        "residual_sq": (1 - explained) * (target_sq - float((target_sum ** 2).sum()) / quality_tokens),
-        "target_sum": target_sum.tolist(), "target_sq_sum": target_sq,
+        "d_sae": plan.d_sae[sae],
+        "tokens": quality_tokens,
+        "l0_sum": mean_l0 * quality_tokens,
+        "residual_sq": (1 - explained) * (target_sq - float((target_sum**2).sum()) / quality_tokens),
+        "target_sum": target_sum.tolist(),
+        "target_sq_sum": target_sq,
         "ce_sums": {"clean": clean * quality_tokens, "sae": with_sae * quality_tokens, "zero": zero * quality_tokens},
-        "ce_predictions": quality_tokens + 1, "ce_tokens": quality_tokens,
+        "ce_predictions": quality_tokens + 1,
+        "ce_tokens": quality_tokens,
         "fired": rng.binomial(quality_tokens, np.minimum(density, 1)).tolist(),
     }
     density_counts, _ = np.histogram(np.log10(density[count > 0]), bins=DENSITY_BINS)
     return _sae_info(plan, sae) | {
-        "sae": sae, "tokens": tokens, "mean_l0": mean_l0,
+        "sae": sae,
+        "tokens": tokens,
+        "mean_l0": mean_l0,
         "l0_counts": l0_counts[: int(np.nonzero(l0_counts)[0].max()) + 1].astype(np.int64).tolist(),
-        "explained_variance": explained, "ce_loss_clean": clean, "ce_loss_with_sae": with_sae,
-        "ce_loss_zero_ablation": zero, "ce_loss_recovered": recovered, "quality_tokens": quality_tokens,
-        "ce_tokens": quality_tokens, "quality_sums": json.dumps(sums), "dead": int((count == 0).sum()),
-        "dense": int((count > DENSE_FRACTION * tokens).sum()), "density_log10_edges": DENSITY_BINS.tolist(),
+        "explained_variance": explained,
+        "ce_loss_clean": clean,
+        "ce_loss_with_sae": with_sae,
+        "ce_loss_zero_ablation": zero,
+        "ce_loss_recovered": recovered,
+        "quality_tokens": quality_tokens,
+        "ce_tokens": quality_tokens,
+        "quality_sums": json.dumps(sums),
+        "dead": int((count == 0).sum()),
+        "dense": int((count > DENSE_FRACTION * tokens).sum()),
+        "density_log10_edges": DENSITY_BINS.tolist(),
         "density_counts": density_counts.tolist(),
     }
 
@@ -420,14 +495,25 @@ def _meta(plan: Plan, documents: int, started: float, seconds: float) -> dict:
     return {
         "model": {"spec": "gpt2", "architecture": "GPT2LMHeadModel", "content_hash": _sha("synthetic-model")},
         "saes": [_sae_info(plan, sae) for sae in range(plan.saes)],
-        "corpus": {"spec": "synthetic", "content_hash": _sha(f"synthetic-corpus-{plan.seed}"),
-                   "tokens": plan.stream_tokens, "documents": documents},
-        "context": plan.context, "top_k": TOP_K, "seed": plan.seed, "total_windows": plan.total_windows,
-        "quality_stride": max(1, plan.total_windows // QUALITY_WINDOWS), "shards": [[0, 1]],
-        "windows": plan.total_windows, "tokens": plan.total_windows * plan.context,
+        "corpus": {
+            "spec": "synthetic",
+            "content_hash": _sha(f"synthetic-corpus-{plan.seed}"),
+            "tokens": plan.stream_tokens,
+            "documents": documents,
+        },
+        "context": plan.context,
+        "top_k": TOP_K,
+        "seed": plan.seed,
+        "total_windows": plan.total_windows,
+        "quality_stride": max(1, plan.total_windows // QUALITY_WINDOWS),
+        "shards": [[0, 1]],
+        "windows": plan.total_windows,
+        "tokens": plan.total_windows * plan.context,
         "versions": {"duckdb": duckdb.__version__, "numpy": np.__version__, "synthetic_atlas": "1"},
-        "started": time.strftime(stamp, time.gmtime(started)), "finished": time.strftime(stamp, time.gmtime()),
-        "pass_seconds": seconds, "device": "synthetic",
+        "started": time.strftime(stamp, time.gmtime(started)),
+        "finished": time.strftime(stamp, time.gmtime()),
+        "pass_seconds": seconds,
+        "device": "synthetic",
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -445,15 +531,24 @@ def _write(path: Path, plan: Plan, progress: bool) -> None:
         for name in DDL:
             connection.execute(DDL[name].format(context=plan.context))
         per_latent = 1 + plan.examples_per_latent + NEIGHBOURS * (2 if plan.saes > 1 else 1)
-        bar = tqdm(total=plan.latents * per_latent + plan.distinct_windows, unit="row", unit_scale=True,
-                   desc="synthetic atlas", disable=not progress, smoothing=0.1)
+        bar = tqdm(
+            total=plan.latents * per_latent + plan.distinct_windows,
+            unit="row",
+            unit_scale=True,
+            desc="synthetic atlas",
+            disable=not progress,
+            smoothing=0.1,
+        )
         sae_rows = []
         for sae, d in enumerate(plan.d_sae):
             for lo in range(0, d, CHUNK_LATENTS):
                 hi = min(d, lo + CHUNK_LATENTS)
                 _latent_parameters(connection, plan, sae, lo, hi)
-                bar.update(_insert_features(connection, plan, sae) + _insert_examples(connection, plan, sae)
-                           + _insert_neighbours(connection, plan, sae, lo, hi))
+                bar.update(
+                    _insert_features(connection, plan, sae)
+                    + _insert_examples(connection, plan, sae)
+                    + _insert_neighbours(connection, plan, sae, lo, hi)
+                )
             sae_rows.append(_sae_row(connection, plan, sae))
         _insert_windows(connection, plan, bar)
         bar.close()
@@ -478,17 +573,22 @@ def _describe(connection: duckdb.DuckDBPyConnection, table: str) -> list[tuple[s
 def schema_differences(atlas: duckdb.DuckDBPyConnection, reference: duckdb.DuckDBPyConnection) -> list[str]:
     """Every table whose columns (name, type, nullability, in order) differ, and any difference in the
     indexes; the window length may differ when the two atlases were built with different contexts."""
-    contexts = [json.loads(_scalar(c, "SELECT value FROM meta WHERE key = 'context'"))
-                for c in (atlas, reference)]
+    contexts = [json.loads(_scalar(c, "SELECT value FROM meta WHERE key = 'context'")) for c in (atlas, reference)]
     differences = []
     for table in TABLES:
         ours = _describe(atlas, table)
-        theirs = [(n, t.replace(f"[{contexts[1]}]", f"[{contexts[0]}]") if table == "windows" else t, null)
-                  for n, t, null in _describe(reference, table)]
+        theirs = [
+            (n, t.replace(f"[{contexts[1]}]", f"[{contexts[0]}]") if table == "windows" else t, null)
+            for n, t, null in _describe(reference, table)
+        ]
         if ours != theirs:
             differences.append(f"{table}: synthetic {ours} != reference {theirs}")
-    indexes = [c.execute("SELECT index_name, table_name, expressions, is_unique FROM duckdb_indexes() "
-                         "ORDER BY index_name").fetchall() for c in (atlas, reference)]
+    indexes = [
+        c.execute(
+            "SELECT index_name, table_name, expressions, is_unique FROM duckdb_indexes() ORDER BY index_name"
+        ).fetchall()
+        for c in (atlas, reference)
+    ]
     if indexes[0] != indexes[1]:
         differences.append(f"indexes: synthetic {indexes[0]} != reference {indexes[1]}")
     return differences
@@ -497,21 +597,27 @@ def schema_differences(atlas: duckdb.DuckDBPyConnection, reference: duckdb.DuckD
 def order_violations(connection: duckdb.DuckDBPyConnection, table: str) -> int:
     """Rows stored before a row with a smaller primary key (0 when the table is in its documented order)."""
     key = ORDER_KEYS[table]
-    return _scalar(connection, f"SELECT count(*) FROM (SELECT {key} AS k, lag({key}) OVER (ORDER BY rowid) AS prev "
-                               f"FROM {table}) WHERE k < prev")
+    return _scalar(
+        connection,
+        f"SELECT count(*) FROM (SELECT {key} AS k, lag({key}) OVER (ORDER BY rowid) AS prev "
+        f"FROM {table}) WHERE k < prev",
+    )
 
 
 def macro_failures(connection: duckdb.DuckDBPyConnection) -> int:
     """Examples of the first latents of each SAE where ``example_acts`` is not a FLOAT list as long as the
     positions, or does not give ``value`` at ``position`` (to float16 precision on interval samples)."""
-    return _scalar(connection, """
+    return _scalar(
+        connection,
+        """
         SELECT count(*) FROM (
             SELECT typeof(example_acts(act_values, act_values_f16)) AS type,
                    example_acts(act_values, act_values_f16) AS acts, act_positions, position, value
             FROM examples WHERE latent < 200)
         WHERE type <> 'FLOAT[]' OR len(acts) <> len(act_positions)
            OR abs(acts[list_position(act_positions, position)] - value) > 1e-3 * value
-    """)
+    """,
+    )
 
 
 def verify(path: Path, reference: Path | None) -> None:
@@ -527,8 +633,11 @@ def verify(path: Path, reference: Path | None) -> None:
                 problems += schema_differences(connection, reference_connection)
             finally:
                 reference_connection.close()
-        problems += [f"{table} is out of its primary order at {count} rows" for table in ORDER_KEYS
-                     if (count := order_violations(connection, table))]
+        problems += [
+            f"{table} is out of its primary order at {count} rows"
+            for table in ORDER_KEYS
+            if (count := order_violations(connection, table))
+        ]
         failures = macro_failures(connection)
         if failures:
             problems.append(f"example_acts disagrees with act_positions/value on {failures} examples")
@@ -546,16 +655,26 @@ def row_counts(path: Path) -> dict[str, int]:
         connection.close()
 
 
-def build_synthetic_atlas(path: str | Path, saes: int = 8, latents: int = 1_000_000, examples_per_latent: int = 30,
-                          context: int = 128, vocab: int = 50257, seed: int = 0, reference: str | Path | None = None,
-                          overwrite: bool = False, progress: bool = False) -> dict:
+def build_synthetic_atlas(
+    path: str | Path,
+    saes: int = 8,
+    latents: int = 1_000_000,
+    examples_per_latent: int = 30,
+    context: int = 128,
+    vocab: int = 50257,
+    seed: int = 0,
+    reference: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
     """Write the synthetic atlas to ``path`` (through ``path.tmp``), verify it, and return a summary."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (overwrite it with --overwrite)")
     if latents < 2 * saes or not 2 <= context <= 32767 or vocab < 2:
-        raise ValueError("need at least 2 latents per SAE, a context in 2..32767 (positions are SMALLINT) "
-                         "and a vocabulary of 2")
+        raise ValueError(
+            "need at least 2 latents per SAE, a context in 2..32767 (positions are SMALLINT) and a vocabulary of 2"
+        )
     plan = Plan(saes, latents, examples_per_latent, context, vocab, seed)
     temporary = path.with_name(path.name + ".tmp")
     temporary.unlink(missing_ok=True)
@@ -568,9 +687,15 @@ def build_synthetic_atlas(path: str | Path, saes: int = 8, latents: int = 1_000_
         path.with_name(temporary.name + ".wal").unlink(missing_ok=True)
     built = time.perf_counter()
     verify(path, Path(reference) if reference is not None else None)
-    return {"path": str(path), "d_sae": plan.d_sae, "rows": row_counts(path), "bytes": path.stat().st_size,
-            "build_seconds": built - started, "verify_seconds": time.perf_counter() - built,
-            "verified_against": str(reference) if reference is not None else None}
+    return {
+        "path": str(path),
+        "d_sae": plan.d_sae,
+        "rows": row_counts(path),
+        "bytes": path.stat().st_size,
+        "build_seconds": built - started,
+        "verify_seconds": time.perf_counter() - built,
+        "verified_against": str(reference) if reference is not None else None,
+    }
 
 
 def main() -> None:
@@ -582,25 +707,43 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--vocab", type=int, default=50257)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE if DEFAULT_REFERENCE.is_file() else None,
-                        help="a real atlas whose schema the synthetic one must equal (default: the demo atlas)")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=DEFAULT_REFERENCE if DEFAULT_REFERENCE.is_file() else None,
+        help="a real atlas whose schema the synthetic one must equal (default: the demo atlas)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     if args.reference is None:
         print(f"warning: no reference atlas ({DEFAULT_REFERENCE} is missing): the schema is not compared", flush=True)
     try:
-        summary = build_synthetic_atlas(args.out, args.saes, args.latents, args.examples_per_latent, args.context,
-                                        args.vocab, args.seed, args.reference, args.overwrite, progress=True)
+        summary = build_synthetic_atlas(
+            args.out,
+            args.saes,
+            args.latents,
+            args.examples_per_latent,
+            args.context,
+            args.vocab,
+            args.seed,
+            args.reference,
+            args.overwrite,
+            progress=True,
+        )
     except (SyntheticAtlasError, FileExistsError, ValueError) as error:
         sys.exit(f"error: {error}")
     d_sae = summary["d_sae"]
-    print(f"built {args.out}: {len(d_sae)} SAEs x {sorted(set(d_sae))} latents = {sum(d_sae):,} latents, "
-          f"{summary['bytes'] / 2 ** 30:.2f} GiB, built in {summary['build_seconds']:.1f} s, "
-          f"verified in {summary['verify_seconds']:.1f} s")
+    print(
+        f"built {args.out}: {len(d_sae)} SAEs x {sorted(set(d_sae))} latents = {sum(d_sae):,} latents, "
+        f"{summary['bytes'] / 2**30:.2f} GiB, built in {summary['build_seconds']:.1f} s, "
+        f"verified in {summary['verify_seconds']:.1f} s"
+    )
     for table, rows in summary["rows"].items():
         print(f"  {table:<10} {rows:>14,} rows")
-    print(f"schema {'equal to ' + summary['verified_against'] if summary['verified_against'] else 'not compared'}; "
-          f"example_acts/half_to_float checked")
+    print(
+        f"schema {'equal to ' + summary['verified_against'] if summary['verified_against'] else 'not compared'}; "
+        f"example_acts/half_to_float checked"
+    )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ whole context.
 
     python bench/text_search.py --repeats 30
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.hooked_forward import run_to_hooks  # noqa: E402
 from analysis.live_model import LiveModel, LiveSpecs, load_live  # noqa: E402
 from analysis.sae_loading import LoadedSAE  # noqa: E402
@@ -44,8 +43,11 @@ def bare(live: LiveModel, ids: torch.Tensor) -> None:
 
 def speed(live: LiveModel, text: str, repeats: int) -> None:
     ids, _ = live.tokenize(text)
-    runs = {"bare forward + encode": lambda: bare(live, ids), "search_text": lambda: search_text(live, text),
-            "search_text per token": lambda: search_text(live, text, per_token=True)}
+    runs = {
+        "bare forward + encode": lambda: bare(live, ids),
+        "search_text": lambda: search_text(live, text),
+        "search_text per token": lambda: search_text(live, text, per_token=True),
+    }
     first = {}
     for name, run in runs.items():
         started = time.perf_counter()
@@ -58,11 +60,15 @@ def speed(live: LiveModel, text: str, repeats: int) -> None:
             run()
             seconds[name].append(time.perf_counter() - started)
     base = statistics.median(seconds["bare forward + encode"])
-    print(f"{ids.shape[1]} tokens (BOS included), {len(live.saes)} SAEs, {torch.get_num_threads()} threads, "
-          f"{sum(s.d_sae for s in live.saes.values()):,} latents; median of {repeats}:")
+    print(
+        f"{ids.shape[1]} tokens (BOS included), {len(live.saes)} SAEs, {torch.get_num_threads()} threads, "
+        f"{sum(s.d_sae for s in live.saes.values()):,} latents; median of {repeats}:"
+    )
     for name, values in seconds.items():
         median = statistics.median(values)
-        print(f"  {name:<22} {median * 1000:7.1f} ms  ratio {median / base:.2f}  (first call {first[name] * 1000:.0f} ms)")
+        print(
+            f"  {name:<22} {median * 1000:7.1f} ms  ratio {median / base:.2f}  (first call {first[name] * 1000:.0f} ms)"
+        )
 
 
 def wide_sae(live: LiveModel, ids: torch.Tensor, firing: int = 64) -> LoadedSAE:
@@ -105,9 +111,11 @@ def memory(live: LiveModel, text: str) -> None:
     chunked = peak_growth_mb(lambda: kept.update(encode_text(live, text).acts))
     dense = peak_growth_mb(dense_encode)
     acts = kept["wide"]
-    print(f"wide SAE, {WIDE:,} latents, {acts.shape[0]} tokens, {len(acts.values) / acts.shape[0]:.0f} firing per "
-          f"token: kept {acts.nbytes / 2**20:.2f} MB (dense array {acts.shape[0] * WIDE * 4 / 2**20:.0f} MB); "
-          f"peak RSS growth: encode_text {chunked:.0f} MB, one dense encode of the context {dense:.0f} MB")
+    print(
+        f"wide SAE, {WIDE:,} latents, {acts.shape[0]} tokens, {len(acts.values) / acts.shape[0]:.0f} firing per "
+        f"token: kept {acts.nbytes / 2**20:.2f} MB (dense array {acts.shape[0] * WIDE * 4 / 2**20:.0f} MB); "
+        f"peak RSS growth: encode_text {chunked:.0f} MB, one dense encode of the context {dense:.0f} MB"
+    )
 
 
 def main() -> None:
@@ -120,7 +128,7 @@ def main() -> None:
     live = load_live(LiveSpecs(model=str(DEMO / "model"), saes=(str(DEMO / "saes"),)), device="cpu")
     stream = np.load(DEMO / "heldout_tokens.npy")
     speed(live, live.tokenizer.decode(stream[:63].tolist()), args.repeats)
-    memory(live, live.tokenizer.decode(stream[:4 * live.n_ctx].tolist()))
+    memory(live, live.tokenizer.decode(stream[: 4 * live.n_ctx].tolist()))
 
 
 if __name__ == "__main__":

@@ -1,25 +1,27 @@
 """Home: which atlas is open, what model, corpus and SAEs it describes, their quality, and how far
 triage has come. Reads the atlas and the bundle's files only: no torch, no model load."""
-from __future__ import annotations
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dashboard.bundle import DEMO_BUNDLE, REPO_ROOT, read_bundle  # noqa: E402
+from analysis.paths import REPO_ROOT
+from dashboard.bundle import DEMO_BUNDLE, read_bundle
 from dashboard.charts import density_histogram  # noqa: E402
 from dashboard.page_common import open_page  # noqa: E402
 
-page = open_page("Glassbox")
+page = open_page("SAEscope")
 atlas = page.atlas
-st.caption("A local-first workbench for mechanistic interpretability: features, circuits and steering on your own model.")
+st.caption(
+    "A local-first workbench for mechanistic interpretability: features, circuits and steering on your own model."
+)
 st.caption(atlas.description)
 
 model = atlas.meta["model"]
-is_demo_model = (REPO_ROOT / model["spec"]).resolve() == (DEMO_BUNDLE / "model").resolve()  # specs inside the repo are relative
+is_demo_model = (REPO_ROOT / model["spec"]).resolve() == (
+    DEMO_BUNDLE / "model"
+).resolve()  # specs inside the repo are relative
 bundle = read_bundle(DEMO_BUNDLE) if is_demo_model else None
 st.header(f"Model: {bundle.model_name if bundle else model['spec']} ({model['architecture']})")
 if bundle is not None:
@@ -28,11 +30,16 @@ if bundle is not None:
     cols[0].metric("Parameters", f"{model_metrics.get('parameters', 0) / 1e6:.1f} M")
     cols[1].metric("Layers", config.get("n_layer", "?"))
     cols[2].metric("d_model", config.get("n_embd", "?"))
-    cols[3].metric("Held-out loss", f"{model_metrics.get('heldout_loss', float('nan')):.3f}",
-                   help="nats per token on the held-out split")
+    cols[3].metric(
+        "Held-out loss",
+        f"{model_metrics.get('heldout_loss', float('nan')):.3f}",
+        help="nats per token on the held-out split",
+    )
     cols[4].metric("Unigram baseline", f"{model_metrics.get('unigram_heldout_loss', float('nan')):.3f}")
-st.caption(f"weights sha256 {model['content_hash'][:16]}… · atlas built on {atlas.meta['device']} with "
-           + ", ".join(f"{name} {version}" for name, version in atlas.meta["versions"].items()))
+st.caption(
+    f"weights sha256 {model['content_hash'][:16]}… · atlas built on {atlas.meta['device']} with "
+    + ", ".join(f"{name} {version}" for name, version in atlas.meta["versions"].items())
+)
 
 corpus = atlas.meta["corpus"]
 st.header("Corpus")
@@ -41,37 +48,55 @@ cols[0].metric("Corpus", corpus["spec"])
 cols[1].metric("Tokens in the atlas", f"{atlas.meta['tokens']:,}")
 cols[2].metric("Windows", f"{atlas.meta['windows']:,} × {atlas.meta['context']}")
 cols[3].metric("Documents", f"{corpus['documents']:,}")
-domains = page.workspace.cursor().execute(
-    f"SELECT domain, count(*) AS documents FROM {atlas.alias}.documents GROUP BY domain ORDER BY documents DESC").df()
+domains = (
+    page.workspace.cursor()
+    .execute(
+        f"SELECT domain, count(*) AS documents FROM {atlas.alias}.documents GROUP BY domain ORDER BY documents DESC"
+    )
+    .df()
+)
 st.dataframe(domains, hide_index=True)
 
 saes = atlas.saes
 st.header(f"SAEs and transcoders ({len(saes)})")
 reviewed = page.workspace.store.reviewed_counts(list(saes["content_hash"]))
-table = pd.DataFrame({
-    "name": saes["name"],
-    "kind": ["transcoder" if t else "SAE" for t in saes["is_transcoder"]],
-    "architecture": saes["architecture"],
-    "reads": saes["hook_name"],
-    "writes": saes["hook_name_out"].fillna(saes["hook_name"]),
-    "d_sae": saes["d_sae"],
-    "mean L0": saes["mean_l0"],
-    "explained variance": saes["explained_variance"],
-    "CE loss recovered": saes["ce_loss_recovered"],
-    "dead": saes["dead"],
-    "dense": saes["dense"],
-    "reviewed": [reviewed.get(h, 0) for h in saes["content_hash"]],
-    "triage": [reviewed.get(h, 0) / d for h, d in zip(saes["content_hash"], saes["d_sae"])],
-})
-st.dataframe(table, hide_index=True, width="stretch", column_config={
-    "explained variance": st.column_config.NumberColumn(format="%.3f"),
-    "CE loss recovered": st.column_config.NumberColumn(format="%.3f"),
-    "mean L0": st.column_config.NumberColumn(format="%.1f"),
-    "triage": st.column_config.ProgressColumn("triage progress", min_value=0.0, max_value=1.0, format="percent"),
-})
-st.caption("Quality measured by the atlas pass (CE loss recovered splices the reconstruction in where the SAE "
-           "writes); dead = never fired in the atlas's tokens, dense = fired on more than 10% of them.")
-st.plotly_chart(density_histogram(saes["density_log10_edges"].iloc[0],
-                                  {name: counts for name, counts in zip(saes["name"], saes["density_counts"])}),
-                key="density_across_latents")
+table = pd.DataFrame(
+    {
+        "name": saes["name"],
+        "kind": ["transcoder" if t else "SAE" for t in saes["is_transcoder"]],
+        "architecture": saes["architecture"],
+        "reads": saes["hook_name"],
+        "writes": saes["hook_name_out"].fillna(saes["hook_name"]),
+        "d_sae": saes["d_sae"],
+        "mean L0": saes["mean_l0"],
+        "explained variance": saes["explained_variance"],
+        "CE loss recovered": saes["ce_loss_recovered"],
+        "dead": saes["dead"],
+        "dense": saes["dense"],
+        "reviewed": [reviewed.get(h, 0) for h in saes["content_hash"]],
+        "triage": [reviewed.get(h, 0) / d for h, d in zip(saes["content_hash"], saes["d_sae"])],
+    }
+)
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "explained variance": st.column_config.NumberColumn(format="%.3f"),
+        "CE loss recovered": st.column_config.NumberColumn(format="%.3f"),
+        "mean L0": st.column_config.NumberColumn(format="%.1f"),
+        "triage": st.column_config.ProgressColumn("triage progress", min_value=0.0, max_value=1.0, format="percent"),
+    },
+)
+st.caption(
+    "Quality measured by the atlas pass (CE loss recovered splices the reconstruction in where the SAE "
+    "writes); dead = never fired in the atlas's tokens, dense = fired on more than 10% of them."
+)
+st.plotly_chart(
+    density_histogram(
+        saes["density_log10_edges"].iloc[0],
+        {name: counts for name, counts in zip(saes["name"], saes["density_counts"])},
+    ),
+    key="density_across_latents",
+)
 st.page_link("pages/1_Features.py", label="Browse the features", icon="🔎", query_params=page.link_params())

@@ -1,6 +1,7 @@
 """The atlas columns the live pages need beside the model's output (densities for the density
 filter, automatic labels of the hits), read through the workspace's attached atlas with the
 shared lookups of ``analysis/atlas/sae_lookup.py``."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence

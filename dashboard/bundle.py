@@ -1,12 +1,12 @@
 """What a model bundle holds, read from its files alone: no torch, no model load (browse pages stay fast)."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_BUNDLE = REPO_ROOT / "data" / "demo"
+from analysis.paths import DEMO_DIR as DEMO_BUNDLE
 
 
 @dataclass
@@ -49,14 +49,17 @@ def read_bundle(root: Path = DEMO_BUNDLE) -> BundleCard:
         cfg = json.loads(cfg_path.read_text())
         meta = cfg.get("metadata", {})
         name = cfg_path.parent.name
-        saes.append(SAECard(
-            name=name,
-            architecture=cfg["architecture"],
-            hook=meta.get("hook_name", ""),
-            hook_out=meta.get("hook_name_out"),
-            d_in=cfg["d_in"],
-            d_sae=cfg["d_sae"],
-            quality=qualities.get(name, {}),
-        ))
-    return BundleCard(root=root, model_config=json.loads((root / "model" / "config.json").read_text()),
-                      metrics=metrics, saes=saes)
+        saes.append(
+            SAECard(
+                name=name,
+                architecture=cfg["architecture"],
+                hook=meta.get("hook_name", ""),
+                hook_out=meta.get("hook_name_out"),
+                d_in=cfg["d_in"],
+                d_sae=cfg["d_sae"],
+                quality=qualities.get(name, {}),
+            )
+        )
+    return BundleCard(
+        root=root, model_config=json.loads((root / "model" / "config.json").read_text()), metrics=metrics, saes=saes
+    )

@@ -1,4 +1,5 @@
 """Plotly figures built from the atlas's stored histograms (no raw activations needed)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,26 +15,45 @@ LOG_BIN_OFFSET = 40  # log_hist bin = floor(4 log2 v) + 40
 
 
 def _layout(figure: go.Figure, x_title: str, y_title: str, height: int = 260) -> go.Figure:
-    figure.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=x_title,
-                         yaxis_title=y_title, bargap=0.02, showlegend=False)
+    figure.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=10),
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        bargap=0.02,
+        showlegend=False,
+    )
     return figure
 
 
-def activation_histogram(hist: Sequence[int], range_exp: int, max_act: float, log_scale: bool,
-                         marker: float | None = None) -> go.Figure:
+def activation_histogram(
+    hist: Sequence[int], range_exp: int, max_act: float, log_scale: bool, marker: float | None = None
+) -> go.Figure:
     """The 100 equal bins of ``[0, 2^range_exp)``, shown up to the bin holding the max; ``marker``
     draws a line at a value (the maximum on text the user typed)."""
     counts = np.asarray(hist)
-    width = 2.0 ** range_exp / HIST_BINS
+    width = 2.0**range_exp / HIST_BINS
     last = min(int(max_act / width), HIST_BINS - 1) + 1 if max_act > 0 else 1
     centres = (np.arange(last) + 0.5) * width
-    figure = go.Figure(go.Bar(x=centres, y=counts[:last], width=width, marker_color=ACTIVATION_COLOUR,
-                              hovertemplate="activation %{x:.3g}<br>%{y} tokens<extra></extra>"))
+    figure = go.Figure(
+        go.Bar(
+            x=centres,
+            y=counts[:last],
+            width=width,
+            marker_color=ACTIVATION_COLOUR,
+            hovertemplate="activation %{x:.3g}<br>%{y} tokens<extra></extra>",
+        )
+    )
     if log_scale:
         figure.update_yaxes(type="log")
     if marker is not None:
-        figure.add_vline(x=marker, line_color=MARKER_COLOUR, line_dash="dash", annotation_text=f"your text {marker:.3g}",
-                         annotation_position="top")
+        figure.add_vline(
+            x=marker,
+            line_color=MARKER_COLOUR,
+            line_dash="dash",
+            annotation_text=f"your text {marker:.3g}",
+            annotation_position="top",
+        )
     return _layout(figure, "activation (where it fires)", "tokens")
 
 
@@ -45,8 +65,14 @@ def log_spaced_histogram(log_hist: Sequence[int]) -> go.Figure:
         return _layout(go.Figure(), "activation (log scale)", "tokens")
     bins = np.arange(used.min(), used.max() + 1)
     lower = 2.0 ** ((bins - LOG_BIN_OFFSET) / 4)
-    figure = go.Figure(go.Bar(x=lower * 2 ** 0.125, y=counts[bins], marker_color=ACTIVATION_COLOUR,
-                              hovertemplate="activation ≈ %{x:.3g}<br>%{y} tokens<extra></extra>"))
+    figure = go.Figure(
+        go.Bar(
+            x=lower * 2**0.125,
+            y=counts[bins],
+            marker_color=ACTIVATION_COLOUR,
+            hovertemplate="activation ≈ %{x:.3g}<br>%{y} tokens<extra></extra>",
+        )
+    )
     figure.update_xaxes(type="log")
     return _layout(figure, "activation (log scale)", "tokens")
 
@@ -57,8 +83,15 @@ def logit_histogram(counts: Sequence[int], low: float, high: float) -> go.Figure
     edges = np.linspace(low, high, len(counts) + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     colours = [LOGIT_COLOURS[int(c >= 0)] for c in centres]
-    figure = go.Figure(go.Bar(x=centres, y=counts, width=(high - low) / len(counts), marker_color=colours,
-                              hovertemplate="logit effect %{x:.3g}<br>%{y} tokens<extra></extra>"))
+    figure = go.Figure(
+        go.Bar(
+            x=centres,
+            y=counts,
+            width=(high - low) / len(counts),
+            marker_color=colours,
+            hovertemplate="logit effect %{x:.3g}<br>%{y} tokens<extra></extra>",
+        )
+    )
     return _layout(figure, "effect on the logit", "vocabulary tokens")
 
 
@@ -66,8 +99,17 @@ def density_histogram(edges: Sequence[float], counts_by_sae: dict[str, Sequence[
     """log10 firing density across the latents of each SAE (dead latents are counted apart)."""
     edges = np.asarray(edges)
     centres = (edges[:-1] + edges[1:]) / 2
-    figure = go.Figure([go.Bar(x=centres, y=list(counts), name=name, opacity=0.75,
-                               hovertemplate=f"{name}<br>density 10^%{{x:.2f}}<br>%{{y}} latents<extra></extra>")
-                        for name, counts in counts_by_sae.items()])
+    figure = go.Figure(
+        [
+            go.Bar(
+                x=centres,
+                y=list(counts),
+                name=name,
+                opacity=0.75,
+                hovertemplate=f"{name}<br>density 10^%{{x:.2f}}<br>%{{y}} latents<extra></extra>",
+            )
+            for name, counts in counts_by_sae.items()
+        ]
+    )
     figure.update_layout(barmode="overlay", showlegend=True)
     return _layout(figure, "log10 firing density", "latents", height=300).update_layout(showlegend=True)

@@ -1,6 +1,7 @@
 """A feature's examples as highlighted token lines: the top windows, then the interval groups
 (random firing tokens from each slice of the activation range), each line saying where its text
 came from."""
+
 from __future__ import annotations
 
 import html
@@ -21,17 +22,26 @@ def _dense(positions: np.ndarray, values: np.ndarray, length: int) -> np.ndarray
     return acts
 
 
-def example_html(view: FeatureView, example: dict, token_text: tuple[str, ...], width: int | None,
-                 scale: float, documents: dict[int, str]) -> str:
+def example_html(
+    view: FeatureView,
+    example: dict,
+    token_text: tuple[str, ...],
+    width: int | None,
+    scale: float,
+    documents: dict[int, str],
+) -> str:
     """One example: its source, its activation at the marked token, and the highlighted tokens."""
     tokens = view.windows[int(example["window_id"])]
     acts = _dense(example["act_positions"], example["acts"], len(tokens))
     centre = int(example["position"])
-    line = highlighted_tokens([token_text[t] for t in tokens], acts, centre, scale,
-                              window_slice(len(tokens), centre, width))
+    line = highlighted_tokens(
+        [token_text[t] for t in tokens], acts, centre, scale, window_slice(len(tokens), centre, width)
+    )
     source = html.escape(visible(documents.get(int(example["document"]), "?")))
-    return (f'<div style="margin: 0 0 0.6rem 0;"><div style="font-size: 0.75rem; color: #555;">'
-            f'{float(example["value"]):.3f} · {source} · window {int(example["window_id"])}</div>{line}</div>')
+    return (
+        f'<div style="margin: 0 0 0.6rem 0;"><div style="font-size: 0.75rem; color: #555;">'
+        f"{float(example['value']):.3f} · {source} · window {int(example['window_id'])}</div>{line}</div>"
+    )
 
 
 def show_examples(view: FeatureView, token_text: tuple[str, ...], width: int | None, intervals: bool = True) -> None:

@@ -1,5 +1,6 @@
 """The recorded experiments of one kind (steering runs, saved graphs) as a table, newest first, one
 selectable row: the Steer history and the Graph page's saved graphs both start from it."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -9,19 +10,27 @@ from dashboard.page_common import PageContext
 ROWS = 200
 
 
-def chosen_experiment(page: PageContext, kind: str, key: str, names: dict[str, str], empty: str,
-                      hint: str) -> str | None:
+def chosen_experiment(
+    page: PageContext, kind: str, key: str, names: dict[str, str], empty: str, hint: str
+) -> str | None:
     """The id of the selected experiment, or None (with ``empty`` or ``hint`` said); ``names``
     titles the title and id columns."""
     recorded = page.workspace.store.experiments(kind, limit=ROWS)
     if recorded.empty:
         st.caption(empty)
         return None
-    shown = recorded.assign(created_at=recorded["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S"),
-                            id=recorded["id"].str[:8])
-    selection = st.dataframe(shown[["created_at", "reviewer", "title", "id"]], hide_index=True, width="stretch",
-                             on_select="rerun", selection_mode="single-row", key=key,
-                             column_config={"created_at": "when", **names})
+    shown = recorded.assign(
+        created_at=recorded["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S"), id=recorded["id"].str[:8]
+    )
+    selection = st.dataframe(
+        shown[["created_at", "reviewer", "title", "id"]],
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key=key,
+        column_config={"created_at": "when", **names},
+    )
     rows = selection.selection.rows if selection else []
     if not rows:
         st.caption(hint)

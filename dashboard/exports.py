@@ -1,5 +1,6 @@
 """User data as downloadable files: CSV for spreadsheets, JSON for scripts (lists kept as arrays,
 times as ISO 8601)."""
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,8 @@ def as_csv(frame: pd.DataFrame) -> bytes:
     flat = frame.copy()
     for column in flat.columns:
         if any(isinstance(v, (list, tuple, np.ndarray)) for v in flat[column]):
-            flat[column] = [json.dumps(_plain(v), ensure_ascii=False) if isinstance(v, (list, tuple, np.ndarray))
-                            else v for v in flat[column]]
+            flat[column] = [
+                json.dumps(_plain(v), ensure_ascii=False) if isinstance(v, (list, tuple, np.ndarray)) else v
+                for v in flat[column]
+            ]
     return flat.to_csv(index=False).encode()

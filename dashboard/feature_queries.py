@@ -4,6 +4,7 @@ Every query takes its values as parameters; only catalog aliases (made by ``Work
 column names from fixed tables here are formatted into the SQL text. Annotations come from the
 user-data file, joined on the SAE's content hash so labels follow an SAE into a rebuilt atlas.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,11 @@ SORTS = {
     "mean activation, highest first": "f.mean_act DESC, f.sae, f.latent",
 }
 # what the Feature and Triage pages show of a feature's row (each column read is a block to load)
-STATS_COLUMNS = ("sae, latent, fire_count, density, max_act, mean_act, range_exp, hist, log_hist, interval_count, "
-                 "label, top_logit_tokens, top_logit_values, bottom_logit_tokens, bottom_logit_values, "
-                 "logit_hist_min, logit_hist_max, logit_hist")
+STATS_COLUMNS = (
+    "sae, latent, fire_count, density, max_act, mean_act, range_exp, hist, log_hist, interval_count, "
+    "label, top_logit_tokens, top_logit_values, bottom_logit_tokens, bottom_logit_values, "
+    "logit_hist_min, logit_hist_max, logit_hist"
+)
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="feature-view")  # shared by every session
 LAST_CHARACTER = "\U0010ffff"  # sorts after every string that starts with a given prefix
 
@@ -68,8 +71,10 @@ class _Query:
 
     def annotated(self, condition: str) -> str:
         """(sae, latent) of this atlas's features whose annotation ``n`` meets ``condition``."""
-        return (f"SELECT s.sae, n.latent FROM {self.workspace.store.table('annotations')} n "
-                f"JOIN {self.atlas.alias}.saes s ON s.content_hash = n.sae_hash WHERE {condition}")
+        return (
+            f"SELECT s.sae, n.latent FROM {self.workspace.store.table('annotations')} n "
+            f"JOIN {self.atlas.alias}.saes s ON s.content_hash = n.sae_hash WHERE {condition}"
+        )
 
     def add(self, clause: str, *params) -> None:
         self.clauses.append(clause)
@@ -82,8 +87,11 @@ class _Query:
     def _build(self, flt: FeatureFilter) -> None:
         if flt.saes:
             self.add(f"f.sae IN ({', '.join('?' for _ in flt.saes)})", *flt.saes)
-        for clause, value in (("f.density >= ?", flt.min_density), ("f.density <= ?", flt.max_density),
-                              ("f.max_act >= ?", flt.min_max_act)):
+        for clause, value in (
+            ("f.density >= ?", flt.min_density),
+            ("f.density <= ?", flt.max_density),
+            ("f.max_act >= ?", flt.min_max_act),
+        ):
             if value is not None:
                 self.add(clause, value)
         if flt.text.strip():
@@ -112,17 +120,28 @@ class _Query:
             within = " AND sae::BIGINT * 4294967296 + latent BETWEEN ? AND ?"  # (sae, latent) as one number
             ends = (self.atlas.feature_at(self.rows[0]), self.atlas.feature_at(self.rows[-1]))
             keys = [sae * 4294967296 + latent for sae, latent in ends]
-        terms = " INTERSECT ".join(f"SELECT sae, latent FROM {self.atlas.alias}.label_terms "
-                                   f"WHERE term >= ? AND term < ?{within}" for _ in words)
-        self.add(f"((f.sae, f.latent) IN ({terms}) OR {reviewer_side})",
-                 *[bound for word in words for bound in (word, word + LAST_CHARACTER, *keys)], like, like)
+        terms = " INTERSECT ".join(
+            f"SELECT sae, latent FROM {self.atlas.alias}.label_terms WHERE term >= ? AND term < ?{within}"
+            for _ in words
+        )
+        self.add(
+            f"((f.sae, f.latent) IN ({terms}) OR {reviewer_side})",
+            *[bound for word in words for bound in (word, word + LAST_CHARACTER, *keys)],
+            like,
+            like,
+        )
 
     def _starts_a_label_word(self, word: str) -> bool:
         """Whether some automatic label has a word starting with ``word``: one pruned probe, so a
         search for a word no label has does not join the label words at all."""
-        return self.workspace.cursor().execute(
-            f"SELECT EXISTS (SELECT 1 FROM {self.atlas.alias}.label_terms WHERE term >= ? AND term < ?)",
-            [word, word + LAST_CHARACTER]).fetchone()[0]
+        return (
+            self.workspace.cursor()
+            .execute(
+                f"SELECT EXISTS (SELECT 1 FROM {self.atlas.alias}.label_terms WHERE term >= ? AND term < ?)",
+                [word, word + LAST_CHARACTER],
+            )
+            .fetchone()[0]
+        )
 
     def _token(self, token: str) -> None:
         ids = [i for i, text in enumerate(self.atlas.token_text) if text == token]
@@ -142,8 +161,9 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def feature_table(workspace: Workspace, atlas: Atlas, flt: FeatureFilter, sort: str, page: int,
-                  page_size: int) -> TablePage:
+def feature_table(
+    workspace: Workspace, atlas: Atlas, flt: FeatureFilter, sort: str, page: int, page_size: int
+) -> TablePage:
     """One page of the filtered, sorted feature table and the number of features matching.
 
     One scan of the features' narrow columns gives both the count and the page's row ids; only
@@ -154,13 +174,15 @@ def feature_table(workspace: Workspace, atlas: Atlas, flt: FeatureFilter, sort: 
     total, ids = cursor.execute(
         f"WITH f AS MATERIALIZED (SELECT f.rowid AS id, {keys} FROM {a}.features f WHERE {query.where}) "
         f"SELECT (SELECT count(*) FROM f), (SELECT list(id) FROM (SELECT id FROM f ORDER BY {order} LIMIT ? OFFSET ?))",
-        query.params + [page_size, page * page_size]).fetchone()
+        query.params + [page_size, page * page_size],
+    ).fetchone()
     rows = cursor.execute(
         f"SELECT s.name AS sae_name, f.sae, f.latent, f.density, f.max_act, f.mean_act, f.label AS auto_label, "
         f"coalesce(n.status, 'unreviewed') AS status, n.label, n.tags, n.reviewer "
         f"FROM {a}.features f JOIN {a}.saes s ON s.sae = f.sae LEFT JOIN {workspace.store.table('annotations')} n "
         f"ON n.sae_hash = s.content_hash AND n.latent = f.latent WHERE f.rowid = ANY(?::BIGINT[]) ORDER BY {order}",
-        [ids]).df()
+        [ids],
+    ).df()
     return TablePage(rows=rows, total=int(total))
 
 
@@ -168,14 +190,21 @@ def queue_progress(workspace: Workspace, atlas: Atlas, flt: FeatureFilter) -> tu
     """(reviewed, total) over the filter, for the triage progress bar."""
     query = _Query(workspace, atlas, flt)
     reviewed = query.annotated("n.status <> 'unreviewed'")
-    done, total = workspace.cursor().execute(
-        f"SELECT count(*) FILTER (WHERE (f.sae, f.latent) IN ({reviewed})), count(*) "
-        f"FROM {atlas.alias}.features f WHERE {query.where}", query.params).fetchone()
+    done, total = (
+        workspace.cursor()
+        .execute(
+            f"SELECT count(*) FILTER (WHERE (f.sae, f.latent) IN ({reviewed})), count(*) "
+            f"FROM {atlas.alias}.features f WHERE {query.where}",
+            query.params,
+        )
+        .fetchone()
+    )
     return int(done), int(total)
 
 
-def next_in_queue(workspace: Workspace, atlas: Atlas, flt: FeatureFilter,
-                  after: tuple[int, int] | None) -> tuple[int, int] | None:
+def next_in_queue(
+    workspace: Workspace, atlas: Atlas, flt: FeatureFilter, after: tuple[int, int] | None
+) -> tuple[int, int] | None:
     """The first unreviewed feature of the filter after ``after`` in (sae, latent) order, wrapping
     round once (back to ``after`` itself); None when the whole queue is reviewed.
 
@@ -186,8 +215,10 @@ def next_in_queue(workspace: Workspace, atlas: Atlas, flt: FeatureFilter,
         query = _Query(workspace, atlas, flt, rows)
         reviewed = query.annotated("n.status <> 'unreviewed'")
         query.add(f"(f.sae, f.latent) NOT IN ({reviewed})")
-        row = cursor.execute(f"SELECT f.sae, f.latent FROM {atlas.alias}.features f WHERE {query.where} "
-                             f"ORDER BY f.rowid LIMIT 1", query.params).fetchone()
+        row = cursor.execute(
+            f"SELECT f.sae, f.latent FROM {atlas.alias}.features f WHERE {query.where} ORDER BY f.rowid LIMIT 1",
+            query.params,
+        ).fetchone()
         if row is not None:
             return int(row[0]), int(row[1])
     return None
@@ -253,16 +284,28 @@ def _by_ids(cursor: duckdb.DuckDBPyConnection, select: str, ids: set[int]) -> li
 def _examples_with_sources(workspace: Workspace, a: str, sae: int, latent: int) -> tuple[list, dict, dict]:
     """A feature's examples, then the windows and documents they refer to (by index lookups)."""
     cursor = workspace.cursor()
-    examples = _rows(cursor, f"SELECT kind, interval_index, rank, window_id, position, value, document, act_positions, "
-                             f"act_values, act_values_f16 FROM {a}.examples WHERE sae = ? AND latent = ? "
-                             f"ORDER BY kind DESC, interval_index, rank", [sae, latent])
+    examples = _rows(
+        cursor,
+        f"SELECT kind, interval_index, rank, window_id, position, value, document, act_positions, "
+        f"act_values, act_values_f16 FROM {a}.examples WHERE sae = ? AND latent = ? "
+        f"ORDER BY kind DESC, interval_index, rank",
+        [sae, latent],
+    )
     for example in examples:
         example["acts"] = _float_acts(example.pop("act_values"), example.pop("act_values_f16"))
-    windows = dict(_by_ids(cursor, f"SELECT window_id, tokens FROM {a}.windows WHERE window_id",
-                           {e["window_id"] for e in examples}))
-    documents = {document: {"domain": domain, "source": source} for document, domain, source
-                 in _by_ids(cursor, f"SELECT document, domain, source FROM {a}.documents WHERE document",
-                            {e["document"] for e in examples})}
+    windows = dict(
+        _by_ids(
+            cursor, f"SELECT window_id, tokens FROM {a}.windows WHERE window_id", {e["window_id"] for e in examples}
+        )
+    )
+    documents = {
+        document: {"domain": domain, "source": source}
+        for document, domain, source in _by_ids(
+            cursor,
+            f"SELECT document, domain, source FROM {a}.documents WHERE document",
+            {e["document"] for e in examples},
+        )
+    }
     return examples, windows, documents
 
 
@@ -276,13 +319,23 @@ def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> F
         return None
     a = atlas.alias
     examples_part = _POOL.submit(_examples_with_sources, workspace, a, sae, latent)
-    neighbours_part = _POOL.submit(_rows, workspace.cursor(),
-                                   f"SELECT scope, rank, other_sae, other_latent, cosine, other_label "
-                                   f"FROM {a}.neighbours WHERE sae = ? AND latent = ? ORDER BY scope DESC, rank",
-                                   [sae, latent])
+    neighbours_part = _POOL.submit(
+        _rows,
+        workspace.cursor(),
+        f"SELECT scope, rank, other_sae, other_latent, cosine, other_label "
+        f"FROM {a}.neighbours WHERE sae = ? AND latent = ? ORDER BY scope DESC, rank",
+        [sae, latent],
+    )
     stats = _rows(workspace.cursor(), f"SELECT {STATS_COLUMNS} FROM {a}.features WHERE rowid = ?", [rowid])[0]
     examples, windows, documents = examples_part.result()
     names = dict(zip(atlas.saes["sae"], atlas.saes["name"]))
     neighbours = [row | {"other_name": names[row["other_sae"]]} for row in neighbours_part.result()]
-    return FeatureView(sae=sae, latent=latent, stats=stats, examples=examples, windows=windows,
-                       documents=documents, neighbours=neighbours)
+    return FeatureView(
+        sae=sae,
+        latent=latent,
+        stats=stats,
+        examples=examples,
+        windows=windows,
+        documents=documents,
+        neighbours=neighbours,
+    )

@@ -1,5 +1,6 @@
 """The feature filter as widgets, initialised from the URL and written back to it (Features and
 Triage share it, so a queue is just a filtered table walked one feature at a time)."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -52,9 +53,11 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     with top[3]:
         min_max_act = _parsed_number("Max activation at least", f"{prefix}_min_max_act", start.min_max_act, "e.g. 2")
     second = st.columns([2, 1, 2, 2, 1])
-    text = second[0].text_input("Label or note", key=f"{prefix}_text",
-                                help="words that start words of the automatic label (all of them), or text in a "
-                                     "reviewer's label or notes")
+    text = second[0].text_input(
+        "Label or note",
+        key=f"{prefix}_text",
+        help="words that start words of the automatic label (all of them), or text in a reviewer's label or notes",
+    )
     token = second[1].text_input("Top token", key=f"{prefix}_token", help="a token it fires on or promotes, exactly")
     statuses = second[2].multiselect("Triage status", list(STATUSES), key=f"{prefix}_statuses", placeholder="any")
     vocabulary = page.workspace.store.tags()
@@ -62,8 +65,14 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     tags = second[3].multiselect("Tags", vocabulary, key=f"{prefix}_tags", placeholder="any")
     reviewer = second[4].text_input("Reviewer", key=f"{prefix}_reviewer")
     return FeatureFilter(
-        saes=tuple(page.atlas.sae_index(name) for name in chosen), min_density=min_density, max_density=max_density,
-        min_max_act=min_max_act, text=text.strip(), top_token=token, statuses=tuple(statuses), tags=tuple(tags),
+        saes=tuple(page.atlas.sae_index(name) for name in chosen),
+        min_density=min_density,
+        max_density=max_density,
+        min_max_act=min_max_act,
+        text=text.strip(),
+        top_token=token,
+        statuses=tuple(statuses),
+        tags=tuple(tags),
         reviewer=reviewer.strip(),
     )
 

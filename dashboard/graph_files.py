@@ -1,6 +1,7 @@
-"""Graphs in and out of the Graph page as files: networkx node-link JSON (Glassbox's own, with the
-reader's pins, supernodes and labels under ``graph.glassbox_state``) and Neuronpedia graph JSON
+"""Graphs in and out of the Graph page as files: networkx node-link JSON (SAEscope's own, with the
+reader's pins, supernodes and labels under ``graph.saescope_state``) and Neuronpedia graph JSON
 (the same state as ``qParams``). Reading needs no model; anything malformed is one clear message."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,12 @@ class GraphFileError(ValueError):
 def node_link_json(graph: nx.DiGraph, state: GraphState) -> str:
     """The graph as node-link JSON with the reader's state kept beside its attributes."""
     data = nx.node_link_data(graph, edges="links")
-    data["graph"] = {**data["graph"], "glassbox_state": state.to_dict()}
+    data["graph"] = {**data["graph"], "saescope_state": state.to_dict()}
     return json.dumps(data, ensure_ascii=False, allow_nan=False)
 
 
 def neuronpedia_ids(result: AttributionResult) -> dict[str, str]:
-    """Glassbox node id -> Neuronpedia node id for every node ``to_networkx`` can make of ``result``
+    """SAEscope node id -> Neuronpedia node id for every node ``to_networkx`` can make of ``result``
     (circuit-tracer's formats: LAYER_LATENT_POS, 0_LAYER_POS, E_TOKEN_POS, LOGITLAYER_TOKEN_POS)."""
     graph = result.graph
     n_layers, n_pos = graph.cfg.n_layers, graph.n_pos
@@ -43,8 +44,15 @@ def neuronpedia_ids(result: AttributionResult) -> dict[str, str]:
     return ids
 
 
-def neuronpedia_json(result: AttributionResult, tokenizer, slug: str, node_threshold: float,
-                     edge_threshold: float, atlas: str, state: GraphState) -> str:
+def neuronpedia_json(
+    result: AttributionResult,
+    tokenizer,
+    slug: str,
+    node_threshold: float,
+    edge_threshold: float,
+    atlas: str,
+    state: GraphState,
+) -> str:
     """Neuronpedia graph JSON of the pruned graph with the state as ``qParams``."""
     data = to_neuronpedia(result, tokenizer, slug, node_threshold, edge_threshold, atlas)
     data["qParams"] = state.to_qparams(rename=neuronpedia_ids(result))
@@ -58,8 +66,9 @@ def read_graph_file(content: bytes) -> tuple[nx.DiGraph, GraphState]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise GraphFileError(f"the file is not JSON: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
-        raise GraphFileError("the file is JSON but not a graph: it needs a list of nodes (node-link or "
-                             "Neuronpedia graph JSON)")
+        raise GraphFileError(
+            "the file is JSON but not a graph: it needs a list of nodes (node-link or Neuronpedia graph JSON)"
+        )
     try:
         if isinstance(data.get("metadata"), dict):
             graph = from_neuronpedia(data)
@@ -67,7 +76,8 @@ def read_graph_file(content: bytes) -> tuple[nx.DiGraph, GraphState]:
             _name_transcoders(graph)
         else:
             graph = nx.node_link_graph(data, edges="links" if "links" in data else "edges")
-            state = GraphState.from_dict(graph.graph.pop("glassbox_state", None) or {})
+            saved_state = graph.graph.pop("saescope_state", None) or graph.graph.pop("glassbox_state", None)
+            state = GraphState.from_dict(saved_state or {})  # files written before the rename say glassbox_state
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, nx.NetworkXError) as error:
         raise GraphFileError(f"the graph JSON is malformed: {type(error).__name__} {error}") from None
     _check(graph)
@@ -93,8 +103,9 @@ def _check(graph: nx.DiGraph) -> None:
         raise GraphFileError("the graph has no nodes")
     for node, data in graph.nodes(data=True):
         if data.get("kind") not in NODE_KINDS:
-            raise GraphFileError(f"node {node!r} has kind {data.get('kind')!r}; "
-                                 f"expected one of {', '.join(NODE_KINDS)}")
+            raise GraphFileError(
+                f"node {node!r} has kind {data.get('kind')!r}; expected one of {', '.join(NODE_KINDS)}"
+            )
         for key in ("layer", "position"):
             if not isinstance(data.get(key), (int, float)) or isinstance(data.get(key), bool):
                 raise GraphFileError(f"node {node!r} has no numeric {key}")

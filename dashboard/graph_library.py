@@ -1,6 +1,7 @@
 """Saved and shared graphs: save the graph on screen with its reader state and thresholds to the
 user store (kind 'graph'), list, reopen and delete saved graphs, and export / import node-link and
 Neuronpedia graph JSON. Reopening and importing need no model: the pruned graph is in the record."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from dashboard.page_common import PageContext
 from dashboard.token_html import markdown_text
 from dashboard.userdata import UserDataError
 
-RECORD_FORMAT = "glassbox-graph/1"
+RECORD_FORMAT = "saescope-graph/1"
 
 
 @dataclass
@@ -32,8 +33,12 @@ class LoadedGraph:
 def graph_record(graph: nx.DiGraph, state: GraphState, view: dict) -> dict:
     """What a saved graph holds: the pruned graph as node-link data, the reader's state and the view
     settings (thresholds, max feature nodes, density filter)."""
-    return {"format": RECORD_FORMAT, "graph": json.loads(node_link_json(graph, GraphState())),
-            "state": state.to_dict(), "view": view}
+    return {
+        "format": RECORD_FORMAT,
+        "graph": json.loads(node_link_json(graph, GraphState())),
+        "state": state.to_dict(),
+        "view": view,
+    }
 
 
 def open_loaded(graph: nx.DiGraph, state: GraphState, origin: str) -> None:
@@ -44,8 +49,7 @@ def open_loaded(graph: nx.DiGraph, state: GraphState, origin: str) -> None:
     st.session_state.pop("graph_request", None)
 
 
-def save_form(page: PageContext, graph: nx.DiGraph, state: GraphState, view: dict, model_hash: str,
-              title: str) -> None:
+def save_form(page: PageContext, graph: nx.DiGraph, state: GraphState, view: dict, model_hash: str, title: str) -> None:
     if page.read_only:
         st.caption("Read-only mode: graphs cannot be saved.")
         return
@@ -54,8 +58,9 @@ def save_form(page: PageContext, graph: nx.DiGraph, state: GraphState, view: dic
         title = cols[0].text_input("Title", value=title[:80], max_chars=200)
         if cols[1].form_submit_button("Save graph"):
             try:
-                saved = page.workspace.store.record_experiment("graph", page.reviewer, title, model_hash,
-                                                               graph_record(graph, state, view))
+                saved = page.workspace.store.record_experiment(
+                    "graph", page.reviewer, title, model_hash, graph_record(graph, state, view)
+                )
             except UserDataError as error:
                 st.error(str(error))
             else:
@@ -64,8 +69,14 @@ def save_form(page: PageContext, graph: nx.DiGraph, state: GraphState, view: dic
 
 def saved_graphs(page: PageContext) -> None:
     """The saved graphs, newest first; select one to open or delete it."""
-    chosen = chosen_experiment(page, "graph", "graph_library", {"id": "graph"}, "No saved graphs yet.",
-                               "Select a saved graph to open or delete it.")
+    chosen = chosen_experiment(
+        page,
+        "graph",
+        "graph_library",
+        {"id": "graph"},
+        "No saved graphs yet.",
+        "Select a saved graph to open or delete it.",
+    )
     if chosen is None:
         return
     cols = st.columns([1, 1, 5])
@@ -96,11 +107,13 @@ def export_buttons(graph: nx.DiGraph, state: GraphState, neuronpedia: Callable[[
     """Downloads of the graph on screen (Neuronpedia JSON only for a graph computed here)."""
     slug = _slug(graph.graph.get("prompt", ""))
     cols = st.columns(2)
-    cols[0].download_button("networkx node-link JSON", node_link_json(graph, state), file_name=f"{slug}.json",
-                            mime="application/json")
+    cols[0].download_button(
+        "networkx node-link JSON", node_link_json(graph, state), file_name=f"{slug}.json", mime="application/json"
+    )
     if neuronpedia is not None:
-        cols[1].download_button("Neuronpedia graph JSON", neuronpedia, file_name=f"{slug}-neuronpedia.json",
-                                mime="application/json")
+        cols[1].download_button(
+            "Neuronpedia graph JSON", neuronpedia, file_name=f"{slug}-neuronpedia.json", mime="application/json"
+        )
     else:
         cols[1].caption("Neuronpedia JSON is written from a graph computed here (compute it again to export).")
 
@@ -124,11 +137,15 @@ def unknown_model_warning(page: PageContext, graph: nx.DiGraph) -> None:
     """Say when a saved or imported graph comes from weights this atlas does not describe."""
     unknown = unknown_transcoders(graph, list(page.atlas.saes["name"]))
     if unknown:
-        st.warning("This graph's features come from transcoders this atlas does not have ("
-                   + ", ".join(markdown_text(name, 60) for name in unknown)
-                   + "): it is drawn, but its features have no examples or pages here.")
+        st.warning(
+            "This graph's features come from transcoders this atlas does not have ("
+            + ", ".join(markdown_text(name, 60) for name in unknown)
+            + "): it is drawn, but its features have no examples or pages here."
+        )
     differ = other_weights(graph, page.atlas.meta)
     if differ:
-        st.warning("This graph was computed with other weights than this atlas was built from ("
-                   + ", ".join(markdown_text(name, 60) for name in differ)
-                   + "): the examples shown for its features may not describe them.")
+        st.warning(
+            "This graph was computed with other weights than this atlas was built from ("
+            + ", ".join(markdown_text(name, 60) for name in differ)
+            + "): the examples shown for its features may not describe them."
+        )

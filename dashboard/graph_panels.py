@@ -1,6 +1,7 @@
 """The Graph page's side panels: the clicked node (its label, pin, the reader's own label, and a
 feature's top examples with a link to its page), the pins and supernodes editor, and interventions
 on chosen features beside what the graph's edges predicted."""
+
 from __future__ import annotations
 
 import networkx as nx
@@ -36,16 +37,23 @@ def node_panel(page: PageContext, graph: nx.DiGraph, node: str, state: GraphStat
     """What a click on ``node`` opens."""
     data = graph.nodes[node]
     st.markdown(f"**{markdown_text(node_name(graph, node, state), 120)}**")
-    facts = [f"{key} {data[key]:.3f}" for key in ("activation", "influence", "probability")
-             if isinstance(data.get(key), (int, float))]
+    facts = [
+        f"{key} {data[key]:.3f}"
+        for key in ("activation", "influence", "probability")
+        if isinstance(data.get(key), (int, float))
+    ]
     st.caption(" · ".join(facts) or data["kind"])
     pinned = node in state.pins
     if st.button("Unpin" if pinned else "Pin to subgraph", key="graph_pin_toggle"):
         state.unpin(node) if pinned else state.pin(node)
         st.rerun()
     with st.form("graph_label_form"):
-        label = st.text_input("Your label", value=state.labels.get(node, ""), max_chars=200,
-                              help="shown instead of the automatic label; empty restores it")
+        label = st.text_input(
+            "Your label",
+            value=state.labels.get(node, ""),
+            max_chars=200,
+            help="shown instead of the automatic label; empty restores it",
+        )
         if st.form_submit_button("Set label"):
             state.set_label(node, label)
             st.rerun()
@@ -55,8 +63,9 @@ def node_panel(page: PageContext, graph: nx.DiGraph, node: str, state: GraphStat
     if sae is None:
         st.caption("This atlas does not have this feature's transcoder, so it has no examples here.")
         return
-    st.page_link("pages/2_Feature.py", label="Open the feature page",
-                 query_params=page.feature_params(sae, int(data["latent"])))
+    st.page_link(
+        "pages/2_Feature.py", label="Open the feature page", query_params=page.feature_params(sae, int(data["latent"]))
+    )
     view = feature_view(page.workspace, page.atlas, sae, int(data["latent"]))
     if view is None:
         st.caption("The atlas has no such latent.")
@@ -69,16 +78,22 @@ def pins_editor(graph: nx.DiGraph, state: GraphState) -> None:
     if not state.pins:
         st.caption("No pinned nodes: click a node in the graph and press Pin to build a subgraph.")
         return
-    st.markdown("**Pinned:** " + ", ".join(markdown_text(node_name(graph, p, state), 60)
-                                            for p in state.pins if p in graph))
+    st.markdown(
+        "**Pinned:** " + ", ".join(markdown_text(node_name(graph, p, state), 60) for p in state.pins if p in graph)
+    )
     for name, members in state.supernodes.items():
-        st.markdown(f"**Supernode {markdown_text(name, 60)}:** "
-                    + ", ".join(markdown_text(node_name(graph, m, state), 60) for m in members if m in graph))
+        st.markdown(
+            f"**Supernode {markdown_text(name, 60)}:** "
+            + ", ".join(markdown_text(node_name(graph, m, state), 60) for m in members if m in graph)
+        )
     with st.form("graph_supernode_form", clear_on_submit=True):
         cols = st.columns([2, 4, 1], vertical_alignment="bottom")
         name = cols[0].text_input("Supernode name", max_chars=80)
-        members = cols[1].multiselect("Pinned nodes to group", [p for p in state.pins if p in graph],
-                                      format_func=lambda n: node_name(graph, n, state))
+        members = cols[1].multiselect(
+            "Pinned nodes to group",
+            [p for p in state.pins if p in graph],
+            format_func=lambda n: node_name(graph, n, state),
+        )
         if cols[2].form_submit_button("Group"):
             try:
                 state.group(name, members)
@@ -92,12 +107,18 @@ def intervention_panel(live: LiveModel, result: AttributionResult, graph: nx.DiG
     """Ablate or scale chosen feature nodes and show the target logits and top tokens before and
     after, beside the change the graph's direct edges predicted."""
     features = [n for n, d in graph.nodes(data=True) if d["kind"] == "feature"]
-    chosen = st.multiselect("Features", features, default=[p for p in state.pins if p in features],
-                            format_func=lambda n: node_name(graph, n, state), key="graph_intervene_features")
+    chosen = st.multiselect(
+        "Features",
+        features,
+        default=[p for p in state.pins if p in features],
+        format_func=lambda n: node_name(graph, n, state),
+        key="graph_intervene_features",
+    )
     cols = st.columns([2, 2, 1], vertical_alignment="bottom")
     how = cols[0].radio("How", ["ablate", "scale"], horizontal=True, key="graph_intervene_how")
-    factor = cols[1].number_input("scale by", -20.0, 20.0, 2.0, 0.5, key="graph_intervene_factor",
-                                  disabled=how == "ablate")
+    factor = cols[1].number_input(
+        "scale by", -20.0, 20.0, 2.0, 0.5, key="graph_intervene_factor", disabled=how == "ablate"
+    )
     if not cols[2].button("Intervene", disabled=not chosen):
         return
     keys = [(graph.nodes[n]["layer"], graph.nodes[n]["position"], graph.nodes[n]["latent"]) for n in chosen]
@@ -107,13 +128,22 @@ def intervention_panel(live: LiveModel, result: AttributionResult, graph: nx.DiG
         st.error(str(error))
         return
     st.markdown("**Target logits** (demeaned, as the graph measures them)")
-    st.dataframe(pd.DataFrame([{**row, "token": visible(row["token"])} for row in outcome.targets]),
-                 hide_index=True, key="graph_intervention_targets",
-                 column_config={"predicted": st.column_config.NumberColumn(
-                     "predicted by the edges", help="sum over the features of direct edge × (scale − 1)")})
+    st.dataframe(
+        pd.DataFrame([{**row, "token": visible(row["token"])} for row in outcome.targets]),
+        hide_index=True,
+        key="graph_intervention_targets",
+        column_config={
+            "predicted": st.column_config.NumberColumn(
+                "predicted by the edges", help="sum over the features of direct edge × (scale − 1)"
+            )
+        },
+    )
     left, right = st.columns(2)
-    for column, title, rows in ((left, "Top tokens before", outcome.top_before),
-                                (right, "Top tokens after", outcome.top_after)):
+    for column, title, rows in (
+        (left, "Top tokens before", outcome.top_before),
+        (right, "Top tokens after", outcome.top_after),
+    ):
         column.markdown(f"**{title}**")
-        column.dataframe(pd.DataFrame([(visible(t), p) for t, p in rows], columns=["token", "probability"]),
-                         hide_index=True)
+        column.dataframe(
+            pd.DataFrame([(visible(t), p) for t, p in rows], columns=["token", "probability"]), hide_index=True
+        )

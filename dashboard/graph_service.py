@@ -4,6 +4,7 @@ hashes, prompt, target, settings), so reopening a link or moving a slider never 
 
 Why a module of its own: only the Graph page imports circuit-tracer, and torch stays out of the
 browse pages."""
+
 from __future__ import annotations
 
 import networkx as nx
@@ -55,8 +56,9 @@ def _pruned(key: tuple, node_threshold: float, edge_threshold: float, atlas: str
     return to_networkx(_result, node_threshold, edge_threshold, atlas)
 
 
-def pruned_graph(key: tuple, result: AttributionResult, node_threshold: float, edge_threshold: float,
-                 atlas: str) -> nx.DiGraph:
+def pruned_graph(
+    key: tuple, result: AttributionResult, node_threshold: float, edge_threshold: float, atlas: str
+) -> nx.DiGraph:
     """The pruned, labelled graph of the result cached under ``key``; cached too because every
     click redraws it. Callers get a copy, so what they add to it never reaches the cache."""
     return _pruned(key, node_threshold, edge_threshold, atlas, result).copy()

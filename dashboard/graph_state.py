@@ -1,6 +1,7 @@
 """What a reader adds to a graph: pinned nodes, supernodes (named groups of pinned nodes) and their
 own node labels, with the subgraph they describe, and the same state as Neuronpedia's ``qParams``
 (``pinnedIds``, ``supernodes`` as ``[name, *ids]``, ``clerps`` as ``[id, label]``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,39 +56,52 @@ class GraphState:
             self.labels.pop(node, None)
 
     def to_dict(self) -> dict:
-        return {"pins": list(self.pins), "supernodes": {k: list(v) for k, v in self.supernodes.items()},
-                "labels": dict(self.labels)}
+        return {
+            "pins": list(self.pins),
+            "supernodes": {k: list(v) for k, v in self.supernodes.items()},
+            "labels": dict(self.labels),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GraphState":
-        return cls(pins=[str(p) for p in data.get("pins", [])],
-                   supernodes={str(k): [str(m) for m in v] for k, v in data.get("supernodes", {}).items()},
-                   labels={str(k): str(v) for k, v in data.get("labels", {}).items()})
+    def from_dict(cls, data: dict) -> GraphState:
+        return cls(
+            pins=[str(p) for p in data.get("pins", [])],
+            supernodes={str(k): [str(m) for m in v] for k, v in data.get("supernodes", {}).items()},
+            labels={str(k): str(v) for k, v in data.get("labels", {}).items()},
+        )
 
     def to_qparams(self, rename: dict[str, str] | None = None) -> dict:
         """Neuronpedia's ``qParams`` for this state, node ids renamed through ``rename`` if given."""
         name = (lambda node: rename.get(node, node)) if rename else (lambda node: node)
-        return {"pinnedIds": ",".join(name(p) for p in self.pins),
-                "supernodes": [[label, *(name(m) for m in members)] for label, members in self.supernodes.items()],
-                "clerps": [[name(node), label] for node, label in self.labels.items()],
-                "linkType": "both", "clickedId": "", "sg_pos": ""}
+        return {
+            "pinnedIds": ",".join(name(p) for p in self.pins),
+            "supernodes": [[label, *(name(m) for m in members)] for label, members in self.supernodes.items()],
+            "clerps": [[name(node), label] for node, label in self.labels.items()],
+            "linkType": "both",
+            "clickedId": "",
+            "sg_pos": "",
+        }
 
     @classmethod
-    def from_qparams(cls, qparams: dict) -> "GraphState":
+    def from_qparams(cls, qparams: dict) -> GraphState:
         """The state in Neuronpedia's ``qParams`` (``pinnedIds`` may be a comma-joined string or a list)."""
         pinned = qparams.get("pinnedIds") or []
         pins = [p for p in (pinned.split(",") if isinstance(pinned, str) else pinned) if p]
-        supernodes = {str(group[0]): [str(m) for m in group[1:]] for group in qparams.get("supernodes") or []
-                      if len(group) >= 3}
+        supernodes = {
+            str(group[0]): [str(m) for m in group[1:]] for group in qparams.get("supernodes") or [] if len(group) >= 3
+        }
         labels = {str(node): str(label) for node, label in qparams.get("clerps") or []}
         return cls(pins=[str(p) for p in pins], supernodes=supernodes, labels=labels)
 
-    def restricted_to(self, graph: nx.DiGraph) -> "GraphState":
+    def restricted_to(self, graph: nx.DiGraph) -> GraphState:
         """This state without the nodes ``graph`` does not have (e.g. after a higher threshold)."""
-        return GraphState(pins=[p for p in self.pins if p in graph],
-                          supernodes={k: [m for m in v if m in graph] for k, v in self.supernodes.items()
-                                      if sum(m in graph for m in v) >= 2},
-                          labels={k: v for k, v in self.labels.items() if k in graph})
+        return GraphState(
+            pins=[p for p in self.pins if p in graph],
+            supernodes={
+                k: [m for m in v if m in graph] for k, v in self.supernodes.items() if sum(m in graph for m in v) >= 2
+            },
+            labels={k: v for k, v in self.labels.items() if k in graph},
+        )
 
 
 def subgraph(graph: nx.DiGraph, state: GraphState) -> nx.DiGraph:
@@ -103,9 +117,14 @@ def subgraph(graph: nx.DiGraph, state: GraphState) -> nx.DiGraph:
         present = [graph.nodes[m] for m in group if m in graph]
         if not present:
             continue
-        shown.add_node(f"supernode/{name}", kind="supernode", label=name, members=list(group),
-                       layer=sum(d["layer"] for d in present) / len(present),
-                       position=sum(d["position"] for d in present) / len(present))
+        shown.add_node(
+            f"supernode/{name}",
+            kind="supernode",
+            label=name,
+            members=list(group),
+            layer=sum(d["layer"] for d in present) / len(present),
+            position=sum(d["position"] for d in present) / len(present),
+        )
 
     def shown_as(node: str) -> str:
         return f"supernode/{members[node]}" if node in members else node

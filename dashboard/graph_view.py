@@ -2,6 +2,7 @@
 bottom, logits at the top), edges drawn in width and colour by weight and sign, nodes hoverable
 and clickable (each point carries its node id). Labels and tokens are data: escaped before plotly
 renders its hover HTML."""
+
 from __future__ import annotations
 
 import html
@@ -16,8 +17,11 @@ from dashboard.token_html import visible
 MAX_DRAWN_NODES = 400
 MAX_DRAWN_EDGES = 1500
 KIND_STYLE = {  # kind -> (marker symbol, colour)
-    "embedding": ("square", "#6b7280"), "feature": ("circle", "#ff7f0e"), "error": ("diamond", "#9ca3af"),
-    "logit": ("square", "#2563eb"), "supernode": ("hexagon", "#7c3aed"),
+    "embedding": ("square", "#6b7280"),
+    "feature": ("circle", "#ff7f0e"),
+    "error": ("diamond", "#9ca3af"),
+    "logit": ("square", "#2563eb"),
+    "supernode": ("hexagon", "#7c3aed"),
 }
 POSITIVE, NEGATIVE = "37, 99, 235", "220, 38, 38"  # blue raises the target, red lowers it
 WIDTH_BINS = (0.5, 1.5, 3.0, 5.0)
@@ -32,8 +36,9 @@ class Shown:
     hidden_beyond_max: int
 
 
-def filtered(graph: nx.DiGraph, max_features: int, max_density: float | None,
-             densities: dict[str, np.ndarray]) -> Shown:
+def filtered(
+    graph: nx.DiGraph, max_features: int, max_density: float | None, densities: dict[str, np.ndarray]
+) -> Shown:
     """``graph`` without features denser than ``max_density`` (by the atlas's densities) and with
     at most ``max_features`` feature nodes, the most influential kept (smallest cumulative influence)."""
     features = [(node, data) for node, data in graph.nodes(data=True) if data["kind"] == "feature"]
@@ -100,14 +105,30 @@ def _edge_traces(graph: nx.DiGraph, placed: dict[str, tuple[float, float]]) -> l
         (x0, y0), (x1, y1) = placed[source], placed[target]
         xs += [x0, x1, None]
         ys += [y0, y1, None]
-    return [go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
-                       line={"width": WIDTH_BINS[band], "color": f"rgba({POSITIVE if positive else NEGATIVE}, "
-                                                                 f"{0.25 + 0.15 * band:.2f})"})
-            for (positive, band), (xs, ys) in sorted(bands.items())]
+    return [
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="lines",
+            hoverinfo="skip",
+            showlegend=False,
+            line={
+                "width": WIDTH_BINS[band],
+                "color": f"rgba({POSITIVE if positive else NEGATIVE}, {0.25 + 0.15 * band:.2f})",
+            },
+        )
+        for (positive, band), (xs, ys) in sorted(bands.items())
+    ]
 
 
-def graph_figure(graph: nx.DiGraph, labels: dict[str, str], tokens: list[str], n_layers: int,
-                 pinned: set[str] = frozenset(), selected: str | None = None) -> go.Figure:
+def graph_figure(
+    graph: nx.DiGraph,
+    labels: dict[str, str],
+    tokens: list[str],
+    n_layers: int,
+    pinned: set[str] = frozenset(),
+    selected: str | None = None,
+) -> go.Figure:
     """The figure; every node point's ``customdata`` is its node id (what a click returns)."""
     placed = _coordinates(graph)
     figure = go.Figure(_edge_traces(graph, placed))
@@ -115,20 +136,39 @@ def graph_figure(graph: nx.DiGraph, labels: dict[str, str], tokens: list[str], n
         nodes = [n for n, d in graph.nodes(data=True) if d["kind"] == kind]
         if not nodes:
             continue
-        figure.add_trace(go.Scatter(
-            x=[placed[n][0] for n in nodes], y=[placed[n][1] for n in nodes], mode="markers", name=kind,
-            customdata=nodes, hovertext=[node_text(n, graph.nodes[n], labels.get(n, "")) for n in nodes],
-            hoverinfo="text",
-            marker={"symbol": symbol, "color": colour, "size": [16 if n == selected else 11 for n in nodes],
-                    "line": {"width": [3 if n in pinned or n == selected else 0.5 for n in nodes],
-                             "color": ["#111827" if n in pinned or n == selected else "white" for n in nodes]}},
-        ))
+        figure.add_trace(
+            go.Scatter(
+                x=[placed[n][0] for n in nodes],
+                y=[placed[n][1] for n in nodes],
+                mode="markers",
+                name=kind,
+                customdata=nodes,
+                hovertext=[node_text(n, graph.nodes[n], labels.get(n, "")) for n in nodes],
+                hoverinfo="text",
+                marker={
+                    "symbol": symbol,
+                    "color": colour,
+                    "size": [16 if n == selected else 11 for n in nodes],
+                    "line": {
+                        "width": [3 if n in pinned or n == selected else 0.5 for n in nodes],
+                        "color": ["#111827" if n in pinned or n == selected else "white" for n in nodes],
+                    },
+                },
+            )
+        )
     layer_names = ["embeddings", *(f"layer {layer}" for layer in range(n_layers)), "logits"]
     figure.update_layout(
-        height=620, margin={"l": 10, "r": 10, "t": 10, "b": 10}, clickmode="event+select", dragmode="pan",
+        height=620,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        clickmode="event+select",
+        dragmode="pan",
         legend={"orientation": "h", "y": -0.08},
-        xaxis={"tickvals": list(range(len(tokens))), "showgrid": False, "zeroline": False,
-               "ticktext": [html.escape(visible(t)) for t in tokens]},
+        xaxis={
+            "tickvals": list(range(len(tokens))),
+            "showgrid": False,
+            "zeroline": False,
+            "ticktext": [html.escape(visible(t)) for t in tokens],
+        },
         yaxis={"tickvals": list(range(n_layers + 2)), "ticktext": layer_names, "showgrid": True, "zeroline": False},
     )
     return figure

@@ -4,6 +4,7 @@ loaded lazily the first time such a page needs it, then kept for the server proc
 Why here and not in page_common: browse pages never import torch, so only live pages import this
 module (the feature page imports it only when someone tests text).
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -41,16 +42,20 @@ def require_live(atlas: Atlas) -> LiveModel:
     """The live model, with a caption saying where it runs; otherwise the reason, and the page stops."""
     live = load_for(atlas)
     if isinstance(live, str):
-        st.warning(f"This page runs the model, and it is disabled for this atlas: {live}. Browsing still works.",
-                   icon="⏸️")
+        st.warning(
+            f"This page runs the model, and it is disabled for this atlas: {live}. Browsing still works.", icon="⏸️"
+        )
         st.stop()
-    changed = [name for name, info in _atlas_hashes(atlas).items()
-               if name in live.sae_hashes and live.sae_hashes[name] != info]
+    changed = [
+        name for name, info in _atlas_hashes(atlas).items() if name in live.sae_hashes and live.sae_hashes[name] != info
+    ]
     device = live.device.upper() if live.device.startswith("cuda") else live.device
     st.caption(f"Live model on **{device}** · {len(live.saes)} SAEs · loaded in {live.load_seconds:.1f} s")
     if live.model_hash != atlas.meta["model"]["content_hash"] or changed:
-        st.warning("The model or SAEs on disk are not the ones this atlas was built from "
-                   f"({', '.join(changed) or 'model'}): the atlas's statistics may not describe what runs here.")
+        st.warning(
+            "The model or SAEs on disk are not the ones this atlas was built from "
+            f"({', '.join(changed) or 'model'}): the atlas's statistics may not describe what runs here."
+        )
     return live
 
 

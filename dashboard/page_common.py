@@ -1,5 +1,6 @@
 """What every page does first: page config, the read-only banner, the atlas in use (from the URL,
 chosen in the sidebar), and the reviewer's name for edits."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,8 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.atlas.schema import AtlasError
-from dashboard.settings import DEMO_ATLAS, Settings, load_settings
+from analysis.paths import DEMO_ATLAS
+from dashboard.settings import Settings, load_settings
 from dashboard.userdata import UserDataError
 from dashboard.workspace import Atlas, Workspace
 
@@ -51,25 +53,28 @@ def atlas_catalog(workspace: Workspace) -> dict[str, Path]:
 
 def open_page(title: str) -> PageContext:
     """Set up the page; on anything unreadable show one clear message and stop the page."""
-    st.set_page_config(page_title=f"{title} · Glassbox", layout="wide")
+    st.set_page_config(page_title=f"{title} · SAEscope", layout="wide")
     try:
         settings = load_settings()
         workspace = _workspace(settings)
     except (ValueError, UserDataError) as error:
         st.error(str(error))
         st.stop()
+    for notice in settings.notices:
+        st.caption(notice)
     if settings.read_only:
         st.info("Read-only mode: browsing only; labels, tags, notes and lists cannot be changed.", icon="🔒")
     catalog = atlas_catalog(workspace)
     if not catalog:
-        st.error("No atlas to open: build one with `python -m analysis precompute` and set GLASSBOX_ATLAS_DIR.")
+        st.error("No atlas to open: build one with `python -m analysis precompute` and set SAESCOPE_ATLAS_DIR.")
         st.stop()
     key = st.query_params.get("atlas", next(iter(catalog)))
     if key not in catalog:
         st.error(f"Unknown atlas {key!r}; opening {next(iter(catalog))!r} instead.")
         key = next(iter(catalog))
-    chosen = st.sidebar.selectbox("Atlas", list(catalog), index=list(catalog).index(key),
-                                  format_func=lambda k: f"{k} ({catalog[k].name})")
+    chosen = st.sidebar.selectbox(
+        "Atlas", list(catalog), index=list(catalog).index(key), format_func=lambda k: f"{k} ({catalog[k].name})"
+    )
     if chosen != key:
         st.query_params.from_dict({"atlas": chosen})
         key = chosen
@@ -80,8 +85,7 @@ def open_page(title: str) -> PageContext:
         st.stop()
     reviewer = "" if settings.read_only else _reviewer_input()
     st.title(title)
-    return PageContext(workspace=workspace, atlas=atlas, atlas_key=key, read_only=settings.read_only,
-                       reviewer=reviewer)
+    return PageContext(workspace=workspace, atlas=atlas, atlas_key=key, read_only=settings.read_only, reviewer=reviewer)
 
 
 def _reviewer_input() -> str:
@@ -89,7 +93,8 @@ def _reviewer_input() -> str:
     forgets a widget's own state when another page is shown)."""
     if "reviewer_name" not in st.session_state:
         st.session_state["reviewer_name"] = st.session_state.get("reviewer", "")
-    name = st.sidebar.text_input("Reviewer", key="reviewer_name",
-                                 help="Every edit is recorded under this name in the audit log.")
+    name = st.sidebar.text_input(
+        "Reviewer", key="reviewer_name", help="Every edit is recorded under this name in the audit log."
+    )
     st.session_state["reviewer"] = name
     return name.strip()

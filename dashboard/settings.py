@@ -1,24 +1,34 @@
 """Where the dashboard finds atlases and user data, and whether it may write: environment first,
-then ``.streamlit/glassbox.toml``, then defaults.
+then ``.streamlit/saescope.toml``, then defaults.
 
-| setting | environment | glassbox.toml key | default |
+| setting | environment | saescope.toml key | default |
 |---|---|---|---|
-| read-only mode (presentations) | ``GLASSBOX_READ_ONLY=1`` | ``read_only = true`` | off |
-| folder of atlases to offer | ``GLASSBOX_ATLAS_DIR`` | ``atlas_dir`` | none (the demo atlas only) |
-| user-data file | ``GLASSBOX_USER_DB`` | ``user_db`` | ``~/.local/share/glassbox/userdata.duckdb`` |
+| read-only mode (presentations) | ``SAESCOPE_READ_ONLY=1`` | ``read_only = true`` | off |
+| folder of atlases to offer | ``SAESCOPE_ATLAS_DIR`` | ``atlas_dir`` | none (the demo atlas only) |
+| user-data file | ``SAESCOPE_USER_DB`` | ``user_db`` | ``~/.local/share/saescope/userdata.duckdb`` |
+
+The product was called Glassbox before; for one release the old names are still read, each with a
+one-line notice: ``GLASSBOX_*`` variables, ``.streamlit/glassbox.toml``, and the user-data file at
+``~/.local/share/glassbox/userdata.duckdb`` when none exists at the new place yet (used where it is,
+never moved, so nothing is lost if the user goes back to the old version).
 """
+
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SETTINGS_FILE = REPO_ROOT / ".streamlit" / "glassbox.toml"
-DEMO_ATLAS = REPO_ROOT / "data" / "demo" / "atlas.duckdb"
-DEFAULT_USER_DB = Path.home() / ".local" / "share" / "glassbox" / "userdata.duckdb"
+from analysis.paths import STREAMLIT_DIR
+
+SETTINGS_FILE = STREAMLIT_DIR / "saescope.toml"
+OLD_SETTINGS_FILE = STREAMLIT_DIR / "glassbox.toml"
+DEFAULT_USER_DB = Path.home() / ".local" / "share" / "saescope" / "userdata.duckdb"
+OLD_DEFAULT_USER_DB = Path.home() / ".local" / "share" / "glassbox" / "userdata.duckdb"
 TRUE_WORDS = {"1", "true", "yes", "on"}
+PREFIX, OLD_PREFIX = "SAESCOPE_", "GLASSBOX_"
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,7 @@ class Settings:
     read_only: bool
     atlas_dir: Path | None
     user_db: Path
+    notices: tuple[str, ...] = field(default=(), compare=False)
 
 
 def _file_settings(path: Path) -> dict:
@@ -37,14 +48,39 @@ def _file_settings(path: Path) -> dict:
         raise ValueError(f"could not read the dashboard settings in {path}: {error}") from None
 
 
-def load_settings(environ: dict[str, str] | None = None, settings_file: Path = SETTINGS_FILE) -> Settings:
+def _env(environ: Mapping[str, str], name: str, notices: list[str]) -> str | None:
+    """``SAESCOPE_<name>``, else the pre-rename ``GLASSBOX_<name>`` with a notice."""
+    if (value := environ.get(PREFIX + name)) is not None:
+        return value
+    if (value := environ.get(OLD_PREFIX + name)) is not None:
+        notices.append(f"{OLD_PREFIX}{name} is the old name of {PREFIX}{name}; it is read for one more release.")
+    return value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    settings_file: Path = SETTINGS_FILE,
+    old_settings_file: Path = OLD_SETTINGS_FILE,
+    default_user_db: Path = DEFAULT_USER_DB,
+    old_default_user_db: Path = OLD_DEFAULT_USER_DB,
+) -> Settings:
     environ = os.environ if environ is None else environ
+    notices: list[str] = []
     file = _file_settings(settings_file)
-    read_only = environ.get("GLASSBOX_READ_ONLY")
-    atlas_dir = environ.get("GLASSBOX_ATLAS_DIR") or file.get("atlas_dir")
-    user_db = environ.get("GLASSBOX_USER_DB") or file.get("user_db")
+    if not file and (file := _file_settings(old_settings_file)):
+        notices.append(f"{old_settings_file} is read as {settings_file.name} (its old name) for one more release.")
+    read_only = _env(environ, "READ_ONLY", notices)
+    atlas_dir = _env(environ, "ATLAS_DIR", notices) or file.get("atlas_dir")
+    user_db = _env(environ, "USER_DB", notices) or file.get("user_db")
+    if not user_db and not default_user_db.exists() and old_default_user_db.is_file():
+        notices.append(
+            f"Using the user data at {old_default_user_db} (SAEscope's old name); "
+            f"move it to {default_user_db} to silence this notice."
+        )
+        user_db = str(old_default_user_db)
     return Settings(
         read_only=(read_only.strip().lower() in TRUE_WORDS) if read_only is not None else bool(file.get("read_only")),
         atlas_dir=Path(atlas_dir).expanduser() if atlas_dir else None,
-        user_db=Path(user_db).expanduser() if user_db else DEFAULT_USER_DB,
+        user_db=Path(user_db).expanduser() if user_db else default_user_db,
+        notices=tuple(notices),
     )

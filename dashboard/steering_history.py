@@ -1,5 +1,6 @@
 """The Steer page's history: every recorded run, newest first; open one to read it, download its
 JSON record, or load its features, prompt and settings back into the page and run it again."""
+
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from dashboard.steering_targets import ChosenLatent, set_coefficients
 from dashboard.steering_view import completion_html, prompt_shown
 from dashboard.token_html import markdown_text
 from dashboard.userdata import UserDataError
+
 
 def load_record_into_page(record: dict) -> None:
     """Put a recorded run's features, prompt, method and settings into the Steer page's widgets and
@@ -28,8 +30,14 @@ def load_record_into_page(record: dict) -> None:
 
 def steering_history(page: PageContext) -> None:
     st.subheader("History")
-    chosen = chosen_experiment(page, "steering", "steer_history", {"title": "prompt", "id": "run"},
-                               "No recorded runs yet.", "Select a run to read it, download it or run it again.")
+    chosen = chosen_experiment(
+        page,
+        "steering",
+        "steer_history",
+        {"title": "prompt", "id": "run"},
+        "No recorded runs yet.",
+        "Select a run to read it, download it or run it again.",
+    )
     if chosen is None:
         return
     try:
@@ -39,13 +47,22 @@ def steering_history(page: PageContext) -> None:
         return
     record = experiment["record"]
     features = ", ".join(f"{t['sae']} #{t['latent']} × {t['coefficient']:g}" for t in record["targets"])
-    st.markdown(markdown_text(f"{record['method']}: {features} · seed {record['settings']['seed']} · "
-                              f"temperature {record['settings']['temperature']:g}", 300))
+    st.markdown(
+        markdown_text(
+            f"{record['method']}: {features} · seed {record['settings']['seed']} · "
+            f"temperature {record['settings']['temperature']:g}",
+            300,
+        )
+    )
     left, right = st.columns(2)
     divergence = record["divergence"]["index"] if record["divergence"] else None
     left.html(completion_html(prompt_shown(record), record["default"]["tokens"], divergence))
     right.html(completion_html(prompt_shown(record), record["steered"]["tokens"], divergence))
     buttons = st.columns([1, 1, 4])
     buttons[0].button("Run again", on_click=load_record_into_page, args=(record,), key="steer_rerun")
-    buttons[1].download_button("JSON", json.dumps(experiment, indent=2, ensure_ascii=False),
-                               file_name=f"steering-{experiment['id'][:8]}.json", mime="application/json")
+    buttons[1].download_button(
+        "JSON",
+        json.dumps(experiment, indent=2, ensure_ascii=False),
+        file_name=f"steering-{experiment['id'][:8]}.json",
+        mime="application/json",
+    )

@@ -1,6 +1,7 @@
 """The latents a steering run turns up or down, as the Steer page keeps them in its URL
 (``steer=SAE:LATENT:COEFFICIENT``, repeated) and as the atlas describes them (max activation,
 automatic label). Torch-free: the feature page links here without loading a model."""
+
 from __future__ import annotations
 
 import math
@@ -70,10 +71,14 @@ def latent_summary(workspace: Workspace, atlas: Atlas, sae_name: str, latent: in
     sae = atlas.sae_index(sae_name)
     if sae is None:
         return None
-    row = workspace.cursor().execute(
-        f"SELECT max_act, density, label FROM {atlas.alias}.features WHERE sae = ? AND latent = ?",
-        [sae, int(latent)]).fetchone()
+    row = (
+        workspace.cursor()
+        .execute(
+            f"SELECT max_act, density, label FROM {atlas.alias}.features WHERE sae = ? AND latent = ?",
+            [sae, int(latent)],
+        )
+        .fetchone()
+    )
     if row is None:
         return None
-    return LatentSummary(sae=sae, latent=int(latent), max_act=float(row[0]), density=float(row[1]),
-                         label=row[2] or "")
+    return LatentSummary(sae=sae, latent=int(latent), max_act=float(row[0]), density=float(row[1]), label=row[2] or "")

@@ -4,6 +4,7 @@ highlighted like the atlas's examples, and where its maximum falls on the histog
 The model is imported and loaded only when someone submits text, so the feature page stays a
 browse page (no torch) until then.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 MAX_TEXT_CHARS = 20_000
 
 
-def _run(atlas: Atlas, sae_name: str, latent: int, text: str) -> "LatentActivations | str":
+def _run(atlas: Atlas, sae_name: str, latent: int, text: str) -> LatentActivations | str:
     from analysis.live_model import LiveInputError, LiveModelBusy
     from analysis.text_activations import latent_activations
     from dashboard.live_service import load_for
@@ -38,8 +39,12 @@ def text_test_panel(atlas: Atlas, sae_name: str, latent: int, scale: float) -> f
     text's maximum activation for the histogram marker, None when nothing was tested."""
     key = f"text_test::{atlas.path}::{sae_name}::{latent}"
     with st.form(f"text_test_form_{sae_name}_{latent}"):
-        text = st.text_area("Test your text", max_chars=MAX_TEXT_CHARS, height=80,
-                            placeholder="Type text to see this feature's activation on each token")
+        text = st.text_area(
+            "Test your text",
+            max_chars=MAX_TEXT_CHARS,
+            height=80,
+            placeholder="Type text to see this feature's activation on each token",
+        )
         if st.form_submit_button("Test"):
             st.session_state[key] = _run(atlas, sae_name, latent, text)
     result = st.session_state.get(key)
@@ -56,6 +61,7 @@ def text_test_panel(atlas: Atlas, sae_name: str, latent: int, scale: float) -> f
         st.caption("This feature does not fire on this text.")
         return 0.0
     top = result.values[peak]
-    st.caption(f"max {top:.3f} on token {peak} ({top / scale:.0%} of the atlas max {scale:.3f}); marked on the "
-               "histogram below")
+    st.caption(
+        f"max {top:.3f} on token {peak} ({top / scale:.0%} of the atlas max {scale:.3f}); marked on the histogram below"
+    )
     return top

@@ -5,6 +5,7 @@ visible symbols, so a bidi override or a zero-width space cannot hide or reorder
 ``html.escape`` (so ``<script>`` is text). Colour encodes the activation, the hover title gives
 its value, and the example's max token is outlined.
 """
+
 from __future__ import annotations
 
 import html
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 SHOWN_AS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-HIGHLIGHT_RGB = "255, 127, 14"  # plotly's orange, the colour of activation everywhere in Glassbox
+HIGHLIGHT_RGB = "255, 127, 14"  # plotly's orange, the colour of activation everywhere in SAEscope
 
 
 def visible(text: str, spaces: bool = True) -> str:
@@ -62,12 +63,15 @@ def window_slice(length: int, centre: int, width: int | None) -> range:
     return range(max(0, centre - width), min(length, centre + max(width // 4, 3) + 1))
 
 
-def highlighted_tokens(texts: Sequence[str], values: Sequence[float], max_position: int, scale: float,
-                       shown: range | None = None) -> str:
+def highlighted_tokens(
+    texts: Sequence[str], values: Sequence[float], max_position: int, scale: float, shown: range | None = None
+) -> str:
     """One example as a line of coloured token spans (positions in ``shown`` only)."""
     positions = shown if shown is not None else range(len(texts))
     spans = "".join(_token_span(texts[p], float(values[p]), scale, p == max_position) for p in positions)
     prefix = "… " if positions.start > 0 else ""
     suffix = " …" if positions.stop < len(texts) else ""
-    return (f'<div style="font-family: ui-monospace, monospace; font-size: 0.85rem; line-height: 1.7; '
-            f'white-space: normal; overflow-wrap: anywhere;">{prefix}{spans}{suffix}</div>')
+    return (
+        f'<div style="font-family: ui-monospace, monospace; font-size: 0.85rem; line-height: 1.7; '
+        f'white-space: normal; overflow-wrap: anywhere;">{prefix}{spans}{suffix}</div>'
+    )

@@ -1,5 +1,6 @@
 """The triage form for one feature (status, label, tags, notes, confidence) with save and undo,
 shared by the Feature and Triage pages; every save goes through the user store, which audits it."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -28,18 +29,27 @@ def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Sa
     with st.form(key, border=True):
         status = st.radio("Status", STATUSES, index=STATUSES.index(current.status), horizontal=True, disabled=locked)
         label = st.text_input("Label", value=current.label, max_chars=500, disabled=locked)
-        tags = st.multiselect("Tags", vocabulary, default=[t for t in current.tags if t in vocabulary],
-                              disabled=locked)
+        tags = st.multiselect("Tags", vocabulary, default=[t for t in current.tags if t in vocabulary], disabled=locked)
         notes = st.text_area("Notes", value=current.notes, max_chars=5000, height=80, disabled=locked)
         options = ["—", *CONFIDENCES]
-        confidence = st.select_slider("Confidence", options,
-                                      value=current.confidence if current.confidence else "—", disabled=locked)
+        confidence = st.select_slider(
+            "Confidence", options, value=current.confidence if current.confidence else "—", disabled=locked
+        )
         saved = st.form_submit_button(save_label, type="primary", disabled=locked)
     changed = None
     if saved:
         try:
-            changed = store.annotate(sae_hash, sae_name, latent, page.reviewer, status=status, label=label,
-                                     tags=tags, notes=notes, confidence=None if confidence == "—" else confidence)
+            changed = store.annotate(
+                sae_hash,
+                sae_name,
+                latent,
+                page.reviewer,
+                status=status,
+                label=label,
+                tags=tags,
+                notes=notes,
+                confidence=None if confidence == "—" else confidence,
+            )
             st.toast(f"Saved {sae_name} #{latent}")
         except UserDataError as error:
             st.error(str(error))

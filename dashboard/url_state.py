@@ -4,6 +4,7 @@ Keys: ``atlas`` (catalog key), ``sae`` (SAE names, repeated), ``latent``, ``min_
 ``max_density``, ``min_max_act``, ``q`` (text), ``token``, ``status`` and ``tag`` (repeated),
 ``reviewer``, ``sort``, ``page``, ``width``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -45,9 +46,14 @@ def read_filter(params: Params, atlas: Atlas) -> FeatureFilter:
     """The filter a URL describes; unknown SAE names and statuses are dropped, not errors."""
     saes = tuple(i for i in (atlas.sae_index(name) for name in _all(params, "sae")) if i is not None)
     return FeatureFilter(
-        saes=saes, min_density=_number(params, "min_density"), max_density=_number(params, "max_density"),
-        min_max_act=_number(params, "min_max_act"), text=text(params, "q"), top_token=text(params, "token"),
-        statuses=tuple(s for s in _all(params, "status") if s in STATUSES), tags=tuple(_all(params, "tag")),
+        saes=saes,
+        min_density=_number(params, "min_density"),
+        max_density=_number(params, "max_density"),
+        min_max_act=_number(params, "min_max_act"),
+        text=text(params, "q"),
+        top_token=text(params, "token"),
+        statuses=tuple(s for s in _all(params, "status") if s in STATUSES),
+        tags=tuple(_all(params, "tag")),
         reviewer=text(params, "reviewer"),
     )
 
@@ -56,9 +62,14 @@ def filter_params(flt: FeatureFilter, atlas: Atlas) -> dict[str, str | list[str]
     """The query-string entries for ``flt`` (empty fields left out, so links stay short)."""
     entries: dict[str, str | list[str]] = {
         "sae": [str(atlas.sae_row(i)["name"]) for i in flt.saes],
-        "min_density": _format(flt.min_density), "max_density": _format(flt.max_density),
-        "min_max_act": _format(flt.min_max_act), "q": flt.text, "token": flt.top_token,
-        "status": list(flt.statuses), "tag": list(flt.tags), "reviewer": flt.reviewer,
+        "min_density": _format(flt.min_density),
+        "max_density": _format(flt.max_density),
+        "min_max_act": _format(flt.min_max_act),
+        "q": flt.text,
+        "token": flt.top_token,
+        "status": list(flt.statuses),
+        "tag": list(flt.tags),
+        "reviewer": flt.reviewer,
     }
     return {key: value for key, value in entries.items() if value}
 

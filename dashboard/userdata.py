@@ -1,4 +1,4 @@
-"""Everything users create in Glassbox: triage annotations, the tag vocabulary, named feature lists
+"""Everything users create in SAEscope: triage annotations, the tag vocabulary, named feature lists
 and an append-only audit log, in one DuckDB file of their own.
 
 Why a separate file: atlases are precomputed, read-only and rebuilt at will; what reviewers write
@@ -25,6 +25,7 @@ one feature are serialised and each audit row's ``old_value`` is the value the p
 
 Torch-free on purpose (stdlib, duckdb, pandas): the dashboard's pages import it.
 """
+
 from __future__ import annotations
 
 import enum
@@ -38,7 +39,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,7 +51,7 @@ SCHEMA_VERSION = 2  # 2 added the experiments table (steering runs, later graphs
 STATUSES = ("unreviewed", "interpretable", "polysemantic", "uninterpretable", "dead")
 CONFIDENCES = ("low", "medium", "high")
 SEED_TAGS = ("pii", "bias", "deception", "refusal", "toxicity", "spurious-correlation")
-SEED_AUTHOR = "glassbox"
+SEED_AUTHOR = "saescope"
 FIELDS = ("status", "label", "tags", "notes", "confidence")  # what `annotate` edits, in audit order
 EXPERIMENT_KINDS = ("steering", "graph")
 ANONYMOUS = "anonymous"  # who an experiment is recorded under when no reviewer name was given
@@ -69,7 +70,7 @@ BACKOFF_CAP_S = 0.1
 
 _TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
 
@@ -132,12 +133,12 @@ class ListItem:
 # Opening
 
 
-_stores: dict[tuple[Path, bool], "UserStore"] = {}
-_databases: dict[Path, "_Database"] = {}
+_stores: dict[tuple[Path, bool], UserStore] = {}
+_databases: dict[Path, _Database] = {}
 _stores_lock = threading.Lock()
 
 
-def open_user_store(path: str | Path, read_only: bool = False) -> "UserStore":
+def open_user_store(path: str | Path, read_only: bool = False) -> UserStore:
     """The process's store for ``path``, opened (and created, with its schema) on first use.
 
     One per resolved path and process, because DuckDB allows one read-write instance of a file.
@@ -158,7 +159,7 @@ def open_user_store(path: str | Path, read_only: bool = False) -> "UserStore":
         elif database.read_only_instance and not read_only:
             raise UserDataError(
                 f"{resolved} is already open read-only in this process; "
-                "a Glassbox server uses its user-data file either read-only or read-write, not both"
+                "a SAEscope server uses its user-data file either read-only or read-write, not both"
             )
         store = UserStore(database, read_only)
         _stores[(resolved, read_only)] = store
@@ -176,10 +177,11 @@ def _open_error(path: Path, error: duckdb.Error) -> UserDataError:
         pid = re.search(r"PID (\d+)", message)
         holder = f" (PID {pid.group(1)})" if pid else ""
         return UserDataError(
-            f"{path} is locked by another process{holder}: another Glassbox server holds this user-data file; "
-            "stop it, or give this server its own file")
+            f"{path} is locked by another process{holder}: another SAEscope server holds this user-data file; "
+            "stop it, or give this server its own file"
+        )
     if "not a valid DuckDB database" in message:
-        return UserDataError(f"{path} is not a DuckDB file (corrupt, or not a Glassbox user-data file)")
+        return UserDataError(f"{path} is not a DuckDB file (corrupt, or not a SAEscope user-data file)")
     if "Corrupt database file" in message or "Could not read enough bytes" in message:
         return UserDataError(f"{path} is damaged (corrupt or truncated); restore it from a backup ({message})")
     return UserDataError(f"cannot open the user-data file {path}: {message}")
@@ -199,7 +201,7 @@ class _Database:
         self.has_experiments = False
 
     @classmethod
-    def open(cls, path: Path, read_only: bool) -> "_Database":
+    def open(cls, path: Path, read_only: bool) -> _Database:
         if path.is_dir():
             raise UserDataError(f"{path} is a folder; the user-data store needs a file path")
         in_memory = read_only and not path.exists()
@@ -230,21 +232,27 @@ class _Database:
 
     def prepare(self, create: bool) -> None:
         """Check the schema version; create the schema in a new (empty) file."""
-        tables = {row[0] for row in self.connection.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_catalog = ?", [self.catalog]).fetchall()}
+        tables = {
+            row[0]
+            for row in self.connection.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ?", [self.catalog]
+            ).fetchall()
+        }
         if not tables:
             if not create:
                 raise UserDataError(
-                    f"{self.path} holds no Glassbox user data yet; open it read-write once to create it")
+                    f"{self.path} holds no SAEscope user data yet; open it read-write once to create it"
+                )
             self.create_schema()
             self.has_experiments = True
             return
         if "user_meta" not in tables:
             raise UserDataError(
-                f"{self.path} is a DuckDB file but not a Glassbox user-data file (no user_meta table; "
-                "is it an atlas?)")
+                f"{self.path} is a DuckDB file but not a SAEscope user-data file (no user_meta table; is it an atlas?)"
+            )
         row = self.connection.execute(
-            f"SELECT value FROM {self.table('user_meta')} WHERE key = 'schema_version'").fetchone()
+            f"SELECT value FROM {self.table('user_meta')} WHERE key = 'schema_version'"
+        ).fetchone()
         try:
             version = int(row[0]) if row else None
         except ValueError:
@@ -253,14 +261,16 @@ class _Database:
             raise UserDataError(f"{self.path} has no readable schema version in user_meta; it is damaged")
         if version > SCHEMA_VERSION:
             raise UserDataError(
-                f"{self.path} was written by a newer Glassbox (user-data schema version {version}; this Glassbox "
-                f"reads up to version {SCHEMA_VERSION}); upgrade Glassbox or use another user-data file")
+                f"{self.path} was written by a newer SAEscope (user-data schema version {version}; this SAEscope "
+                f"reads up to version {SCHEMA_VERSION}); upgrade SAEscope or use another user-data file"
+            )
         if version == 1 and create:
             self._migrate_from_1()
             tables.add("experiments")
         elif version not in (1, SCHEMA_VERSION):
             raise UserDataError(
-                f"{self.path} has user-data schema version {version}, which this Glassbox cannot migrate")
+                f"{self.path} has user-data schema version {version}, which this SAEscope cannot migrate"
+            )
         self.has_experiments = "experiments" in tables  # a v1 file opened read-only has none
         missing = {"annotations", "audit", "tag_vocabulary", "lists", "list_items"} - tables
         if missing:
@@ -270,10 +280,10 @@ class _Database:
         t = self.table
         status_check = ", ".join(f"'{s}'" for s in STATUSES)
         confidence_check = ", ".join(f"'{c}'" for c in CONFIDENCES)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self._schema_transaction() as cursor:
             cursor.execute(f"CREATE TABLE {t('user_meta')} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
-            cursor.execute(f"""CREATE TABLE {t('annotations')} (
+            cursor.execute(f"""CREATE TABLE {t("annotations")} (
                 sae_hash VARCHAR NOT NULL, sae_name VARCHAR, latent BIGINT NOT NULL,
                 status VARCHAR NOT NULL DEFAULT 'unreviewed' CHECK (status IN ({status_check})),
                 label VARCHAR NOT NULL DEFAULT '', tags VARCHAR[] NOT NULL DEFAULT [],
@@ -283,25 +293,28 @@ class _Database:
                 PRIMARY KEY (sae_hash, latent))""")
             cursor.execute(f"CREATE SEQUENCE {t('audit_id_seq')}")
             # No key or index: appends from concurrent transactions never conflict.
-            cursor.execute(f"""CREATE TABLE {t('audit')} (
+            cursor.execute(f"""CREATE TABLE {t("audit")} (
                 id BIGINT NOT NULL, changed_at TIMESTAMPTZ NOT NULL, reviewer VARCHAR NOT NULL,
                 action VARCHAR NOT NULL, sae_hash VARCHAR, sae_name VARCHAR, latent BIGINT,
                 list_name VARCHAR, field VARCHAR, old_value VARCHAR, new_value VARCHAR,
                 edit_id VARCHAR NOT NULL, undoes VARCHAR)""")
-            cursor.execute(f"""CREATE TABLE {t('tag_vocabulary')} (
+            cursor.execute(f"""CREATE TABLE {t("tag_vocabulary")} (
                 tag VARCHAR PRIMARY KEY, added_by VARCHAR NOT NULL, added_at TIMESTAMPTZ NOT NULL)""")
-            cursor.execute(f"""CREATE TABLE {t('lists')} (
+            cursor.execute(f"""CREATE TABLE {t("lists")} (
                 name VARCHAR PRIMARY KEY, description VARCHAR NOT NULL DEFAULT '',
                 created_by VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL)""")
-            cursor.execute(f"""CREATE TABLE {t('list_items')} (
+            cursor.execute(f"""CREATE TABLE {t("list_items")} (
                 name VARCHAR NOT NULL, sae_hash VARCHAR NOT NULL, sae_name VARCHAR, latent BIGINT NOT NULL,
                 note VARCHAR NOT NULL DEFAULT '', added_by VARCHAR NOT NULL, added_at TIMESTAMPTZ NOT NULL,
                 PRIMARY KEY (name, sae_hash, latent))""")
             self._create_experiments(cursor)
-            cursor.executemany(f"INSERT INTO {t('user_meta')} VALUES (?, ?)",
-                               [("schema_version", str(SCHEMA_VERSION)), ("created_at", now.isoformat())])
-            cursor.executemany(f"INSERT INTO {t('tag_vocabulary')} VALUES (?, ?, ?)",
-                               [(tag, SEED_AUTHOR, now) for tag in SEED_TAGS])
+            cursor.executemany(
+                f"INSERT INTO {t('user_meta')} VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("created_at", now.isoformat())],
+            )
+            cursor.executemany(
+                f"INSERT INTO {t('tag_vocabulary')} VALUES (?, ?, ?)", [(tag, SEED_AUTHOR, now) for tag in SEED_TAGS]
+            )
 
     @contextmanager
     def _schema_transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -319,7 +332,7 @@ class _Database:
 
     def _create_experiments(self, cursor: duckdb.DuckDBPyConnection) -> None:
         # Rows are never edited (a delete is kept in the audit log); ``record`` is the experiment's whole JSON.
-        cursor.execute(f"""CREATE TABLE {self.table('experiments')} (
+        cursor.execute(f"""CREATE TABLE {self.table("experiments")} (
             id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL,
             reviewer VARCHAR NOT NULL, title VARCHAR NOT NULL, model_hash VARCHAR NOT NULL,
             record VARCHAR NOT NULL)""")
@@ -430,7 +443,8 @@ def normalise_tag(tag: object) -> str:
     if not normal or len(normal) > MAX_TAG or not _TAG_PATTERN.fullmatch(normal):
         raise UserDataError(
             f"{tag!r} is not a valid tag: use 1 to {MAX_TAG} characters from a-z, 0-9, '-', '_' and '.', "
-            "starting with a letter or digit")
+            "starting with a letter or digit"
+        )
     return normal
 
 
@@ -526,16 +540,16 @@ class UserStore:
     def _write(self, what: str, work: Callable[[duckdb.DuckDBPyConnection, datetime], T]) -> T:
         """Run ``work`` in one transaction, retrying it whole when it loses a concurrency race."""
         if self.read_only:
-            raise ReadOnlyError(f"Glassbox is in read-only mode: cannot {what}")
+            raise ReadOnlyError(f"SAEscope is in read-only mode: cannot {what}")
         last: duckdb.Error | None = None
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
                 self._db.count_retry()
-                time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
+                time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
             cursor = self._db.cursor()
             try:
                 cursor.execute("BEGIN TRANSACTION")
-                result = work(cursor, datetime.now(timezone.utc))
+                result = work(cursor, datetime.now(UTC))
                 cursor.execute("COMMIT")
                 return result
             except duckdb.Error as error:
@@ -550,42 +564,81 @@ class UserStore:
                 cursor.close()
         raise UserDataError(
             f"could not {what}: other sessions kept changing the same data at the same moment "
-            f"({MAX_ATTEMPTS} attempts, last: {_one_line(last)}); try again")
+            f"({MAX_ATTEMPTS} attempts, last: {_one_line(last)}); try again"
+        )
 
-    def _audit(self, cursor, now: datetime, reviewer: str, action: str, edit_id: str,
-               changes: list[tuple[str | None, str | None, str | None]], *, sae_hash: str | None = None,
-               sae_name: str | None = None, latent: int | None = None, list_name: str | None = None,
-               undoes: str | None = None) -> None:
+    def _audit(
+        self,
+        cursor,
+        now: datetime,
+        reviewer: str,
+        action: str,
+        edit_id: str,
+        changes: list[tuple[str | None, str | None, str | None]],
+        *,
+        sae_hash: str | None = None,
+        sae_name: str | None = None,
+        latent: int | None = None,
+        list_name: str | None = None,
+        undoes: str | None = None,
+    ) -> None:
         """Append one audit row per ``(field, old_value, new_value)`` in ``changes``, in one statement."""
         sequence = self._db.table("audit_id_seq")
         params: list = []
         for field, old_value, new_value in changes:
-            params += [sequence, now, reviewer, action, sae_hash, sae_name, latent, list_name, field, old_value,
-                       new_value, edit_id, undoes]
+            params += [
+                sequence,
+                now,
+                reviewer,
+                action,
+                sae_hash,
+                sae_name,
+                latent,
+                list_name,
+                field,
+                old_value,
+                new_value,
+                edit_id,
+                undoes,
+            ]
         rows = ", ".join(["(nextval(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(changes))
         cursor.execute(f"INSERT INTO {self._db.table('audit')} VALUES {rows}", params)
 
     def _annotation_in(self, cursor, sae_hash: str, latent: int) -> tuple[Annotation, bool]:
         row = cursor.execute(
             f"""SELECT sae_name, status, label, tags, notes, confidence, reviewer, epoch_us(updated_at)
-                FROM {self._db.table('annotations')} WHERE sae_hash = ? AND latent = ?""",
-            [sae_hash, latent]).fetchone()
+                FROM {self._db.table("annotations")} WHERE sae_hash = ? AND latent = ?""",
+            [sae_hash, latent],
+        ).fetchone()
         if row is None:
             return Annotation(sae_hash, latent), False
         name, status, label, tags, notes, confidence, reviewer, updated = row
-        return Annotation(sae_hash, latent, name, status, label, tuple(tags), notes, confidence, reviewer,
-                          _time(updated)), True
+        return Annotation(
+            sae_hash, latent, name, status, label, tuple(tags), notes, confidence, reviewer, _time(updated)
+        ), True
 
     def _save_annotation(self, cursor, annotation: Annotation, exists: bool) -> None:
         """Replace the feature's row (DELETE + INSERT, never UPDATE: see the module docstring)."""
         table = self._db.table("annotations")
         if exists:
-            cursor.execute(f"DELETE FROM {table} WHERE sae_hash = ? AND latent = ?",
-                           [annotation.sae_hash, annotation.latent])
-        cursor.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       [annotation.sae_hash, annotation.sae_name, annotation.latent, annotation.status,
-                        annotation.label, list(annotation.tags), annotation.notes, annotation.confidence,
-                        annotation.reviewer, annotation.updated_at])
+            cursor.execute(
+                f"DELETE FROM {table} WHERE sae_hash = ? AND latent = ?", [annotation.sae_hash, annotation.latent]
+            )
+        cursor.execute(
+            f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                annotation.sae_hash,
+                annotation.sae_name,
+                annotation.latent,
+                annotation.status,
+                annotation.label,
+                list(annotation.tags),
+                annotation.notes,
+                annotation.confidence,
+                annotation.reviewer,
+                annotation.updated_at,
+            ],
+        )
 
     def _frame(self, sql: str, params: list, times: Iterable[str] = ()) -> pd.DataFrame:
         """A query as a DataFrame. ``times`` columns arrive as epoch microseconds and become UTC
@@ -606,10 +659,19 @@ class UserStore:
         sae_hash, latent = _feature_key(sae_hash, latent)
         return self._read(lambda cursor: self._annotation_in(cursor, sae_hash, latent)[0])
 
-    def annotate(self, sae_hash: str, sae_name: str | None, latent: int, reviewer: str, *,
-                 status: str | _Unset = UNSET, label: str | None | _Unset = UNSET,
-                 tags: Iterable[str] | None | _Unset = UNSET, notes: str | None | _Unset = UNSET,
-                 confidence: str | None | _Unset = UNSET) -> Annotation:
+    def annotate(
+        self,
+        sae_hash: str,
+        sae_name: str | None,
+        latent: int,
+        reviewer: str,
+        *,
+        status: str | _Unset = UNSET,
+        label: str | None | _Unset = UNSET,
+        tags: Iterable[str] | None | _Unset = UNSET,
+        notes: str | None | _Unset = UNSET,
+        confidence: str | None | _Unset = UNSET,
+    ) -> Annotation:
         """Change the given fields of a feature's annotation (others stay as they are).
 
         One transaction writes the row and one audit row per field whose value changes (an
@@ -618,7 +680,7 @@ class UserStore:
         """
         what = "save the annotation"
         if self.read_only:
-            raise ReadOnlyError(f"Glassbox is in read-only mode: cannot {what}")
+            raise ReadOnlyError(f"SAEscope is in read-only mode: cannot {what}")
         sae_hash, latent = _feature_key(sae_hash, latent)
         sae_name = _sae_name(sae_name)
         reviewer = _reviewer(reviewer)
@@ -636,29 +698,44 @@ class UserStore:
         if confidence is not UNSET:
             if confidence is not None and confidence not in CONFIDENCES:
                 raise UserDataError(
-                    f"unknown confidence {confidence!r}; choose one of {', '.join(CONFIDENCES)}, or none")
+                    f"unknown confidence {confidence!r}; choose one of {', '.join(CONFIDENCES)}, or none"
+                )
             wanted["confidence"] = confidence
 
         def work(cursor, now: datetime) -> Annotation:
             if wanted.get("tags"):
-                known = {row[0] for row in cursor.execute(
-                    f"SELECT tag FROM {self._db.table('tag_vocabulary')}").fetchall()}
+                known = {
+                    row[0] for row in cursor.execute(f"SELECT tag FROM {self._db.table('tag_vocabulary')}").fetchall()
+                }
                 unknown = [tag for tag in wanted["tags"] if tag not in known]
                 if unknown:
                     raise UserDataError(
                         f"unknown tag(s) {', '.join(unknown)}; add them to the vocabulary first "
-                        f"(known: {', '.join(sorted(known))})")
+                        f"(known: {', '.join(sorted(known))})"
+                    )
             current, exists = self._annotation_in(cursor, sae_hash, latent)
             changed = {field: value for field, value in wanted.items() if getattr(current, field) != value}
             if not changed:
                 return current
-            updated = replace(current, sae_name=sae_name or current.sae_name, reviewer=reviewer, updated_at=now,
-                              **changed)
+            updated = replace(
+                current, sae_name=sae_name or current.sae_name, reviewer=reviewer, updated_at=now, **changed
+            )
             self._save_annotation(cursor, updated, exists)
-            self._audit(cursor, now, reviewer, "edit", uuid.uuid4().hex,
-                        [(field, _encode(field, getattr(current, field)), _encode(field, changed[field]))
-                         for field in FIELDS if field in changed],
-                        sae_hash=sae_hash, sae_name=updated.sae_name, latent=latent)
+            self._audit(
+                cursor,
+                now,
+                reviewer,
+                "edit",
+                uuid.uuid4().hex,
+                [
+                    (field, _encode(field, getattr(current, field)), _encode(field, changed[field]))
+                    for field in FIELDS
+                    if field in changed
+                ],
+                sae_hash=sae_hash,
+                sae_name=updated.sae_name,
+                latent=latent,
+            )
             return updated
 
         return self._write(what, work)
@@ -673,7 +750,7 @@ class UserStore:
         """
         what = "undo the change"
         if self.read_only:
-            raise ReadOnlyError(f"Glassbox is in read-only mode: cannot {what}")
+            raise ReadOnlyError(f"SAEscope is in read-only mode: cannot {what}")
         sae_hash, latent = _feature_key(sae_hash, latent)
         reviewer = _reviewer(reviewer)
         audit = self._db.table("audit")
@@ -683,25 +760,43 @@ class UserStore:
                 f"""SELECT edit_id FROM {audit} AS a
                     WHERE action = 'edit' AND sae_hash = ? AND latent = ? AND reviewer = ?
                       AND NOT EXISTS (SELECT 1 FROM {audit} AS u WHERE u.action = 'undo' AND u.undoes = a.edit_id)
-                    ORDER BY id DESC LIMIT 1""", [sae_hash, latent, reviewer]).fetchone()
+                    ORDER BY id DESC LIMIT 1""",
+                [sae_hash, latent, reviewer],
+            ).fetchone()
             if target is None:
                 return None
             edit_id = target[0]
             rows = cursor.execute(
-                f"SELECT field, old_value, new_value, sae_name FROM {audit} WHERE edit_id = ? ORDER BY id",
-                [edit_id]).fetchall()
+                f"SELECT field, old_value, new_value, sae_name FROM {audit} WHERE edit_id = ? ORDER BY id", [edit_id]
+            ).fetchall()
             current, exists = self._annotation_in(cursor, sae_hash, latent)
-            restore = {field: _decode(field, old) for field, old, new, _ in rows
-                       if _encode(field, getattr(current, field)) == new}
+            restore = {
+                field: _decode(field, old)
+                for field, old, new, _ in rows
+                if _encode(field, getattr(current, field)) == new
+            }
             sae_name = current.sae_name or rows[0][3]
             updated = replace(current, reviewer=reviewer, updated_at=now, **restore) if restore else current
             # Written even when nothing is restored, so a concurrent save or undo of this feature conflicts.
             self._save_annotation(cursor, updated, exists)
-            changes = [(field, _encode(field, getattr(current, field)), _encode(field, restore[field]))
-                       for field in FIELDS if field in restore]
+            changes = [
+                (field, _encode(field, getattr(current, field)), _encode(field, restore[field]))
+                for field in FIELDS
+                if field in restore
+            ]
             # Every field was changed again since: one row with no field records the save as undone all the same.
-            self._audit(cursor, now, reviewer, "undo", uuid.uuid4().hex, changes or [(None, None, None)],
-                        sae_hash=sae_hash, sae_name=sae_name, latent=latent, undoes=edit_id)
+            self._audit(
+                cursor,
+                now,
+                reviewer,
+                "undo",
+                uuid.uuid4().hex,
+                changes or [(None, None, None)],
+                sae_hash=sae_hash,
+                sae_name=sae_name,
+                latent=latent,
+                undoes=edit_id,
+            )
             return updated
 
         return self._write(what, work)
@@ -712,16 +807,21 @@ class UserStore:
         return self._frame(
             f"""SELECT id, epoch_us(changed_at) AS changed_at, reviewer, action, field, old_value, new_value,
                        edit_id, undoes, list_name, sae_name
-                FROM {self._db.table('audit')} WHERE sae_hash = ? AND latent = ? ORDER BY id DESC""",
-            [sae_hash, latent], times=["changed_at"])
+                FROM {self._db.table("audit")} WHERE sae_hash = ? AND latent = ? ORDER BY id DESC""",
+            [sae_hash, latent],
+            times=["changed_at"],
+        )
 
     def reviewed_counts(self, sae_hashes: Iterable[str]) -> dict[str, int]:
         """Per SAE hash, how many features have a status other than 'unreviewed' (for progress bars)."""
         hashes = list(dict.fromkeys(sae_hashes))
-        rows = self._read(lambda cursor: cursor.execute(
-            f"""SELECT sae_hash, count(*) FROM {self._db.table('annotations')}
+        rows = self._read(
+            lambda cursor: cursor.execute(
+                f"""SELECT sae_hash, count(*) FROM {self._db.table("annotations")}
                 WHERE status <> 'unreviewed' AND list_contains(?::VARCHAR[], sae_hash) GROUP BY sae_hash""",
-            [hashes]).fetchall())
+                [hashes],
+            ).fetchall()
+        )
         counts = dict.fromkeys(hashes, 0)
         counts.update(dict(rows))
         return counts
@@ -730,15 +830,21 @@ class UserStore:
 
     def tags(self) -> list[str]:
         """The tag vocabulary, sorted: annotations may use only these."""
-        return [row[0] for row in self._read(lambda cursor: cursor.execute(
-            f"SELECT tag FROM {self._db.table('tag_vocabulary')} ORDER BY tag").fetchall())]
+        return [
+            row[0]
+            for row in self._read(
+                lambda cursor: cursor.execute(
+                    f"SELECT tag FROM {self._db.table('tag_vocabulary')} ORDER BY tag"
+                ).fetchall()
+            )
+        ]
 
     def add_tag(self, tag: str, reviewer: str) -> str:
         """Add ``tag`` (normalised, see :func:`normalise_tag`) to the vocabulary; return its normal form.
         A tag already there is left as it is (and not logged)."""
         what = "add the tag"
         if self.read_only:
-            raise ReadOnlyError(f"Glassbox is in read-only mode: cannot {what}")
+            raise ReadOnlyError(f"SAEscope is in read-only mode: cannot {what}")
         tag = normalise_tag(tag)
         reviewer = _reviewer(reviewer)
         vocabulary = self._db.table("tag_vocabulary")
@@ -757,7 +863,7 @@ class UserStore:
         """Create an empty named list of features (names are unique)."""
         what = "create the list"
         if self.read_only:
-            raise ReadOnlyError(f"Glassbox is in read-only mode: cannot {what}")
+            raise ReadOnlyError(f"SAEscope is in read-only mode: cannot {what}")
         name = _list_name(name)
         reviewer = _reviewer(reviewer)
         description = _text(description, "the description", MAX_DESCRIPTION)
@@ -767,8 +873,15 @@ class UserStore:
             if cursor.execute(f"SELECT 1 FROM {lists} WHERE name = ?", [name]).fetchone() is not None:
                 raise UserDataError(f"a list named {name!r} already exists")
             cursor.execute(f"INSERT INTO {lists} VALUES (?, ?, ?, ?)", [name, description, reviewer, now])
-            self._audit(cursor, now, reviewer, "list_create", uuid.uuid4().hex, [("description", None, description)],
-                        list_name=name)
+            self._audit(
+                cursor,
+                now,
+                reviewer,
+                "list_create",
+                uuid.uuid4().hex,
+                [("description", None, description)],
+                list_name=name,
+            )
             return FeatureList(name, description, reviewer, now)
 
         return self._write(what, work)
@@ -778,19 +891,23 @@ class UserStore:
         return self._frame(
             f"""SELECT l.name, l.description, l.created_by, epoch_us(l.created_at) AS created_at,
                        count(i.latent) AS items
-                FROM {self._db.table('lists')} AS l LEFT JOIN {self._db.table('list_items')} AS i ON i.name = l.name
-                GROUP BY ALL ORDER BY created_at DESC, l.name""", [], times=["created_at"])
+                FROM {self._db.table("lists")} AS l LEFT JOIN {self._db.table("list_items")} AS i ON i.name = l.name
+                GROUP BY ALL ORDER BY created_at DESC, l.name""",
+            [],
+            times=["created_at"],
+        )
 
     def _require_list(self, cursor, name: str) -> None:
         if cursor.execute(f"SELECT 1 FROM {self._db.table('lists')} WHERE name = ?", [name]).fetchone() is None:
             raise UserDataError(f"there is no list named {name!r}")
 
-    def add_to_list(self, name: str, sae_hash: str, sae_name: str | None, latent: int, reviewer: str,
-                    note: str = "") -> ListItem:
+    def add_to_list(
+        self, name: str, sae_hash: str, sae_name: str | None, latent: int, reviewer: str, note: str = ""
+    ) -> ListItem:
         """Put a feature on a list, or change its note if it is there already."""
         what = "add the feature to the list"
         if self.read_only:
-            raise ReadOnlyError(f"Glassbox is in read-only mode: cannot {what}")
+            raise ReadOnlyError(f"SAEscope is in read-only mode: cannot {what}")
         name = _list_name(name)
         sae_hash, latent = _feature_key(sae_hash, latent)
         sae_name = _sae_name(sae_name)
@@ -803,23 +920,49 @@ class UserStore:
             row = cursor.execute(
                 f"""SELECT note, sae_name, added_by, epoch_us(added_at) FROM {items}
                     WHERE name = ? AND sae_hash = ? AND latent = ?""",
-                [name, sae_hash, latent]).fetchone()
+                [name, sae_hash, latent],
+            ).fetchone()
             if row is None:
-                cursor.execute(f"INSERT INTO {items} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               [name, sae_hash, sae_name, latent, note, reviewer, now])
-                self._audit(cursor, now, reviewer, "list_add", uuid.uuid4().hex, [("note", None, note)],
-                            sae_hash=sae_hash, sae_name=sae_name, latent=latent, list_name=name)
+                cursor.execute(
+                    f"INSERT INTO {items} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [name, sae_hash, sae_name, latent, note, reviewer, now],
+                )
+                self._audit(
+                    cursor,
+                    now,
+                    reviewer,
+                    "list_add",
+                    uuid.uuid4().hex,
+                    [("note", None, note)],
+                    sae_hash=sae_hash,
+                    sae_name=sae_name,
+                    latent=latent,
+                    list_name=name,
+                )
                 return ListItem(name, sae_hash, sae_name, latent, note, reviewer, now)
             old_note, old_name, added_by, added_at = row
             if old_note == note:
                 return ListItem(name, sae_hash, old_name, latent, note, added_by, _time(added_at))
             # DELETE + INSERT rather than UPDATE, so a concurrent removal conflicts (module docstring).
-            cursor.execute(f"DELETE FROM {items} WHERE name = ? AND sae_hash = ? AND latent = ?",
-                           [name, sae_hash, latent])
-            cursor.execute(f"INSERT INTO {items} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           [name, sae_hash, old_name, latent, note, added_by, _time(added_at)])
-            self._audit(cursor, now, reviewer, "list_note", uuid.uuid4().hex, [("note", old_note, note)],
-                        sae_hash=sae_hash, sae_name=sae_name, latent=latent, list_name=name)
+            cursor.execute(
+                f"DELETE FROM {items} WHERE name = ? AND sae_hash = ? AND latent = ?", [name, sae_hash, latent]
+            )
+            cursor.execute(
+                f"INSERT INTO {items} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [name, sae_hash, old_name, latent, note, added_by, _time(added_at)],
+            )
+            self._audit(
+                cursor,
+                now,
+                reviewer,
+                "list_note",
+                uuid.uuid4().hex,
+                [("note", old_note, note)],
+                sae_hash=sae_hash,
+                sae_name=sae_name,
+                latent=latent,
+                list_name=name,
+            )
             return ListItem(name, sae_hash, old_name, latent, note, added_by, _time(added_at))
 
         return self._write(what, work)
@@ -828,7 +971,7 @@ class UserStore:
         """Take a feature off a list; False if it was not on it."""
         what = "remove the feature from the list"
         if self.read_only:
-            raise ReadOnlyError(f"Glassbox is in read-only mode: cannot {what}")
+            raise ReadOnlyError(f"SAEscope is in read-only mode: cannot {what}")
         name = _list_name(name)
         sae_hash, latent = _feature_key(sae_hash, latent)
         reviewer = _reviewer(reviewer)
@@ -836,14 +979,27 @@ class UserStore:
 
         def work(cursor, now: datetime) -> bool:
             self._require_list(cursor, name)
-            row = cursor.execute(f"SELECT note, sae_name FROM {items} WHERE name = ? AND sae_hash = ? AND latent = ?",
-                                 [name, sae_hash, latent]).fetchone()
+            row = cursor.execute(
+                f"SELECT note, sae_name FROM {items} WHERE name = ? AND sae_hash = ? AND latent = ?",
+                [name, sae_hash, latent],
+            ).fetchone()
             if row is None:
                 return False
-            cursor.execute(f"DELETE FROM {items} WHERE name = ? AND sae_hash = ? AND latent = ?",
-                           [name, sae_hash, latent])
-            self._audit(cursor, now, reviewer, "list_remove", uuid.uuid4().hex, [("note", row[0], None)],
-                        sae_hash=sae_hash, sae_name=row[1], latent=latent, list_name=name)
+            cursor.execute(
+                f"DELETE FROM {items} WHERE name = ? AND sae_hash = ? AND latent = ?", [name, sae_hash, latent]
+            )
+            self._audit(
+                cursor,
+                now,
+                reviewer,
+                "list_remove",
+                uuid.uuid4().hex,
+                [("note", row[0], None)],
+                sae_hash=sae_hash,
+                sae_name=row[1],
+                latent=latent,
+                list_name=name,
+            )
             return True
 
         return self._write(what, work)
@@ -854,8 +1010,10 @@ class UserStore:
         self._read(lambda cursor: self._require_list(cursor, name))
         return self._frame(
             f"""SELECT name, sae_hash, sae_name, latent, note, added_by, epoch_us(added_at) AS added_at
-                FROM {self._db.table('list_items')} WHERE name = ? ORDER BY added_at, sae_hash, latent""",
-            [name], times=["added_at"])
+                FROM {self._db.table("list_items")} WHERE name = ? ORDER BY added_at, sae_hash, latent""",
+            [name],
+            times=["added_at"],
+        )
 
     # -- exports ---------------------------------------------------------------------------
 
@@ -867,15 +1025,20 @@ class UserStore:
         return self._frame(
             f"""SELECT sae_hash, sae_name, latent, status, label, tags, notes, confidence, reviewer,
                        epoch_us(updated_at) AS updated_at
-                FROM {self._db.table('annotations')} {where} ORDER BY sae_name, sae_hash, latent""",
-            params, times=["updated_at"])
+                FROM {self._db.table("annotations")} {where} ORDER BY sae_name, sae_hash, latent""",
+            params,
+            times=["updated_at"],
+        )
 
     def audit_frame(self) -> pd.DataFrame:
         """The whole audit log, oldest first: who changed what, when, from which value to which."""
         return self._frame(
             f"""SELECT id, epoch_us(changed_at) AS changed_at, reviewer, action, sae_hash, sae_name, latent,
                        list_name, field, old_value, new_value, edit_id, undoes
-                FROM {self._db.table('audit')} ORDER BY id""", [], times=["changed_at"])
+                FROM {self._db.table("audit")} ORDER BY id""",
+            [],
+            times=["changed_at"],
+        )
 
     def list_frame(self, name: str) -> pd.DataFrame:
         """A list's features with their annotations, for download (a list shared with others)."""
@@ -886,10 +1049,12 @@ class UserStore:
                        i.added_by, epoch_us(i.added_at) AS added_at, coalesce(a.status, 'unreviewed') AS status,
                        coalesce(a.label, '') AS label, coalesce(a.tags, []::VARCHAR[]) AS tags,
                        a.confidence, a.notes, a.reviewer
-                FROM {self._db.table('list_items')} AS i
-                LEFT JOIN {self._db.table('annotations')} AS a ON a.sae_hash = i.sae_hash AND a.latent = i.latent
+                FROM {self._db.table("list_items")} AS i
+                LEFT JOIN {self._db.table("annotations")} AS a ON a.sae_hash = i.sae_hash AND a.latent = i.latent
                 WHERE i.name = ? ORDER BY i.added_at, i.sae_hash, i.latent""",
-            [name], times=["added_at"])
+            [name],
+            times=["added_at"],
+        )
 
     # -- experiments (steering runs, graphs) -------------------------------------------------
 
@@ -906,8 +1071,10 @@ class UserStore:
         experiment_id = uuid.uuid4().hex
 
         def work(cursor, now: datetime) -> str:
-            cursor.execute(f"INSERT INTO {self._db.table('experiments')} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           [experiment_id, kind, now, reviewer, title, str(model_hash), payload])
+            cursor.execute(
+                f"INSERT INTO {self._db.table('experiments')} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [experiment_id, kind, now, reviewer, title, str(model_hash), payload],
+            )
             return experiment_id
 
         return self._write(f"record the {kind}", work)
@@ -917,7 +1084,7 @@ class UserStore:
         deleted which one, with its kind and title. False if there was no such experiment."""
         what = "delete the experiment"
         if self.read_only:
-            raise ReadOnlyError(f"Glassbox is in read-only mode: cannot {what}")
+            raise ReadOnlyError(f"SAEscope is in read-only mode: cannot {what}")
         reviewer = _reviewer(reviewer or ANONYMOUS)
         experiments = self._db.table("experiments")
 
@@ -940,18 +1107,30 @@ class UserStore:
             return pd.DataFrame(columns=["id", "created_at", "reviewer", "title", "model_hash"])
         return self._frame(
             f"""SELECT id, epoch_us(created_at) AS created_at, reviewer, title, model_hash
-                FROM {self._db.table('experiments')} WHERE kind = ? ORDER BY created_at DESC, id LIMIT ?""",
-            [kind, int(limit)], times=["created_at"])
+                FROM {self._db.table("experiments")} WHERE kind = ? ORDER BY created_at DESC, id LIMIT ?""",
+            [kind, int(limit)],
+            times=["created_at"],
+        )
 
     def experiment(self, experiment_id: str) -> dict:
         """One experiment's record with its id, kind, time and reviewer; UserDataError if unknown."""
         row = None
         if self._db.has_experiments:
-            row = self._read(lambda cursor: cursor.execute(
-                f"""SELECT kind, epoch_us(created_at), reviewer, title, record
-                    FROM {self._db.table('experiments')} WHERE id = ?""", [str(experiment_id)]).fetchone())
+            row = self._read(
+                lambda cursor: cursor.execute(
+                    f"""SELECT kind, epoch_us(created_at), reviewer, title, record
+                    FROM {self._db.table("experiments")} WHERE id = ?""",
+                    [str(experiment_id)],
+                ).fetchone()
+            )
         if row is None:
             raise UserDataError(f"no experiment {experiment_id!r} in {self.path}")
         kind, created_us, reviewer, title, record = row
-        return {"id": experiment_id, "kind": kind, "created_at": _time(created_us).isoformat(), "reviewer": reviewer,
-                "title": title, "record": json.loads(record)}
+        return {
+            "id": experiment_id,
+            "kind": kind,
+            "created_at": _time(created_us).isoformat(),
+            "reviewer": reviewer,
+            "title": title,
+            "record": json.loads(record),
+        }

@@ -5,6 +5,7 @@ features with the reviewers' annotations.
 Why one instance: DuckDB allows one read-write instance of a file per process, and Streamlit
 serves every browser session from threads of one process; each page call takes its own cursor.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,8 @@ import duckdb
 import pandas as pd
 
 from analysis.atlas.schema import AtlasError, open_atlas, read_meta
-from dashboard.settings import DEMO_ATLAS, Settings
+from analysis.paths import DEMO_ATLAS
+from dashboard.settings import Settings
 from dashboard.userdata import UserStore, open_user_store
 
 
@@ -54,8 +56,10 @@ class Atlas:
     def description(self) -> str:
         """One line saying what this atlas was built from."""
         meta = self.meta
-        return (f"{self.path.name}: {meta['tokens']:,} tokens of the {meta['corpus']['spec']} corpus in windows of "
-                f"{meta['context']}, {int(self.saes['d_sae'].sum()):,} features, built {meta['finished'][:10]}")
+        return (
+            f"{self.path.name}: {meta['tokens']:,} tokens of the {meta['corpus']['spec']} corpus in windows of "
+            f"{meta['context']}, {int(self.saes['d_sae'].sum()):,} features, built {meta['finished'][:10]}"
+        )
 
 
 class Workspace:
@@ -109,7 +113,15 @@ class Workspace:
         except duckdb.Error as error:
             raise AtlasError(f"could not open {path} next to the user data: {error}") from None
         ends = saes["d_sae"].cumsum()
-        feature_rows = {int(sae): range(int(end - d), int(end))
-                        for sae, end, d in zip(saes["sae"], ends, saes["d_sae"])}
-        return Atlas(path=path, alias=alias, meta=meta, saes=saes, token_text=token_text, modified=modified,
-                     feature_rows=feature_rows)
+        feature_rows = {
+            int(sae): range(int(end - d), int(end)) for sae, end, d in zip(saes["sae"], ends, saes["d_sae"])
+        }
+        return Atlas(
+            path=path,
+            alias=alias,
+            meta=meta,
+            saes=saes,
+            token_text=token_text,
+            modified=modified,
+            feature_rows=feature_rows,
+        )

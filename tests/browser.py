@@ -1,4 +1,5 @@
 """A real Streamlit server and a real headless Chromium, for end-to-end tests of the dashboard."""
+
 from __future__ import annotations
 
 import socket
@@ -31,7 +32,9 @@ def streamlit_server(app: Path, cwd: Path, timeout: float = 60) -> Iterator[str]
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port), "--server.headless", "true"],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -42,7 +45,7 @@ def streamlit_server(app: Path, cwd: Path, timeout: float = 60) -> Iterator[str]
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {process.stdout.read().decode()[-2000:]}")
+                    raise RuntimeError(f"streamlit did not start: {process.stdout.read().decode()[-2000:]}") from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -55,8 +58,13 @@ def chromium() -> Iterator[webdriver.Chrome]:
     """Debian's Chromium, headless, driven by its chromedriver."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--window-size=1400,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:

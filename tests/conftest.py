@@ -1,33 +1,30 @@
 """Shared fixtures: the committed demo bundle, loaded once per test session through the users' loaders."""
+
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-DEMO_DIR = REPO_ROOT / "data" / "demo"
+from analysis.paths import DEMO_DIR
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _user_data_in_a_temporary_folder(tmp_path_factory) -> None:
-    """No test writes to the real ~/.local/share/glassbox; servers started by tests inherit this."""
-    os.environ["GLASSBOX_USER_DB"] = str(tmp_path_factory.mktemp("userdata") / "userdata.duckdb")
-    os.environ.pop("GLASSBOX_READ_ONLY", None)
-    os.environ.pop("GLASSBOX_ATLAS_DIR", None)
+    """No test writes to the real ~/.local/share/saescope; servers started by tests inherit this."""
+    os.environ["SAESCOPE_USER_DB"] = str(tmp_path_factory.mktemp("userdata") / "userdata.duckdb")
+    os.environ.pop("SAESCOPE_READ_ONLY", None)
+    os.environ.pop("SAESCOPE_ATLAS_DIR", None)
 
 
 @pytest.fixture
 def user_db(tmp_path, monkeypatch) -> Path:
     """A fresh, empty user-data file for this test (the dashboard opens it on first use)."""
     path = tmp_path / "userdata.duckdb"
-    monkeypatch.setenv("GLASSBOX_USER_DB", str(path))
+    monkeypatch.setenv("SAESCOPE_USER_DB", str(path))
     return path
 
 

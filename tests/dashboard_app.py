@@ -1,4 +1,5 @@
 """Helpers for driving dashboard pages with Streamlit's AppTest (the app's own scripts, run in-process)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 import duckdb
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import DEMO_DIR, REPO_ROOT
+from analysis.paths import DEMO_DIR, REPO_ROOT
 
 HOME = str(REPO_ROOT / "dashboard" / "Home.py")
 HOSTILE_TOKEN = "<img src=x onerror=alert(1)>"
@@ -48,7 +49,8 @@ def make_hostile_atlas(folder: Path, sae: int = 0, latent: int = 17) -> Path:
     try:
         window, position = connection.execute(
             "SELECT window_id, position FROM examples WHERE sae = ? AND latent = ? AND kind = 'top' AND rank = 0",
-            [sae, latent]).fetchone()
+            [sae, latent],
+        ).fetchone()
         tokens = connection.execute("SELECT tokens FROM windows WHERE window_id = ?", [window]).fetchone()[0]
         connection.execute("UPDATE tokens SET text = ? WHERE token = ?", [HOSTILE_TOKEN, tokens[position]])
         connection.execute("UPDATE tokens SET text = ? WHERE token = ?", [HOSTILE_TOKEN_2, tokens[position - 1]])
@@ -66,8 +68,11 @@ def make_atlas_of_model(folder: Path, name: str, model_spec: str) -> Path:
     shutil.copy(DEMO_DIR / "atlas.duckdb", path)
     connection = duckdb.connect(str(path))
     try:
-        connection.execute("""UPDATE meta SET value = json_object('spec', ?, 'architecture', 'GPT2LMHeadModel',
-                              'content_hash', value->>'content_hash') WHERE key = 'model'""", [model_spec])
+        connection.execute(
+            """UPDATE meta SET value = json_object('spec', ?, 'architecture', 'GPT2LMHeadModel',
+                              'content_hash', value->>'content_hash') WHERE key = 'model'""",
+            [model_spec],
+        )
     finally:
         connection.close()
     return path

@@ -2,6 +2,7 @@
 Chromium. Home -> feature table -> a feature, labelled, reloaded (the label and its audit entry are
 still there); every page is screenshotted into docs/screenshots/ for the README; a hostile atlas's
 tokens show as text and run nothing."""
+
 from __future__ import annotations
 
 import time
@@ -14,8 +15,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from analysis.paths import REPO_ROOT
 from tests.browser import chromium, streamlit_server, wait_for_text
-from tests.conftest import REPO_ROOT
 from tests.dashboard_app import make_hostile_atlas
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
@@ -25,15 +26,22 @@ LABEL = "verbs of placing: put / let <b>not bold</b>"
 
 def _settle(browser, seconds: float = 1.5) -> None:
     """Wait until Streamlit has finished running the script (no 'Running...' status) and paint."""
-    WebDriverWait(browser, 60).until(lambda d: "Running" not in d.execute_script(
-        "const w = document.querySelector('[data-testid=\"stStatusWidget\"]'); return w ? w.innerText : '';"))
+    WebDriverWait(browser, 60).until(
+        lambda d: (
+            "Running"
+            not in d.execute_script(
+                "const w = document.querySelector('[data-testid=\"stStatusWidget\"]'); return w ? w.innerText : '';"
+            )
+        )
+    )
     time.sleep(seconds)
 
 
 def _shoot(browser, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     height = browser.execute_script(
-        "const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]'); return m.scrollHeight;")
+        "const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]'); return m.scrollHeight;"
+    )
     browser.set_window_size(1400, min(max(int(height) + 80, 900), 3000))
     time.sleep(1)
     browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
@@ -46,8 +54,10 @@ def _sidebar_input(browser, label: str):
 
 def _click_text(browser, tag: str, text: str) -> None:
     element = WebDriverWait(browser, 30).until(
-        lambda d: next((e for e in d.find_elements(By.TAG_NAME, tag) if e.text.strip() == text and e.is_displayed()),
-                       None))
+        lambda d: next(
+            (e for e in d.find_elements(By.TAG_NAME, tag) if e.text.strip() == text and e.is_displayed()), None
+        )
+    )
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
     element.click()
 
@@ -56,8 +66,8 @@ def _click_text(browser, tag: str, text: str) -> None:
 def served_dashboard(tmp_path, monkeypatch):
     """A server over the demo atlas plus a hostile one, with a fresh user-data file."""
     make_hostile_atlas(tmp_path / "atlases")
-    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path / "atlases"))
-    monkeypatch.setenv("GLASSBOX_USER_DB", str(tmp_path / "userdata.duckdb"))
+    monkeypatch.setenv("SAESCOPE_ATLAS_DIR", str(tmp_path / "atlases"))
+    monkeypatch.setenv("SAESCOPE_USER_DB", str(tmp_path / "userdata.duckdb"))
     with streamlit_server(REPO_ROOT / "dashboard" / "Home.py", cwd=REPO_ROOT) as url, chromium() as browser:
         yield url, browser
 
@@ -79,8 +89,9 @@ def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashbo
     time.sleep(0.5)
     # the row-selection checkbox sits in the first column; aim at the second data row (feature 1:
     # feature 0 of resid-L2 is dead, and a live one makes a better screenshot)
-    ActionChains(browser).move_to_element_with_offset(grid, -grid.size["width"] // 2 + 16,
-                                                      -grid.size["height"] // 2 + ROW_Y).click().perform()
+    ActionChains(browser).move_to_element_with_offset(
+        grid, -grid.size["width"] // 2 + 16, -grid.size["height"] // 2 + ROW_Y
+    ).click().perform()
     WebDriverWait(browser, 60).until(lambda d: "/Feature?" in d.current_url)
     latent = int(parse_qs(urlparse(browser.current_url).query)["latent"][0])
     assert "atlas=demo" in browser.current_url and "sae=resid-L2" in browser.current_url
@@ -126,7 +137,7 @@ def test_hostile_tokens_are_shown_as_text_and_run_nothing(served_dashboard):
     assert "⟨U+202E⟩⟨U+0007⟩</div><script>alert(2)</script>" in body
     assert not browser.find_elements(By.CSS_SELECTOR, "section.stMain img[src='x']")
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text
+        _ = browser.switch_to.alert.text
 
 
 def test_steering_turns_the_text_toward_a_latents_domain_in_the_browser(served_dashboard):
@@ -157,11 +168,16 @@ def test_steering_turns_the_text_toward_a_latents_domain_in_the_browser(served_d
 
 def _click_point(browser, trace_name: str, index: int) -> None:
     """Click one point of a named trace of the page's plotly chart, as a reader does."""
-    trace = WebDriverWait(browser, 60).until(lambda d: d.execute_script(
-        "const gd = document.querySelector('.js-plotly-plot');"
-        "return gd && gd.data ? gd.data.findIndex(t => t.name === arguments[0]) : null;", trace_name))
-    points = browser.find_elements(By.CSS_SELECTOR, f".js-plotly-plot g.scatterlayer g.trace:nth-child({trace + 1}) "
-                                                    "path.point")
+    trace = WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script(
+            "const gd = document.querySelector('.js-plotly-plot');"
+            "return gd && gd.data ? gd.data.findIndex(t => t.name === arguments[0]) : null;",
+            trace_name,
+        )
+    )
+    points = browser.find_elements(
+        By.CSS_SELECTOR, f".js-plotly-plot g.scatterlayer g.trace:nth-child({trace + 1}) path.point"
+    )
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", points[index])
     ActionChains(browser).move_to_element(points[index]).pause(0.3).click().perform()
 

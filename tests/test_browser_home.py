@@ -1,12 +1,13 @@
 """The README's first command, seen through a real browser: the home page names the model and its SAEs.
 
 (The SAE table itself is a canvas grid, so its rows are checked by tests/test_dashboard.py.)"""
+
 from __future__ import annotations
 
 import time
 
+from analysis.paths import REPO_ROOT
 from tests.browser import chromium, streamlit_server, wait_for_text
-from tests.conftest import REPO_ROOT
 
 
 def test_home_page_renders_the_demo_model_and_saes_in_chromium(demo_metrics):

@@ -1,4 +1,5 @@
 """``python -m analysis``: every subcommand has --help, and ``info`` describes what a spec resolves to."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,10 @@ def test_info_describes_the_demo_model_and_saes():
     assert result.returncode == 0, result.stderr
     assert "GPT2LMHeadModel, 4 layers, d_model 256" in result.stdout
     assert "device cpu" in result.stdout
-    assert "transcoder  transcoder-L0: jumprelu_transcoder, hook blocks.0.ln2.hook_normalized -> blocks.0.hook_mlp_out" in result.stdout
+    assert (
+        "transcoder  transcoder-L0: jumprelu_transcoder, hook blocks.0.ln2.hook_normalized -> blocks.0.hook_mlp_out"
+        in result.stdout
+    )
     assert "sae         resid-L2: jumprelu, hook blocks.2.hook_resid_pre, d_in 256, d_sae 1024" in result.stdout
 
 

@@ -1,4 +1,5 @@
 """The demo corpus: cleaning, chunking and the held-out split are deterministic, and a rebuild matches."""
+
 from __future__ import annotations
 
 import pytest

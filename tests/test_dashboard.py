@@ -1,5 +1,6 @@
 """The home page describes the demo atlas (model, corpus, SAEs and their quality, triage progress),
 and browse code never imports torch."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +9,7 @@ import sys
 from streamlit.testing.v1 import AppTest
 
 from analysis.atlas.schema import open_atlas, read_meta
-from tests.conftest import DEMO_DIR, REPO_ROOT
+from analysis.paths import DEMO_DIR, REPO_ROOT
 
 HOME = str(REPO_ROOT / "dashboard" / "Home.py")
 
@@ -29,9 +30,11 @@ def test_home_opens_the_demo_atlas_and_names_its_model_and_every_sae(demo_metric
 
 
 def test_browse_code_does_not_import_torch():
-    code = ("import sys; from dashboard.bundle import read_bundle; read_bundle(); "
-            "import dashboard.feature_queries, dashboard.page_common, dashboard.examples_view; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from dashboard.bundle import read_bundle; read_bundle(); "
+        "import dashboard.feature_queries, dashboard.page_common, dashboard.examples_view; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -41,7 +44,7 @@ def test_browse_pages_run_without_importing_torch(tmp_path):
     each run in a fresh interpreter: none of them may load torch."""
     code = f"""
 import os, sys
-os.environ["GLASSBOX_USER_DB"] = {str(tmp_path / "userdata.duckdb")!r}
+os.environ["SAESCOPE_USER_DB"] = {str(tmp_path / "userdata.duckdb")!r}
 from streamlit.testing.v1 import AppTest
 for path, query in [(None, {{}}), ("pages/1_Features.py", {{}}), ("pages/2_Feature.py", {{"sae": "resid-L2", "latent": "3"}}),
                     ("pages/3_Triage.py", {{}}), ("pages/4_Lists.py", {{}})]:

@@ -1,5 +1,6 @@
 """Every dashboard page through Streamlit's AppTest on the demo atlas: filter, open a feature, label
 it, undo, lists and exports, read-only mode, bad links and hostile text."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,18 @@ import duckdb
 import pandas as pd
 import pytest
 
+from analysis.paths import DEMO_DIR
 from dashboard.exports import as_csv, as_json
 from dashboard.userdata import open_user_store
-from tests.conftest import DEMO_DIR
-from tests.dashboard_app import (HOSTILE_LABEL, HOSTILE_TOKEN, HOSTILE_TOKEN_2, by_label, html_bodies,
-                                 make_hostile_atlas, page)
+from tests.dashboard_app import (
+    HOSTILE_LABEL,
+    HOSTILE_TOKEN,
+    HOSTILE_TOKEN_2,
+    by_label,
+    html_bodies,
+    make_hostile_atlas,
+    page,
+)
 
 FEATURES, FEATURE, TRIAGE, LISTS = "pages/1_Features.py", "pages/2_Feature.py", "pages/3_Triage.py", "pages/4_Lists.py"
 
@@ -37,8 +45,9 @@ def test_filtering_the_feature_table_runs_in_sql_and_lands_in_the_url(user_db):
     by_label(app.selectbox, "Sort by").set_value("density, highest first")
     app.run()
     assert not app.exception
-    expected = atlas_sql("SELECT latent, density FROM features WHERE sae = 2 AND density >= 1e-3 "
-                         "ORDER BY density DESC, latent")
+    expected = atlas_sql(
+        "SELECT latent, density FROM features WHERE sae = 2 AND density >= 1e-3 ORDER BY density DESC, latent"
+    )
     shown = app.dataframe[0].value
     assert list(shown["sae_name"].unique()) == ["transcoder-L1"]
     assert list(shown["latent"]) == [latent for latent, _ in expected[:50]]
@@ -63,15 +72,24 @@ def label_words(label: str) -> list[str]:
 
 def test_the_table_finds_features_by_token_and_by_reviewer_annotations(user_db):
     store = open_user_store(user_db)
-    store.annotate(sae_hash("transcoder-L2"), "transcoder-L2", 40, "erin", status="polysemantic",
-                   notes="Mixes 100% of_the dates", tags=["bias"])
+    store.annotate(
+        sae_hash("transcoder-L2"),
+        "transcoder-L2",
+        40,
+        "erin",
+        status="polysemantic",
+        notes="Mixes 100% of_the dates",
+        tags=["bias"],
+    )
     by_note = page(FEATURES, q="100% of_")
     assert list(by_note.dataframe[0].value["latent"]) == [40]
     by_status = page(FEATURES, status="polysemantic", tag="bias", reviewer="erin")
     assert list(by_status.dataframe[0].value["latent"]) == [40]
     the = atlas_sql("SELECT token FROM tokens WHERE text = ' the'")[0][0]
-    expected = atlas_sql("SELECT count(*) FROM features WHERE list_contains(top_tokens, ?) OR "
-                         "list_contains(top_logit_tokens, ?)", [the, the])[0][0]
+    expected = atlas_sql(
+        "SELECT count(*) FROM features WHERE list_contains(top_tokens, ?) OR list_contains(top_logit_tokens, ?)",
+        [the, the],
+    )[0][0]
     assert f"{expected:,} features match" in page(FEATURES, token=" the").caption[0].value
 
 
@@ -100,7 +118,11 @@ def test_labelling_a_feature_is_audited_and_undo_restores_it(user_db):
     store = open_user_store(user_db)
     saved = store.annotation(sae_hash("resid-L2"), 17)
     assert (saved.status, saved.label, saved.tags, saved.reviewer) == (
-        "interpretable", "the verb 'put' / 'let'", ("spurious-correlation",), "alice")
+        "interpretable",
+        "the verb 'put' / 'let'",
+        ("spurious-correlation",),
+        "alice",
+    )
     audit = app.table[-1].value
     assert set(audit["field"]) == {"status", "label", "tags"} and set(audit["reviewer"]) == {"alice"}
     assert by_label(app.radio, "Status").value == "interpretable"
@@ -141,35 +163,45 @@ def test_lists_collect_features_and_export_with_labels(user_db):
     by_label(feature.text_input, "Note on this feature").set_value("check with the red team")
     by_label(feature.button, "Add to list").click().run()
     store = open_user_store(user_db)
-    store.annotate(sae_hash("transcoder-L3"), "transcoder-L3", 11, "carol", status="interpretable",
-                   tags=["deception", "pii"])
+    store.annotate(
+        sae_hash("transcoder-L3"), "transcoder-L3", 11, "carol", status="interpretable", tags=["deception", "pii"]
+    )
     items = store.list_frame("deception-candidates")
     assert list(items["latent"]) == [11] and items["note"][0] == "check with the red team"
     exported = json.loads(as_json(items))
     assert exported[0]["tags"] == ["deception", "pii"] and exported[0]["status"] == "interpretable"
     from io import StringIO
+
     assert json.loads(pd.read_csv(StringIO(as_csv(items).decode()))["tags"][0]) == ["deception", "pii"]
     lists_page = page(LISTS, reviewer="carol", list="deception-candidates")
     assert list(lists_page.dataframe[-1].value["latent"]) == [11]
     assert [b.proto.label for b in lists_page.get("download_button")] == [
-        "Download this list (CSV)", "Download this list (JSON)", "Labels (CSV)", "Labels (JSON)",
-        "Audit log (CSV)", "Audit log (JSON)"]
+        "Download this list (CSV)",
+        "Download this list (JSON)",
+        "Labels (CSV)",
+        "Labels (JSON)",
+        "Audit log (CSV)",
+        "Audit log (JSON)",
+    ]
 
 
 def test_read_only_mode_shows_a_banner_and_allows_no_edit(user_db, monkeypatch):
-    monkeypatch.setenv("GLASSBOX_READ_ONLY", "1")
+    monkeypatch.setenv("SAESCOPE_READ_ONLY", "1")
     app = page(FEATURE, reviewer="dave", sae="resid-L2", latent="17")
     assert any("Read-only mode" in i.value for i in app.info)
     assert by_label(app.button, "Save").disabled and by_label(app.button, "Undo my last change").disabled
     assert not [w for w in app.text_input if w.label == "Reviewer"]
 
 
-@pytest.mark.parametrize("query, message", [
-    ({"sae": "no-such-sae", "latent": "3"}, "the link needs sae="),
-    ({"sae": "resid-L2", "latent": "99999"}, "resid-L2 has no feature 99999: its features are numbered 0 to 1023"),
-    ({"sae": "resid-L2", "latent": "seventeen"}, "the link needs sae="),
-    ({"atlas": "nowhere", "sae": "resid-L2", "latent": "1"}, "Unknown atlas 'nowhere'"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ({"sae": "no-such-sae", "latent": "3"}, "the link needs sae="),
+        ({"sae": "resid-L2", "latent": "99999"}, "resid-L2 has no feature 99999: its features are numbered 0 to 1023"),
+        ({"sae": "resid-L2", "latent": "seventeen"}, "the link needs sae="),
+        ({"atlas": "nowhere", "sae": "resid-L2", "latent": "1"}, "Unknown atlas 'nowhere'"),
+    ],
+)
 def test_a_bad_feature_link_gets_a_clear_message(user_db, query, message):
     app = page(FEATURE, **query)
     assert not app.exception
@@ -178,7 +210,7 @@ def test_a_bad_feature_link_gets_a_clear_message(user_db, query, message):
 
 def test_a_corrupt_atlas_in_the_folder_is_refused_clearly(user_db, tmp_path, monkeypatch):
     (tmp_path / "broken.duckdb").write_bytes(b"not a database" * 100)
-    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path))
+    monkeypatch.setenv("SAESCOPE_ATLAS_DIR", str(tmp_path))
     app = page(FEATURES, atlas="broken")
     assert not app.exception
     assert any("not a readable DuckDB file" in e.value for e in app.error)
@@ -186,7 +218,7 @@ def test_a_corrupt_atlas_in_the_folder_is_refused_clearly(user_db, tmp_path, mon
 
 def test_hostile_tokens_and_labels_render_as_escaped_text(user_db, tmp_path, monkeypatch):
     make_hostile_atlas(tmp_path / "atlases")
-    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path / "atlases"))
+    monkeypatch.setenv("SAESCOPE_ATLAS_DIR", str(tmp_path / "atlases"))
     app = page(FEATURE, atlas="hostile", sae="resid-L2", latent="17")
     assert not app.exception
     bodies = html_bodies(app)

@@ -1,4 +1,5 @@
 """The committed demo bundle is what its README and SOURCES say, meets the floors, and fits the size budget."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,11 @@ def test_manifest_token_counts_match_sources_and_the_committed_heldout_stream(de
 def test_model_files_are_the_model_the_readme_describes(demo_dir, demo_metrics):
     config = json.loads((demo_dir / "model" / "config.json").read_text())
     model = demo_metrics["model"]
-    assert (config["n_layer"], config["n_embd"], config["n_head"]) == (model["n_layer"], model["d_model"], model["n_head"])
+    assert (config["n_layer"], config["n_embd"], config["n_head"]) == (
+        model["n_layer"],
+        model["d_model"],
+        model["n_head"],
+    )
     with safe_open(demo_dir / "model" / "model.safetensors", "np") as weights:
         stored = {name: weights.get_slice(name).get_shape() for name in weights.keys()}
     # lm_head is tied to the token embedding and stored once.

@@ -1,11 +1,13 @@
 """The triage queue's next feature on the demo atlas: nearest first in (sae, latent) order, within
 the chosen SAEs, skipping reviewed features, wrapping round once back to the current feature."""
+
 from __future__ import annotations
 
 import pytest
 
+from analysis.paths import DEMO_ATLAS
 from dashboard.feature_queries import FeatureFilter, next_in_queue
-from dashboard.settings import DEMO_ATLAS, Settings
+from dashboard.settings import Settings
 from dashboard.workspace import Workspace
 
 
@@ -43,8 +45,12 @@ def test_the_queue_keeps_to_the_chosen_saes_and_wraps_round_once(workspace):
 
 def test_the_current_feature_comes_back_when_it_is_the_only_one_left(workspace):
     atlas = workspace.atlas(DEMO_ATLAS)
-    alone = FeatureFilter(saes=(0,), min_max_act=float(workspace.cursor().execute(
-        f"SELECT max(max_act) FROM {atlas.alias}.features WHERE sae = 0").fetchone()[0]))
+    alone = FeatureFilter(
+        saes=(0,),
+        min_max_act=float(
+            workspace.cursor().execute(f"SELECT max(max_act) FROM {atlas.alias}.features WHERE sae = 0").fetchone()[0]
+        ),
+    )
     first = next_in_queue(workspace, atlas, alone, None)
     assert first is not None and next_in_queue(workspace, atlas, alone, first) == first
     _review(workspace, *first)

@@ -1,9 +1,17 @@
 """FeatureStats against a brute-force computation over the same dense activations."""
+
 import pytest
 import torch
 
 from analysis.atlas.feature_stats import (
-    HIST_BINS, INTERVAL_SAMPLES, N_INTERVALS, FeatureStats, linear_bin, log_bin, range_exponent, sample_keys,
+    HIST_BINS,
+    INTERVAL_SAMPLES,
+    N_INTERVALS,
+    FeatureStats,
+    linear_bin,
+    log_bin,
+    range_exponent,
+    sample_keys,
 )
 
 WINDOWS, CONTEXT, D_SAE, TOP_K, SALT = 24, 16, 12, 5, 7
@@ -67,8 +75,12 @@ def brute_force(acts: torch.Tensor) -> dict:
 
 def top_of(stats: FeatureStats, latent: int) -> list[tuple[int, float, int]]:
     valid = stats.top_window[latent] >= 0
-    return [(int(w), float(v), int(p)) for w, v, p in
-            zip(stats.top_window[latent][valid], stats.top_value[latent][valid], stats.top_position[latent][valid])]
+    return [
+        (int(w), float(v), int(p))
+        for w, v, p in zip(
+            stats.top_window[latent][valid], stats.top_value[latent][valid], stats.top_position[latent][valid]
+        )
+    ]
 
 
 def samples_of(stats: FeatureStats, latent: int) -> set[tuple[int, int]]:

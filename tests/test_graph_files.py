@@ -1,6 +1,7 @@
 """Graphs as files and the reader's state on them: node-link and Neuronpedia JSON written from a
 computed graph read back to the same nodes, edges, pins, supernodes and labels; broken files are
 refused in one message; supernodes and the subgraph behave as a reader expects."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,12 @@ import pytest
 
 from analysis.graphs import GraphSettings, compute_graph, to_networkx
 from dashboard.graph_files import (
-    GraphFileError, neuronpedia_ids, neuronpedia_json, node_link_json, read_graph_file, unknown_transcoders,
+    GraphFileError,
+    neuronpedia_ids,
+    neuronpedia_json,
+    node_link_json,
+    read_graph_file,
+    unknown_transcoders,
 )
 from dashboard.graph_state import GraphState, GraphStateError, subgraph
 
@@ -56,8 +62,9 @@ def test_node_link_json_reads_back_to_the_same_graph_and_state(graph):
 
 def test_neuronpedia_json_reads_back_to_the_same_nodes_edges_and_qparams(demo_live, result, graph, demo_dir):
     state = reader_state(graph)
-    data = json.loads(neuronpedia_json(result, demo_live.tokenizer, "light", 0.8, 0.98, str(demo_dir / "atlas.duckdb"),
-                                       state))
+    data = json.loads(
+        neuronpedia_json(result, demo_live.tokenizer, "light", 0.8, 0.98, str(demo_dir / "atlas.duckdb"), state)
+    )
     ids = neuronpedia_ids(result)
     first, second = two_features(graph)
     assert data["qParams"]["pinnedIds"] == f"{ids[first]},{ids[second]},{ids['embed@1']}"
@@ -75,24 +82,31 @@ def test_neuronpedia_json_reads_back_to_the_same_nodes_edges_and_qparams(demo_li
     assert back.nodes[ids[first]]["transcoder"] == graph.nodes[first]["transcoder"]
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"\x89PNG not json", "the file is not JSON"),
-    (b"[1, 2, 3]", "not a graph: it needs a list of nodes"),
-    (b'{"nodes": [], "links": []}', "the graph has no nodes"),
-    (b'{"nodes": [{"id": "a", "kind": "poem", "layer": 0, "position": 0}], "links": []}', "has kind 'poem'"),
-    (b'{"nodes": [{"id": "a", "kind": "error", "layer": "x", "position": 0}], "links": []}', "no numeric layer"),
-    (b'{"metadata": {"prompt": "p"}, "nodes": [{"node_id": "1_2_3"}], "links": []}', "the graph JSON is malformed"),
-    (b'{"directed": true, "nodes": [{"id": "a", "kind": "error", "layer": 0, "position": 0}], '
-     b'"links": [{"source": "a", "target": "a", "weight": "heavy"}]}', "has no numeric weight"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG not json", "the file is not JSON"),
+        (b"[1, 2, 3]", "not a graph: it needs a list of nodes"),
+        (b'{"nodes": [], "links": []}', "the graph has no nodes"),
+        (b'{"nodes": [{"id": "a", "kind": "poem", "layer": 0, "position": 0}], "links": []}', "has kind 'poem'"),
+        (b'{"nodes": [{"id": "a", "kind": "error", "layer": "x", "position": 0}], "links": []}', "no numeric layer"),
+        (b'{"metadata": {"prompt": "p"}, "nodes": [{"node_id": "1_2_3"}], "links": []}', "the graph JSON is malformed"),
+        (
+            b'{"directed": true, "nodes": [{"id": "a", "kind": "error", "layer": 0, "position": 0}], '
+            b'"links": [{"source": "a", "target": "a", "weight": "heavy"}]}',
+            "has no numeric weight",
+        ),
+    ],
+)
 def test_broken_graph_files_are_refused_with_what_is_wrong(content, message):
     with pytest.raises(GraphFileError, match=message):
         read_graph_file(content)
 
 
 def test_a_neuronpedia_graph_of_another_model_names_its_scan(demo_live, result, demo_dir):
-    data = json.loads(neuronpedia_json(result, demo_live.tokenizer, "x", 0.8, 0.98, str(demo_dir / "atlas.duckdb"),
-                                       GraphState()))
+    data = json.loads(
+        neuronpedia_json(result, demo_live.tokenizer, "x", 0.8, 0.98, str(demo_dir / "atlas.duckdb"), GraphState())
+    )
     del data["metadata"]["transcoder_list"]
     data["metadata"]["scan"] = "gemma-2-2b"  # what Neuronpedia's own files hold
     graph, _ = read_graph_file(json.dumps(data).encode())
@@ -120,8 +134,7 @@ def test_a_supernode_groups_pinned_nodes_and_the_subgraph_sums_their_edges(graph
     state.group("pair", [first, second])
     shown = subgraph(graph, state)
     assert set(shown) == {"supernode/pair", "embed@1"}
-    expected = sum(graph.edges[a, b]["weight"] for a in ("embed@1",) for b in (first, second)
-                   if graph.has_edge(a, b))
+    expected = sum(graph.edges[a, b]["weight"] for a in ("embed@1",) for b in (first, second) if graph.has_edge(a, b))
     if expected:
         assert shown.edges["embed@1", "supernode/pair"]["weight"] == pytest.approx(expected)
     state.unpin(first)

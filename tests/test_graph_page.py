@@ -1,5 +1,6 @@
 """The Graph page through Streamlit's AppTest on the demo bundle: real model, real transcoders,
 real circuit-tracer, real user-data file."""
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,14 @@ def click(app, node: str):
     traces = json.loads(figure(app))["data"]
     curve = next(i for i, trace in enumerate(traces) if node in (trace.get("customdata") or []))
     index = traces[curve]["customdata"].index(node)
-    app.session_state["graph_chart"] = {"selection": {"points": [{"curve_number": curve, "point_index": index,
-                                                                  "point_number": index}],
-                                                      "point_indices": [index], "box": [], "lasso": []}}
+    app.session_state["graph_chart"] = {
+        "selection": {
+            "points": [{"curve_number": curve, "point_index": index, "point_number": index}],
+            "point_indices": [index],
+            "box": [],
+            "lasso": [],
+        }
+    }
     app.run()
     assert not app.exception, app.exception
     return app
@@ -61,8 +67,12 @@ def test_a_prompt_in_the_link_is_computed_with_scores_and_drawn(user_db):
     app = page(GRAPH, prompt=PROMPT, token=" light")
     assert not app.exception and not app.error
     metrics = {m.label: float(m.value) for m in app.metric}
-    assert set(metrics) == {"replacement (full)", "replacement (pruned)", "completeness (full)",
-                            "completeness (pruned)"}
+    assert set(metrics) == {
+        "replacement (full)",
+        "replacement (pruned)",
+        "completeness (full)",
+        "completeness (pruned)",
+    }
     assert all(0 < value <= 1 for value in metrics.values())
     spec = json.loads(figure(app))
     node_ids = [node for trace in spec["data"] if "customdata" in trace for node in trace["customdata"]]
@@ -118,22 +128,26 @@ def test_a_hostile_prompt_is_drawn_as_text(user_db):
     assert hovers and not any("<" in text.replace("<br>", "") for text in hovers)
 
 
-@pytest.mark.parametrize(("prompt", "mode", "token", "message"), [
-    ("   ", None, "", "the prompt is empty"),
-    (" light" * 65, None, "", "the prompt is 65 tokens; graphs take at most 64"),
-    (PROMPT, "a chosen token", " lightxyzzy", "is not one token"),
-    (PROMPT, "logit difference", " light", "needs the second token"),
-])
+@pytest.mark.parametrize(
+    ("prompt", "mode", "token", "message"),
+    [
+        ("   ", None, "", "the prompt is empty"),
+        (" light" * 65, None, "", "the prompt is 65 tokens; graphs take at most 64"),
+        (PROMPT, "a chosen token", " lightxyzzy", "is not one token"),
+        (PROMPT, "logit difference", " light", "needs the second token"),
+    ],
+)
 def test_bad_input_gets_a_clear_message_and_no_graph(user_db, prompt, mode, token, message):
     app = compute(page(GRAPH), prompt, mode, token)
     assert any(message in e.value for e in app.error), [e.value for e in app.error]
     assert not app.get("plotly_chart")
 
 
-def test_an_atlas_without_a_transcoder_per_layer_says_what_is_missing_and_how_to_add_them(user_db, tmp_path,
-                                                                                       monkeypatch):
+def test_an_atlas_without_a_transcoder_per_layer_says_what_is_missing_and_how_to_add_them(
+    user_db, tmp_path, monkeypatch
+):
     make_atlas_of_saes(tmp_path / "atlases", "plain", ["resid-L2"])
-    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path / "atlases"))
+    monkeypatch.setenv("SAESCOPE_ATLAS_DIR", str(tmp_path / "atlases"))
     app = page(GRAPH, atlas="plain", prompt=PROMPT)
     assert not app.exception and not app.error
     warning = " ".join(w.value for w in app.warning)
@@ -213,7 +227,7 @@ def test_a_saved_graph_reopens_with_its_supernode_and_can_be_deleted(user_db):
 def test_read_only_mode_saves_and_deletes_nothing(user_db, monkeypatch):
     store = open_user_store(user_db)
     kept = store.record_experiment("graph", "dana", "kept", "m", {"graph": {}})
-    monkeypatch.setenv("GLASSBOX_READ_ONLY", "1")
+    monkeypatch.setenv("SAESCOPE_READ_ONLY", "1")
     app = page(GRAPH, prompt=PROMPT)
     assert any("graphs cannot be saved" in c.value for c in app.caption)
     assert not [b for b in app.button if b.label == "Save graph"]
@@ -225,7 +239,8 @@ def test_read_only_mode_saves_and_deletes_nothing(user_db, monkeypatch):
 
 def upload(app, name: str, content: bytes):
     by_label(app.file_uploader, "Import a graph (node-link or Neuronpedia JSON)").set_value(
-        (name, content, "application/json"))
+        (name, content, "application/json")
+    )
     app.run()
     assert not app.exception, app.exception
     return app
@@ -260,17 +275,25 @@ def test_an_exported_graph_imports_with_the_same_nodes_and_broken_files_get_a_me
     retrained = json.loads(content)  # the same names, other weights
     retrained["graph"].update(model_hash="0" * 64, transcoder_hashes={"transcoder-L1": "1" * 64})
     other = upload(page(GRAPH), "retrained.json", json.dumps(retrained).encode())
-    assert any("other weights" in w.value and "model, transcoder\\-L1" in w.value for w in other.warning), \
-        [w.value for w in other.warning]
+    assert any("other weights" in w.value and "model, transcoder\\-L1" in w.value for w in other.warning), [
+        w.value for w in other.warning
+    ]
 
 
-def test_ablating_the_feature_with_the_largest_edge_to_the_top_logit_lowers_it_as_predicted(user_db, demo_live,
-                                                                                           demo_dir):
+def test_ablating_the_feature_with_the_largest_edge_to_the_top_logit_lowers_it_as_predicted(
+    user_db, demo_live, demo_dir
+):
     graph = to_networkx(compute_graph(demo_live, PROMPT), atlas=demo_dir / "atlas.duckdb")
     logits = [n for n, d in graph.nodes(data=True) if d["kind"] == "logit"]
     top = max(logits, key=lambda n: graph.nodes[n]["probability"])
-    strongest, weight = max(((source, w) for source, _, w in graph.in_edges(top, data="weight")
-                             if graph.nodes[source]["kind"] == "feature"), key=lambda edge: edge[1])
+    strongest, weight = max(
+        (
+            (source, w)
+            for source, _, w in graph.in_edges(top, data="weight")
+            if graph.nodes[source]["kind"] == "feature"
+        ),
+        key=lambda edge: edge[1],
+    )
     assert weight > 0
     app = page(GRAPH, prompt=PROMPT)
     by_label(app.multiselect, "Features").set_value([strongest])

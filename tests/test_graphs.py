@@ -1,6 +1,7 @@
 """Attribution graphs on the demo model and its transcoders: the replacement model computes what the
 model computes, graph edges are the direct effects a frozen intervention measures, pruning keeps
 what it promises, and bad input is refused in one line."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ def test_replacement_features_are_the_sae_lens_transcoders_activations(live):
         expected = transcoder.sae.encode(cache[transcoder.hook_name][0])
         # circuit-tracer zeroes position 0 (BOS); padding latents beyond d_sae never fire
         assert torch.allclose(features[layer, 1:, : transcoder.d_sae], expected[1:], atol=1e-5)
-        assert not features[layer, :, transcoder.d_sae:].any()
+        assert not features[layer, :, transcoder.d_sae :].any()
 
 
 def test_sampled_edges_equal_a_frozen_intervention_on_their_source(live, result):
@@ -75,7 +76,7 @@ def test_sampled_edges_equal_a_frozen_intervention_on_their_source(live, result)
         assert torch.allclose(graph.adjacency_matrix[:n_features, source], measured, atol=1e-3)
         change = (base_logits - logits)[0, -1]
         measured_logits = (change - change.mean())[logit_ids]
-        assert torch.allclose(graph.adjacency_matrix[-len(logit_ids):, source], measured_logits, atol=1e-3)
+        assert torch.allclose(graph.adjacency_matrix[-len(logit_ids) :, source], measured_logits, atol=1e-3)
         checked += int((measured.abs() > 1e-2).sum() + (measured_logits.abs() > 1e-2).sum())
     assert checked >= 100  # the comparison is not between zeros
 

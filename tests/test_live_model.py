@@ -1,5 +1,6 @@
 """The live model: what it loads from an atlas's record, and how sessions share it (one at a time,
 a bounded queue, nobody's steering leaking into anybody else's text)."""
+
 from __future__ import annotations
 
 import json

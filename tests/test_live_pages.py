@@ -1,14 +1,15 @@
 """The pages that run the model (Steer, Search by text, the feature page's text test) through
 Streamlit's AppTest on the demo bundle: real model, real SAEs, real user-data file."""
+
 from __future__ import annotations
+
+import shutil
 
 import duckdb
 import pytest
 
+from analysis.paths import DEMO_DIR
 from dashboard.userdata import open_user_store
-from tests.conftest import DEMO_DIR
-import shutil
-
 from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page
 
 STEER, SEARCH, FEATURE = "pages/5_Steer.py", "pages/6_Search_by_text.py", "pages/2_Feature.py"
@@ -81,7 +82,7 @@ def test_a_hostile_prompt_is_shown_as_text(user_db):
 
 def test_live_pages_say_why_they_are_off_when_the_model_is_not_here(user_db, tmp_path, monkeypatch):
     make_atlas_of_model(tmp_path / "atlases", "browse-only", "/nowhere/shared-model")
-    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path / "atlases"))
+    monkeypatch.setenv("SAESCOPE_ATLAS_DIR", str(tmp_path / "atlases"))
     for path in (STEER, SEARCH):
         app = page(path, atlas="browse-only")
         assert not app.exception
@@ -95,7 +96,7 @@ def test_a_model_that_fails_to_load_is_reported_not_raised(user_db, tmp_path, mo
     shutil.copytree(DEMO_DIR / "model", broken)
     (broken / "model.safetensors").write_bytes(b"these are not weights" * 10)
     make_atlas_of_model(tmp_path / "atlases", "broken", str(broken))
-    monkeypatch.setenv("GLASSBOX_ATLAS_DIR", str(tmp_path / "atlases"))
+    monkeypatch.setenv("SAESCOPE_ATLAS_DIR", str(tmp_path / "atlases"))
     app = page(STEER, atlas="broken", steer="resid-L2:3:5")
     assert not app.exception
     assert any("could not be loaded" in w.value for w in app.warning), [w.value for w in app.warning]
@@ -105,8 +106,13 @@ def test_search_by_text_lists_the_latents_a_text_excites_with_links(user_db):
     app = page(SEARCH, text="And the LORD spake unto Moses, saying")
     assert not app.exception and not app.error
     table = app.dataframe[0].value
-    assert len(table) == 25 and set(table["SAE"]) <= {"resid-L2", "transcoder-L0", "transcoder-L1", "transcoder-L2",
-                                                     "transcoder-L3"}
+    assert len(table) == 25 and set(table["SAE"]) <= {
+        "resid-L2",
+        "transcoder-L0",
+        "transcoder-L1",
+        "transcoder-L2",
+        "transcoder-L3",
+    }
     assert table["score"].is_monotonic_decreasing
     first = table.iloc[0]
     assert first["feature"] == f"Feature?atlas=demo&sae={first['SAE']}&latent={first['latent']}"
@@ -116,18 +122,22 @@ def test_search_by_text_lists_the_latents_a_text_excites_with_links(user_db):
     sparse = app.dataframe[0].value
     sae_index = {"resid-L2": 0, "transcoder-L0": 1, "transcoder-L1": 2, "transcoder-L2": 3, "transcoder-L3": 4}
     for sae, latent in zip(sparse["SAE"], sparse["latent"]):
-        assert atlas_value("SELECT density FROM features WHERE sae = ? AND latent = ?",
-                           [sae_index[sae], int(latent)])[0] <= 0.001
+        assert (
+            atlas_value("SELECT density FROM features WHERE sae = ? AND latent = ?", [sae_index[sae], int(latent)])[0]
+            <= 0.001
+        )
     assert dense != {(sae, latent) for sae, latent in zip(sparse["SAE"], sparse["latent"])}
 
 
 def test_testing_text_on_a_feature_page_highlights_each_token_and_marks_the_histogram(user_db):
-    window = atlas_value("SELECT window_id FROM examples WHERE sae = 0 AND latent = 938 AND kind = 'top' AND rank = 0",
-                         [])[0]
+    window = atlas_value(
+        "SELECT window_id FROM examples WHERE sae = 0 AND latent = 938 AND kind = 'top' AND rank = 0", []
+    )[0]
     tokens = atlas_value("SELECT tokens FROM windows WHERE window_id = ?", [window])[0]
     with duckdb.connect(str(DEMO_DIR / "atlas.duckdb"), read_only=True) as connection:
-        text = "".join(connection.execute("SELECT text FROM tokens WHERE token = ?", [t]).fetchone()[0]
-                       for t in tokens[1:])
+        text = "".join(
+            connection.execute("SELECT text FROM tokens WHERE token = ?", [t]).fetchone()[0] for t in tokens[1:]
+        )
     app = page(FEATURE, sae="resid-L2", latent="938")
     assert not app.exception
     by_label(app.text_area, "Test your text").set_value(text)

@@ -1,4 +1,5 @@
 """Loading models: the demo model through the same loader a user's model goes through, and every error."""
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,7 @@ def test_folder_without_config_is_a_clear_error(tmp_path):
 
 def test_hub_id_that_is_not_downloaded_says_how_to_fix_it():
     with pytest.raises(ModelLoadError, match="not available offline: download it first or give a local folder"):
-        resolve_model_path("glassbox-test/not-a-cached-model")
+        resolve_model_path("saescope-test/not-a-cached-model")
 
 
 def test_unknown_architecture_is_a_clear_error(tmp_path, demo_dir):

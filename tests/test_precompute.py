@@ -1,4 +1,5 @@
 """`python -m analysis precompute` and `merge` on the demo bundle: real model, real SAEs, real DuckDB files."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import duckdb
 import pytest
 
 from analysis.atlas.schema import SCHEMA_VERSION, AtlasError, open_atlas, read_meta
-from tests.conftest import DEMO_DIR, REPO_ROOT
+from analysis.paths import DEMO_DIR, REPO_ROOT
 
 SAE = str(DEMO_DIR / "saes" / "transcoder-L0")
 TOKENS = 16 * 128
@@ -22,8 +23,13 @@ TOKENS = 16 * 128
 
 def analysis(*args: str, file_limit: int | None = None) -> subprocess.CompletedProcess:
     """Run the CLI; ``file_limit`` makes any write past that many bytes fail, as on a full disk."""
-    return subprocess.run([sys.executable, "-m", "analysis", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          preexec_fn=None if file_limit is None else lambda: _limit_file_size(file_limit))
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=None if file_limit is None else lambda: _limit_file_size(file_limit),
+    )
 
 
 def _limit_file_size(limit: int) -> None:
@@ -32,8 +38,19 @@ def _limit_file_size(limit: int) -> None:
 
 
 def precompute(out: Path, *extra: str, file_limit: int | None = None) -> subprocess.CompletedProcess:
-    return analysis("precompute", "--sae", SAE, "--tokens", str(TOKENS), "--batch", "4", "--out", str(out), *extra,
-                    file_limit=file_limit)
+    return analysis(
+        "precompute",
+        "--sae",
+        SAE,
+        "--tokens",
+        str(TOKENS),
+        "--batch",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+        file_limit=file_limit,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +77,31 @@ def test_atlas_records_the_run_and_every_latent(atlas):
     assert meta["saes"][0]["hook_name"] == "blocks.0.ln2.hook_normalized" and len(meta["saes"][0]["content_hash"]) == 64
     assert connection.execute("SELECT count(*) FROM features").fetchone()[0] == 512
     firing = connection.execute("SELECT count(*) FROM features WHERE fire_count > 0").fetchone()[0]
-    labelled = connection.execute("SELECT count(*) FROM features WHERE label <> '' AND label_source = 'auto'").fetchone()[0]
+    labelled = connection.execute(
+        "SELECT count(*) FROM features WHERE label <> '' AND label_source = 'auto'"
+    ).fetchone()[0]
     assert 0 < labelled <= firing
     # the top example of every firing latent holds its max, at the stored position of a stored window
     rows = connection.execute(
         "SELECT f.max_act, e.value, e.act_values[list_position(e.act_positions, e.position)] FROM features f "
-        "JOIN examples e USING (sae, latent) WHERE e.kind = 'top' AND e.rank = 0").fetchall()
+        "JOIN examples e USING (sae, latent) WHERE e.kind = 'top' AND e.rank = 0"
+    ).fetchall()
     assert len(rows) == firing and all(m == v == a for m, v, a in rows)
     # interval samples keep float16 activations, readable in SQL through the atlas's own macro
     samples = connection.execute(
         "SELECT value, example_acts(act_values, act_values_f16)[list_position(act_positions, position)] "
-        "FROM examples WHERE kind = 'interval'").fetchall()
+        "FROM examples WHERE kind = 'interval'"
+    ).fetchall()
     assert samples and all(abs(a - v) <= v * 2**-11 for v, a in samples)
-    specials = connection.execute("SELECT count(*) FROM examples e JOIN windows w USING (window_id) "
-                                  "WHERE w.tokens[e.position + 1] IN (8190, 8191)").fetchone()[0]
+    specials = connection.execute(
+        "SELECT count(*) FROM examples e JOIN windows w USING (window_id) "
+        "WHERE w.tokens[e.position + 1] IN (8190, 8191)"
+    ).fetchone()[0]
     assert specials == 0
     # the label's firing tokens are stored as ids, and each label word is findable in label_terms
     for latent, label, top_tokens in connection.execute(
-            "SELECT latent, label, top_tokens FROM features WHERE label <> '' LIMIT 20").fetchall():
+        "SELECT latent, label, top_tokens FROM features WHERE label <> '' LIMIT 20"
+    ).fetchall():
         texts = [connection.execute("SELECT text FROM tokens WHERE token = ?", [t]).fetchone()[0] for t in top_tokens]
         assert label.startswith("fires on ") and 1 <= len(top_tokens) <= 3
         words = {w.lower() for text in texts for w in re.findall(r"\w+", text)}
@@ -86,7 +110,8 @@ def test_atlas_records_the_run_and_every_latent(atlas):
     # every neighbour row carries the other latent's label
     mismatched = connection.execute(
         "SELECT count(*) FROM neighbours g JOIN features f ON f.sae = g.other_sae AND f.latent = g.other_latent "
-        "WHERE g.other_label <> f.label").fetchone()[0]
+        "WHERE g.other_label <> f.label"
+    ).fetchone()[0]
     assert mismatched == 0
     connection.close()
 
@@ -102,11 +127,14 @@ def test_sharded_runs_merge_into_the_single_pass_atlas(atlas, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part0.duckdb", "part1.duckdb"]  # nothing half-written
     result = analysis("merge", str(parts[1]), str(parts[0]), "--out", str(merged))
     assert result.returncode == 0, result.stderr
-    for sql in ("SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
-                "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank",
-                "SELECT * FROM tokens ORDER BY token", "SELECT * FROM windows ORDER BY window_id",
-                "SELECT * EXCLUDE (quality_sums, explained_variance, ce_loss_clean, ce_loss_with_sae, "
-                "ce_loss_zero_ablation, ce_loss_recovered) FROM saes"):
+    for sql in (
+        "SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
+        "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank",
+        "SELECT * FROM tokens ORDER BY token",
+        "SELECT * FROM windows ORDER BY window_id",
+        "SELECT * EXCLUDE (quality_sums, explained_variance, ce_loss_clean, ce_loss_with_sae, "
+        "ce_loss_zero_ablation, ce_loss_recovered) FROM saes",
+    ):
         assert table(merged, sql) == table(atlas, sql), sql
     again = analysis("merge", str(parts[0]), str(parts[0]), "--out", str(tmp_path / "twice.duckdb"))
     assert again.returncode == 2 and "repeats shard" in again.stderr
@@ -148,8 +176,12 @@ def test_readers_refuse_corrupt_foreign_and_other_version_files(atlas, tmp_path)
     old.write_bytes(atlas.read_bytes())
     with duckdb.connect(str(old)) as connection:
         connection.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
-    for path, message in ((corrupt, "not a readable DuckDB file"), (foreign, "not a Glassbox atlas"),
-                          (old, "schema version 0"), (tmp_path / "missing.duckdb", "no atlas at")):
+    for path, message in (
+        (corrupt, "not a readable DuckDB file"),
+        (foreign, "not a SAEscope atlas"),
+        (old, "schema version 0"),
+        (tmp_path / "missing.duckdb", "no atlas at"),
+    ):
         with pytest.raises(AtlasError, match=message):
             open_atlas(path)
 
@@ -159,7 +191,9 @@ def test_folder_and_jsonl_corpora(tmp_path):
     folder.mkdir(parents=True)
     (folder / "a.txt").write_text("In the beginning was the word. " * 40)
     jsonl = tmp_path / "docs.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"text": "The LORD spake unto Moses. " * 30, "domain": "d"}) for _ in range(3)))
+    jsonl.write_text(
+        "\n".join(json.dumps({"text": "The LORD spake unto Moses. " * 30, "domain": "d"}) for _ in range(3))
+    )
     for corpus, domain in ((tmp_path / "texts", "poems"), (jsonl, "d")):
         out = tmp_path / f"{Path(corpus).stem}.duckdb"
         result = analysis("precompute", "--sae", SAE, "--corpus", str(corpus), "--tokens", "256", "--out", str(out))
@@ -170,8 +204,22 @@ def test_folder_and_jsonl_corpora(tmp_path):
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_atlas(atlas, tmp_path):
     out = tmp_path / "resumed.duckdb"
     checkpoint = tmp_path / "resumed.duckdb.checkpoint"
-    command = [sys.executable, "-m", "analysis", "precompute", "--sae", SAE, "--tokens", str(TOKENS), "--batch", "4",
-               "--checkpoint-minutes", "0", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "analysis",
+        "precompute",
+        "--sae",
+        SAE,
+        "--tokens",
+        str(TOKENS),
+        "--batch",
+        "4",
+        "--checkpoint-minutes",
+        "0",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -182,6 +230,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_atlas(atlas, tmp_p
     result = subprocess.run(command + ["--resume"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert not checkpoint.exists()
-    for sql in ("SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
-                "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank"):
+    for sql in (
+        "SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
+        "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank",
+    ):
         assert table(out, sql) == table(atlas, sql), sql

@@ -1,4 +1,5 @@
 """Loading SAEs and transcoders: the demo's, through the users' loader, and every way a spec can be wrong."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """How the next token is drawn: frequency penalty, temperature 0 as greedy, top-p, and seeds."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Steering on the demo model and its SAEs: what each method does to the activation, and what the
 comparison loop promises (same seed, same tokens; every position steered; clean stops)."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,15 @@ import torch
 
 from analysis.live_model import LiveInputError, LiveSpecs, load_live
 from analysis.sampling import Completion, GenerationSettings
-from analysis.steering import (DEFAULT_COEFFICIENT_MULTIPLIER, SteeringProgress, SteeringResult, default_coefficient,
-                               generate, steer, stream_comparison)
+from analysis.steering import (
+    DEFAULT_COEFFICIENT_MULTIPLIER,
+    SteeringProgress,
+    SteeringResult,
+    default_coefficient,
+    generate,
+    steer,
+    stream_comparison,
+)
 from analysis.steering_hooks import SteeringTarget, steering_hooks
 
 PROMPT = "And the king said unto his servants,"
@@ -75,8 +83,9 @@ def test_generated_positions_are_steered_too(live):
     seen = []
     spy = (sae.hook_name, lambda activation, hook: seen.append(activation[0].clone()))
     ids, _ = live.tokenize(PROMPT)
-    row = Completion(live.model, ids, SHORT, steering_hooks(live, [SteeringTarget("resid-L2", 7, 5.0)], "additive")
-                     + [spy])
+    row = Completion(
+        live.model, ids, SHORT, steering_hooks(live, [SteeringTarget("resid-L2", 7, 5.0)], "additive") + [spy]
+    )
     while not row.done:
         row.step()
     assert [len(s) for s in seen] == [ids.shape[1]] + [1] * (SHORT.max_new_tokens - 1)
@@ -84,8 +93,7 @@ def test_generated_positions_are_steered_too(live):
     with torch.no_grad():
         _, cache = live.model.run_with_cache(everything, names_filter=sae.hook_name)
     plain = cache[sae.hook_name][0]
-    torch.testing.assert_close(torch.cat(seen) - plain, (5.0 * sae.sae.W_dec[7]).expand_as(plain),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cat(seen) - plain, (5.0 * sae.sae.W_dec[7]).expand_as(plain), atol=1e-4, rtol=0)
 
 
 def test_steering_a_promoting_latent_raises_its_top_tokens(live, strong_promoter):
@@ -102,8 +110,10 @@ def test_steering_a_promoting_latent_raises_its_top_tokens(live, strong_promoter
 def test_kv_cache_on_and_off_agree(live):
     hooks = steering_hooks(live, [SteeringTarget("transcoder-L2", 204, 15.0)], "additive")
     ids, _ = live.tokenize(PROMPT)
-    rows = [Completion(live.model, ids, GenerationSettings(max_new_tokens=6, temperature=0, use_kv_cache=cached), hooks)
-            for cached in (True, False)]
+    rows = [
+        Completion(live.model, ids, GenerationSettings(max_new_tokens=6, temperature=0, use_kv_cache=cached), hooks)
+        for cached in (True, False)
+    ]
     while not rows[0].done:
         logits_cached, logits_full = (row.step() for row in rows)
         torch.testing.assert_close(logits_cached, logits_full, atol=1e-4, rtol=1e-4)
@@ -129,7 +139,9 @@ def test_replace_sets_the_component_along_the_decoder_direction(live):
     sae = live.sae("resid-L2")
     direction = sae.sae.W_dec[7] / sae.sae.W_dec[7].norm()
     plain, _ = activations(live, sae.hook_name)
-    replaced, _ = activations(live, sae.hook_name, steering_hooks(live, [SteeringTarget("resid-L2", 7, 4.0)], "replace"))
+    replaced, _ = activations(
+        live, sae.hook_name, steering_hooks(live, [SteeringTarget("resid-L2", 7, 4.0)], "replace")
+    )
     torch.testing.assert_close(replaced @ direction, torch.full((len(plain),), 4.0), atol=1e-4, rtol=0)
     orthogonal = lambda x: x - (x @ direction)[:, None] * direction  # noqa: E731
     torch.testing.assert_close(orthogonal(replaced), orthogonal(plain), atol=1e-4, rtol=0)
@@ -145,9 +157,14 @@ def test_replace_sets_the_component_along_the_decoder_direction(live):
         (lambda: (PROMPT, [SteeringTarget("resid-L2", 5000, 1.0)], SHORT), "resid-L2 has no latent 5000"),
         (lambda: (PROMPT, [SteeringTarget("nope", 1, 1.0)], SHORT), "no SAE called 'nope' is loaded; loaded: resid-L2"),
         (lambda: (PROMPT, [], SHORT), "at least one feature"),
-        (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], GenerationSettings(max_new_tokens=0)), "max_new_tokens"),
-        (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], GenerationSettings(max_new_tokens=10**6)),
-         "max_new_tokens"),
+        (
+            lambda: (PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], GenerationSettings(max_new_tokens=0)),
+            "max_new_tokens",
+        ),
+        (
+            lambda: (PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], GenerationSettings(max_new_tokens=10**6)),
+            "max_new_tokens",
+        ),
         (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], GenerationSettings(max_new_tokens=255)), "no room"),
         (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], GenerationSettings(top_p=0)), "top_p"),
         (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], GenerationSettings(temperature=-1)), "temperature"),
@@ -179,8 +196,9 @@ def test_an_over_long_prompt_is_cut_from_the_left(live):
 def test_a_stop_event_interrupts_cleanly_and_frees_the_model(live):
     stop = threading.Event()
     states = []
-    for state in stream_comparison(live, PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], "additive",
-                                   GenerationSettings(max_new_tokens=50), stop):
+    for state in stream_comparison(
+        live, PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], "additive", GenerationSettings(max_new_tokens=50), stop
+    ):
         states.append(state)
         if len(states) == 3:
             stop.set()
@@ -194,9 +212,13 @@ def test_a_stop_event_interrupts_cleanly_and_frees_the_model(live):
 
 def test_a_strong_steer_diverges_and_records_everything(live):
     latent = 204
-    result = steer(live, PROMPT, [SteeringTarget("transcoder-L2", latent, 40.0)], "additive",
-                   GenerationSettings(max_new_tokens=12))
-    assert result.divergence is not None and result.default_ids[:result.divergence] == result.steered_ids[:result.divergence]
+    result = steer(
+        live, PROMPT, [SteeringTarget("transcoder-L2", latent, 40.0)], "additive", GenerationSettings(max_new_tokens=12)
+    )
+    assert (
+        result.divergence is not None
+        and result.default_ids[: result.divergence] == result.steered_ids[: result.divergence]
+    )
     chosen = {n.token: n for n in result.next_tokens}
     assert len(chosen) == 10 and result.steered_ids[result.divergence] in chosen
     record = json.loads(json.dumps(result.to_record()))
@@ -215,13 +237,15 @@ def test_default_coefficient_scales_with_max_activation():
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "analysis", "steer", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", "steer", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_prints_the_record_as_json():
-    result = run_cli("--prompt", PROMPT, "--feature", "transcoder-L2:204:40", "--max-new-tokens", "6",
-                     "--device", "cpu", "--json")
+    result = run_cli(
+        "--prompt", PROMPT, "--feature", "transcoder-L2:204:40", "--max-new-tokens", "6", "--device", "cpu", "--json"
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["method"] == "additive" and record["settings"]["max_new_tokens"] == 6

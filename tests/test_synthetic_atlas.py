@@ -1,4 +1,5 @@
 """bench/synthetic_atlas.py: a tiny synthetic atlas has the real atlas's schema, orders and macros."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,8 @@ import duckdb
 import pytest
 
 from analysis.atlas.schema import SCHEMA_VERSION, TABLES, open_atlas, read_meta
+from analysis.paths import DEMO_DIR
 from bench.synthetic_atlas import ORDER_KEYS, build_synthetic_atlas, order_violations, schema_differences
-from tests.conftest import DEMO_DIR
 
 REFERENCE = DEMO_DIR / "atlas.duckdb"
 SAES, LATENTS, PER_LATENT = 2, 1000, 30
@@ -17,8 +18,16 @@ SAES, LATENTS, PER_LATENT = 2, 1000, 30
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, dict]:
     path = tmp_path_factory.mktemp("synthetic") / "atlas.duckdb"
-    return path, build_synthetic_atlas(path, saes=SAES, latents=LATENTS, examples_per_latent=PER_LATENT, context=128,
-                                       vocab=50257, seed=0, reference=REFERENCE)
+    return path, build_synthetic_atlas(
+        path,
+        saes=SAES,
+        latents=LATENTS,
+        examples_per_latent=PER_LATENT,
+        context=128,
+        vocab=50257,
+        seed=0,
+        reference=REFERENCE,
+    )
 
 
 @pytest.fixture()
@@ -48,15 +57,19 @@ def test_schema_equals_the_reference_atlas(atlas):
     try:
         assert schema_differences(atlas, reference) == []
         assert {table: atlas.execute(f"DESCRIBE {table}").fetchall() for table in TABLES} == {
-            table: reference.execute(f"DESCRIBE {table}").fetchall() for table in TABLES}
+            table: reference.execute(f"DESCRIBE {table}").fetchall() for table in TABLES
+        }
     finally:
         reference.close()
 
 
 def test_neighbours_and_label_terms_are_made_by_the_real_writer(atlas):
-    assert atlas.execute("""
+    assert (
+        atlas.execute("""
         SELECT count(*) FROM neighbours g JOIN features f ON f.sae = g.other_sae AND f.latent = g.other_latent
-        WHERE g.other_label <> f.label""").fetchone()[0] == 0
+        WHERE g.other_label <> f.label""").fetchone()[0]
+        == 0
+    )
     labelled = atlas.execute("SELECT count(*) FROM features WHERE len(top_tokens) BETWEEN 1 AND 3").fetchone()[0]
     assert labelled == atlas.execute("SELECT count(*) FROM features WHERE fire_count > 0").fetchone()[0]
     assert atlas.execute("SELECT count(DISTINCT (sae, latent)) FROM label_terms").fetchone()[0] == labelled

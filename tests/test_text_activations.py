@@ -1,6 +1,7 @@
 """Test your text and search via inference on the demo model and its SAEs: what encode_text,
 latent_activations and search_text return, checked against a forward pass run by hand and
 against the demo atlas's own examples."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ from analysis.atlas.sae_lookup import atlas_densities, atlas_labels
 from analysis.atlas.schema import open_atlas
 from analysis.cli import main
 from analysis.live_model import LiveInputError, LiveSpecs, load_live
+from analysis.paths import DEMO_DIR, REPO_ROOT
 from analysis.text_activations import encode_text, latent_activations, search_text
-from tests.conftest import DEMO_DIR, REPO_ROOT
 
 TEXT = "In the beginning God created the heaven and the earth. The quick brown fox jumps over the lazy dog."
 
@@ -55,7 +56,9 @@ def test_encode_text_is_the_sae_encoding_of_the_hook_it_reads(live, encoded, sae
 def test_a_wide_sae_is_encoded_in_chunks_of_tokens_with_the_same_result(live, encoded, monkeypatch):
     monkeypatch.setattr(text_activations, "ENCODE_FLOATS", 5 * 2048)  # 5 tokens per chunk for 2048 latents
     chunked = encode_text(live, TEXT, ["transcoder-L3"]).acts["transcoder-L3"]
-    np.testing.assert_allclose(chunked.dense(), encoded.acts["transcoder-L3"].dense(), atol=1e-5)  # matmuls round by shape
+    np.testing.assert_allclose(
+        chunked.dense(), encoded.acts["transcoder-L3"].dense(), atol=1e-5
+    )  # matmuls round by shape
 
 
 def test_latent_activations_are_that_latents_column(live, encoded):
@@ -71,12 +74,15 @@ def top_example(atlas, sae: str, latent: int) -> tuple[list[int], int, float]:
     """The window tokens, position and value of a latent's best top example in the atlas."""
     return atlas.execute(
         "SELECT w.tokens, e.position, e.value FROM examples e JOIN saes s USING (sae) JOIN windows w USING (window_id) "
-        "WHERE s.name = ? AND e.latent = ? AND e.kind = 'top' AND e.rank = 0", [sae, latent]).fetchone()
+        "WHERE s.name = ? AND e.latent = ? AND e.kind = 'top' AND e.rank = 0",
+        [sae, latent],
+    ).fetchone()
 
 
 def test_a_latents_top_example_finds_that_latent(live, atlas):
-    sae, latent = atlas.execute("SELECT s.name, f.latent FROM features f JOIN saes s USING (sae) "
-                                "ORDER BY f.max_act DESC LIMIT 1").fetchone()
+    sae, latent = atlas.execute(
+        "SELECT s.name, f.latent FROM features f JOIN saes s USING (sae) ORDER BY f.max_act DESC LIMIT 1"
+    ).fetchone()
     tokens, position, value = top_example(atlas, sae, latent)
     text = live.tokenizer.decode(tokens[1:])  # the window without its BOS
 
@@ -90,12 +96,16 @@ def test_a_latents_top_example_finds_that_latent(live, atlas):
 
 def test_bos_is_ignored_unless_asked_for(live, encoded):
     dense = {name: acts.dense() for name, acts in encoded.acts.items()}
-    only_on_bos = {(name, int(latent)) for name, acts in dense.items()
-                   for latent in np.flatnonzero((acts[0] > 0) & (acts[1:].max(axis=0) == 0))}
+    only_on_bos = {
+        (name, int(latent))
+        for name, acts in dense.items()
+        for latent in np.flatnonzero((acts[0] > 0) & (acts[1:].max(axis=0) == 0))
+    }
     assert only_on_bos  # the demo SAEs have latents that fire on BOS and nothing else
     found = {(hit.sae, hit.latent) for hit in search_text(live, TEXT, top_n=1000)}
-    on_bos = {(hit.sae, hit.latent) for hit in search_text(live, TEXT, token_positions=[0], ignore_bos=False,
-                                                            top_n=1000)}
+    on_bos = {
+        (hit.sae, hit.latent) for hit in search_text(live, TEXT, token_positions=[0], ignore_bos=False, top_n=1000)
+    }
     assert not found & only_on_bos
     assert only_on_bos <= on_bos
 
@@ -115,8 +125,13 @@ def test_per_token_search_ranks_each_position(live, encoded):
     hits = search_text(live, TEXT, per_token=True, top_n=3, token_positions=[2, 5])
     assert [hit.position for hit in hits] == [2, 2, 2, 5, 5, 5]
     for position, found in ((2, hits[:3]), (5, hits[3:])):
-        everything = sorted(((-acts.dense()[position, latent], sae, latent)  # every SAE's every latent there
-                             for sae, acts in encoded.acts.items() for latent in range(acts.shape[1])))
+        everything = sorted(
+            (
+                (-acts.dense()[position, latent], sae, latent)  # every SAE's every latent there
+                for sae, acts in encoded.acts.items()
+                for latent in range(acts.shape[1])
+            )
+        )
         assert [(hit.sae, hit.latent) for hit in found] == [(sae, latent) for _, sae, latent in everything[:3]]
         for hit in found:
             assert hit.score == pytest.approx(hit.values[position])
@@ -175,8 +190,13 @@ def test_atlas_labels_by_sae_name(atlas):
 
 def search_cli(*args: str) -> subprocess.CompletedProcess:
     """The command as a user runs it (each run pays for importing torch and loading the model)."""
-    return subprocess.run([sys.executable, "-m", "analysis", "search-text", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", "search-text", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_prints_hits_with_labels_as_json():
@@ -191,7 +211,9 @@ def test_cli_prints_hits_with_labels_as_json():
 
 def test_cli_prints_a_table_per_token(capsys):
     """In-process through the same entry point: a fresh interpreter per case costs ~10 s of imports."""
-    assert main(["search-text", "--text", TEXT, "--per-token", "--positions", "2", "--top", "3", "--device", "cpu"]) == 0
+    assert (
+        main(["search-text", "--text", TEXT, "--per-token", "--positions", "2", "--top", "3", "--device", "cpu"]) == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["at", "token", "sae", "latent", "score", "max", "peak", "token", "label"]
     assert len(lines) == 4 and all(line.startswith("2 ' the'") for line in lines[1:])  # "In the beginning"

@@ -3,6 +3,7 @@
 Real DuckDB files in tmp_path, no mocks. Everything is fast except the concurrency test, which
 runs simulated sessions for CONCURRENCY_SECONDS.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,6 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from analysis.paths import REPO_ROOT
 from dashboard.userdata import (
     FIELDS,
     SCHEMA_VERSION,
@@ -30,7 +32,6 @@ from dashboard.userdata import (
     open_user_store,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY_SECONDS = 30.0
 
 SAE_A = "a" * 64  # SAE weight content hashes, as an atlas records them
@@ -39,7 +40,7 @@ SAE_B = "b" * 64
 
 @pytest.fixture
 def store(tmp_path):
-    store = open_user_store(tmp_path / "users" / "glassbox-user.duckdb")  # parent folder does not exist yet
+    store = open_user_store(tmp_path / "users" / "saescope-user.duckdb")  # parent folder does not exist yet
     yield store
     store.close()
 
@@ -47,8 +48,9 @@ def store(tmp_path):
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (its own DuckDB instance) with the repository importable."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120
+    )
 
 
 def file_digest(path: Path) -> str:
@@ -66,8 +68,16 @@ def test_a_feature_nobody_touched_reads_as_unreviewed(store):
 
 
 def test_label_a_feature_and_read_back_its_history(store):
-    store.annotate(SAE_A, "layer0-resid", 7, "alice", status="interpretable", label="French articles",
-                   tags=["PII", "bias "], confidence="medium")
+    store.annotate(
+        SAE_A,
+        "layer0-resid",
+        7,
+        "alice",
+        status="interpretable",
+        label="French articles",
+        tags=["PII", "bias "],
+        confidence="medium",
+    )
     store.annotate(SAE_A, "layer0-resid", 7, "alice", label="French definite articles", notes="le/la/les")
 
     annotation = store.annotation(SAE_A, 7)
@@ -159,7 +169,7 @@ print(json.dumps({"status": a.status, "label": a.label, "tags": list(a.tags), "n
 
 
 def test_data_survives_reopening_in_a_fresh_process(tmp_path):
-    path = tmp_path / "glassbox-user.duckdb"
+    path = tmp_path / "saescope-user.duckdb"
     store = open_user_store(path)
     store.annotate(SAE_A, "s", 9, "alice", status="dead", label="never fires", tags=["refusal"], notes="line1\nline2")
     store.create_list("to check", "alice")
@@ -167,20 +177,28 @@ def test_data_survives_reopening_in_a_fresh_process(tmp_path):
 
     result = run_python(READ_BACK, str(path), SAE_A, "9")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"status": "dead", "label": "never fires", "tags": ["refusal"],
-                                         "notes": "line1\nline2", "audit_rows": 5, "lists": ["to check"],
-                                         "torch_imported": False}  # the store stays torch-free
+    assert json.loads(result.stdout) == {
+        "status": "dead",
+        "label": "never fires",
+        "tags": ["refusal"],
+        "notes": "line1\nline2",
+        "audit_rows": 5,
+        "lists": ["to check"],
+        "torch_imported": False,
+    }  # the store stays torch-free
 
 
 def test_a_second_server_on_the_same_file_gets_a_clear_message(store):
     store.annotate(SAE_A, "s", 1, "alice", label="held")
     result = run_python(
         "import sys\nfrom dashboard.userdata import open_user_store, UserDataError\n"
-        "try:\n    open_user_store(sys.argv[1])\nexcept UserDataError as e:\n    print(e)\n", str(store.path))
+        "try:\n    open_user_store(sys.argv[1])\nexcept UserDataError as e:\n    print(e)\n",
+        str(store.path),
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     message = result.stdout.strip()
     assert "\n" not in message and str(store.path) in message
-    assert "another Glassbox server holds" in message and f"PID {os.getpid()}" in message
+    assert "another SAEscope server holds" in message and f"PID {os.getpid()}" in message
 
 
 def test_open_user_store_gives_one_store_per_file(store, tmp_path):
@@ -193,19 +211,22 @@ def test_open_user_store_gives_one_store_per_file(store, tmp_path):
 # --- bad input, read-only mode, foreign files -------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(reviewer="   ", label="x"), "reviewer name is required"),
-    (dict(reviewer="", label="x"), "reviewer name is required"),
-    (dict(reviewer="alice", status="great"), "unknown status 'great'"),
-    (dict(reviewer="alice", status="interpretable", tags=["pii", "secret-stuff"]), "unknown tag(s) secret-stuff"),
-    (dict(reviewer="alice", tags="pii"), "not a single string"),
-    (dict(reviewer="alice", tags=["no/slashes"]), "not a valid tag"),
-    (dict(reviewer="alice", label="x" * 501), "the limit is 500"),
-    (dict(reviewer="alice", notes="x" * 5001), "the limit is 5000"),
-    (dict(reviewer="alice", confidence="certain"), "unknown confidence 'certain'"),
-    (dict(reviewer="alice", label="\ud800"), "not valid Unicode"),
-    (dict(reviewer="alice", label=42), "must be text"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(reviewer="   ", label="x"), "reviewer name is required"),
+        (dict(reviewer="", label="x"), "reviewer name is required"),
+        (dict(reviewer="alice", status="great"), "unknown status 'great'"),
+        (dict(reviewer="alice", status="interpretable", tags=["pii", "secret-stuff"]), "unknown tag(s) secret-stuff"),
+        (dict(reviewer="alice", tags="pii"), "not a single string"),
+        (dict(reviewer="alice", tags=["no/slashes"]), "not a valid tag"),
+        (dict(reviewer="alice", label="x" * 501), "the limit is 500"),
+        (dict(reviewer="alice", notes="x" * 5001), "the limit is 5000"),
+        (dict(reviewer="alice", confidence="certain"), "unknown confidence 'certain'"),
+        (dict(reviewer="alice", label="\ud800"), "not valid Unicode"),
+        (dict(reviewer="alice", label=42), "must be text"),
+    ],
+)
 def test_bad_input_is_refused_clearly_and_writes_nothing(store, kwargs, message):
     store.annotate(SAE_A, "s", 2, "bob", label="before")
     audit_before = store.audit_frame()
@@ -216,17 +237,20 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(store, kwargs, message)
     assert store.annotation(SAE_A, 2).label == "before"
 
 
-@pytest.mark.parametrize("call", [
-    lambda s: s.annotation(SAE_A, -1),
-    lambda s: s.annotation(SAE_A, True),
-    lambda s: s.annotation("", 1),
-    lambda s: s.add_tag("", "alice"),
-    lambda s: s.add_tag("bad tag!", "alice"),
-    lambda s: s.add_tag("pii", " "),
-    lambda s: s.create_list("  ", "alice"),
-    lambda s: s.add_to_list("no such list", SAE_A, "s", 1, "alice"),
-    lambda s: s.list_items("no such list"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.annotation(SAE_A, -1),
+        lambda s: s.annotation(SAE_A, True),
+        lambda s: s.annotation("", 1),
+        lambda s: s.add_tag("", "alice"),
+        lambda s: s.add_tag("bad tag!", "alice"),
+        lambda s: s.add_tag("pii", " "),
+        lambda s: s.create_list("  ", "alice"),
+        lambda s: s.add_to_list("no such list", SAE_A, "s", 1, "alice"),
+        lambda s: s.list_items("no such list"),
+    ],
+)
 def test_other_bad_calls_raise_user_data_errors(store, call):
     with pytest.raises(UserDataError):
         call(store)
@@ -247,7 +271,7 @@ def every_write(store: UserStore) -> list:
 
 
 def test_a_read_only_store_refuses_every_write_and_writes_nothing(tmp_path):
-    path = tmp_path / "glassbox-user.duckdb"
+    path = tmp_path / "saescope-user.duckdb"
     writer = open_user_store(path)
     writer.annotate(SAE_A, "s", 1, "alice", label="original")
     writer.create_list("kept", "alice")
@@ -256,7 +280,7 @@ def test_a_read_only_store_refuses_every_write_and_writes_nothing(tmp_path):
     shared = open_user_store(path, read_only=True)  # same process as a writer: shares its instance
     audit_before = writer.audit_frame()
     for write in every_write(shared):
-        with pytest.raises(ReadOnlyError, match="Glassbox is in read-only mode"):
+        with pytest.raises(ReadOnlyError, match="SAEscope is in read-only mode"):
             write()
     assert writer.audit_frame().equals(audit_before)
     writer.close()
@@ -273,7 +297,7 @@ def test_a_read_only_store_refuses_every_write_and_writes_nothing(tmp_path):
 
 
 def test_read_only_mode_without_a_file_reads_empty_and_creates_nothing(tmp_path):
-    path = tmp_path / "nothing-yet" / "glassbox-user.duckdb"
+    path = tmp_path / "nothing-yet" / "saescope-user.duckdb"
     reader = open_user_store(path, read_only=True)
     try:
         assert reader.annotation(SAE_A, 1).status == "unreviewed"
@@ -285,13 +309,13 @@ def test_read_only_mode_without_a_file_reads_empty_and_creates_nothing(tmp_path)
     assert not path.parent.exists()
 
 
-def test_a_file_from_a_newer_glassbox_is_refused(tmp_path):
+def test_a_file_from_a_newer_saescope_is_refused(tmp_path):
     path = tmp_path / "newer.duckdb"
     with duckdb.connect(str(path)) as connection:
         connection.execute("CREATE TABLE user_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         connection.execute("INSERT INTO user_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION + 1)])
     for read_only in (False, True):
-        with pytest.raises(UserDataError, match=f"newer Glassbox .*version {SCHEMA_VERSION + 1}"):
+        with pytest.raises(UserDataError, match=f"newer SAEscope .*version {SCHEMA_VERSION + 1}"):
             open_user_store(path, read_only=read_only)
     with duckdb.connect(str(path)) as connection:
         connection.execute("DROP TABLE user_meta")
@@ -317,7 +341,7 @@ def test_a_corrupt_file_or_an_atlas_is_refused_with_a_user_data_error(tmp_path):
     atlas = tmp_path / "atlas.duckdb"
     with duckdb.connect(str(atlas)) as connection:
         connection.execute("CREATE TABLE meta (key VARCHAR, value VARCHAR)")
-    with pytest.raises(UserDataError, match="not a Glassbox user-data file"):
+    with pytest.raises(UserDataError, match="not a SAEscope user-data file"):
         open_user_store(atlas)
 
 
@@ -327,14 +351,14 @@ def test_a_corrupt_file_or_an_atlas_is_refused_with_a_user_data_error(tmp_path):
 HOSTILE = [
     "<img src=x onerror=alert(1)>",
     "'; DROP TABLE annotations; --",
-    'quotes " \' ` and backslashes \\ \\\\ $1 ? %s {0}',
+    "quotes \" ' ` and backslashes \\ \\\\ $1 ? %s {0}",
     "control \x00 \x01 \x07 \x1b[31m \x7f\r\n\ttabs",
     "unicode: é 中文 🙂 \u202e right-to-left \ufeff bom \u200b",
 ]
 
 
 def test_hostile_text_round_trips_byte_exact(tmp_path):
-    path = tmp_path / "glassbox-user.duckdb"
+    path = tmp_path / "saescope-user.duckdb"
     store = open_user_store(path)
     for latent, text in enumerate(HOSTILE):
         store.annotate(SAE_A, text[:40], latent, "o'brien <b>", label=text, notes=text * 3)
@@ -357,8 +381,9 @@ def test_hostile_text_round_trips_byte_exact(tmp_path):
         assert len(set(store.lists()["name"])) == len(HOSTILE) + 1
         assert store.list_items("mixed")["note"].tolist() == HOSTILE
         assert set(store.annotations_frame()["label"]) == set(HOSTILE)
-        assert {"annotations", "audit", "lists"} <= {row[0] for row in store.connection.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
+        assert {"annotations", "audit", "lists"} <= {
+            row[0] for row in store.connection.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
     finally:
         store.close()
 
@@ -368,8 +393,9 @@ def test_hostile_text_round_trips_byte_exact(tmp_path):
 
 def test_tag_vocabulary_is_seeded_and_grows_with_normalised_audited_tags(store):
     assert store.tags() == sorted(SEED_TAGS)
-    assert store.connection.execute(
-        f"SELECT DISTINCT added_by FROM {store.table('tag_vocabulary')}").fetchall() == [("glassbox",)]
+    assert store.connection.execute(f"SELECT DISTINCT added_by FROM {store.table('tag_vocabulary')}").fetchall() == [
+        ("saescope",)
+    ]
     assert store.add_tag("  Sycophancy  Bait ", "alice") == "sycophancy-bait"
     assert store.add_tag("SYCOPHANCY-bait", "bob") == "sycophancy-bait"  # already there: not logged again
     assert "sycophancy-bait" in store.tags()
@@ -390,10 +416,13 @@ def test_lists_hold_features_with_notes_and_log_every_change(store):
 
     lists = store.lists()
     assert lists[["name", "description", "created_by", "items"]].values.tolist() == [
-        ["deception candidates", "for the safety review", "alice", 2]]
+        ["deception candidates", "for the safety review", "alice", 2]
+    ]
     exported = store.list_frame("deception candidates")
     assert exported[["latent", "note", "status", "label"]].values.tolist() == [
-        [10, "also sarcasm", "interpretable", "lying"], [11, "", "unreviewed", ""]]
+        [10, "also sarcasm", "interpretable", "lying"],
+        [11, "", "unreviewed", ""],
+    ]
 
     assert store.remove_from_list("deception candidates", SAE_B, 11, "alice") is True
     assert store.remove_from_list("deception candidates", SAE_B, 11, "alice") is False
@@ -426,10 +455,13 @@ def test_atlases_attached_to_the_connection_join_with_annotations(store, tmp_pat
     store.annotate(SAE_B, "sae1", 0, "bob", status="dead")
     store.connection.execute(f"ATTACH '{tmp_path / 'atlas.duckdb'}' AS atlas (READ_ONLY)")
     store.connection.execute("USE atlas")  # even with the atlas as the default catalog
-    rows = store.connection.execute(f"""
+    rows = store.connection.execute(
+        f"""
         SELECT s.name, f.latent, a.label FROM atlas.features f JOIN atlas.saes s USING (sae)
-        JOIN {store.table('annotations')} a ON a.sae_hash = s.content_hash AND a.latent = f.latent
-        WHERE list_contains(a.tags, ?) OR a.reviewer = ? ORDER BY s.name""", ["pii", "bob"]).fetchall()
+        JOIN {store.table("annotations")} a ON a.sae_hash = s.content_hash AND a.latent = f.latent
+        WHERE list_contains(a.tags, ?) OR a.reviewer = ? ORDER BY s.name""",
+        ["pii", "bob"],
+    ).fetchall()
     assert rows == [("sae0", 3, "emails"), ("sae1", 0, "")]
     store.annotate(SAE_A, "sae0", 4, "alice", label="still writes")
     assert store.annotation(SAE_A, 4).label == "still writes" and store.undo(SAE_A, 4, "alice").label == ""
@@ -459,7 +491,7 @@ def test_a_write_that_keeps_conflicting_gives_up_with_a_clear_message(store, mon
 def test_concurrent_sessions_lose_nothing(tmp_path):
     """20 sessions hammer 30 features for CONCURRENCY_SECONDS: conflicts happen, are retried, and the
     audit log ends up holding every save exactly once, consistent with the final annotations."""
-    store = open_user_store(tmp_path / "glassbox-user.duckdb")
+    store = open_user_store(tmp_path / "saescope-user.duckdb")
     features = [(h, latent) for h in (SAE_A, SAE_B) for latent in range(15)]
     store.create_list("shared", "setup")
     make_atlas(tmp_path / "atlas.duckdb", [SAE_A, SAE_B], 15)
@@ -512,7 +544,7 @@ def test_concurrent_sessions_lose_nothing(tmp_path):
                 cursor = store.connection.cursor()
                 cursor.execute(f"ATTACH '{tmp_path / 'atlas2.duckdb'}' AS atlas2 (READ_ONLY)")
                 cursor.execute(f"""SELECT count(*) FROM atlas2.features f JOIN atlas2.saes s USING (sae)
-                    LEFT JOIN {store.table('annotations')} a ON a.sae_hash = s.content_hash AND a.latent = f.latent
+                    LEFT JOIN {store.table("annotations")} a ON a.sae_hash = s.content_hash AND a.latent = f.latent
                     WHERE coalesce(a.status, 'unreviewed') <> 'dead'""").fetchone()
                 cursor.execute("DETACH atlas2")
                 cursor.close()
@@ -534,8 +566,10 @@ def test_concurrent_sessions_lose_nothing(tmp_path):
 
     audit = store.audit_frame()
     saves = audit[audit["action"].isin(["edit", "undo"])]
-    print(f"\n{len(edits)} saves, {len(undos)} undos in {elapsed:.1f}s "
-          f"({(len(edits) + len(undos)) / elapsed:.0f}/s); {store.retries} retries; {attach_rounds[0]} attach rounds")
+    print(
+        f"\n{len(edits)} saves, {len(undos)} undos in {elapsed:.1f}s "
+        f"({(len(edits) + len(undos)) / elapsed:.0f}/s); {store.retries} retries; {attach_rounds[0]} attach rounds"
+    )
 
     # Every save that returned is in the log exactly once, by its author, on its feature.
     labels = saves[saves["field"] == "label"].groupby("new_value")
@@ -590,8 +624,13 @@ def test_concurrent_sessions_lose_nothing(tmp_path):
 
 
 def test_an_experiment_is_recorded_whole_and_listed_newest_first(store):
-    first = store.record_experiment("steering", "alice", "The Lord said", "m" * 64,
-                                    {"prompt": "The Lord said", "outputs": ["a", "b"], "coefficient": 40.0})
+    first = store.record_experiment(
+        "steering",
+        "alice",
+        "The Lord said",
+        "m" * 64,
+        {"prompt": "The Lord said", "outputs": ["a", "b"], "coefficient": 40.0},
+    )
     second = store.record_experiment("steering", "", "<script>x</script>", "m" * 64, {"prompt": "p"})
     listed = store.experiments("steering")
     assert list(listed["id"]) == [second, first]
@@ -649,4 +688,5 @@ def test_a_version_1_file_gains_the_experiments_table_and_keeps_its_labels(tmp_p
     store.close()
     with duckdb.connect(str(path), read_only=True) as connection:
         assert connection.execute("SELECT value FROM user_meta WHERE key = 'schema_version'").fetchone() == (
-            str(SCHEMA_VERSION),)
+            str(SCHEMA_VERSION),
+        )

@@ -6,6 +6,7 @@ cache. Documents are joined by EOS into one stream; window ``w`` is BOS followed
 tokens ``[w * (context - 1), (w + 1) * (context - 1))``, so a window id alone says which tokens it
 holds and where they came from, in every shard and every run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 
 from analysis.demo import corpus as demo_corpus
+from analysis.paths import DEMO_DIR as DEMO_ROOT
 
-DEMO_ROOT = Path(__file__).resolve().parents[2] / "data" / "demo"
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
 
 
@@ -60,7 +61,9 @@ class CorpusTokens:
         return np.searchsorted(self.doc_starts, stream_pos, side="right") - 1
 
 
-def _join(spec: str, texts: list[str], ids: list[str], domains: list[str], sources: list[str], tokenizer) -> CorpusTokens:
+def _join(
+    spec: str, texts: list[str], ids: list[str], domains: list[str], sources: list[str], tokenizer
+) -> CorpusTokens:
     if not texts:
         raise CorpusError(f"corpus {spec!r} holds no documents")
     eos = tokenizer.eos_token_id
@@ -79,7 +82,9 @@ def _demo(tokenizer) -> CorpusTokens:
     """The demo bundle's held-out split, already tokenised with the demo tokenizer."""
     demo_tokenizer = (DEMO_ROOT / "model" / "tokenizer.json").read_text()
     if tokenizer.backend_tokenizer.to_str() != _normalised_tokenizer(demo_tokenizer):
-        raise CorpusError("the demo corpus is stored as demo-tokenizer ids; for another model give a folder or JSONL file")
+        raise CorpusError(
+            "the demo corpus is stored as demo-tokenizer ids; for another model give a folder or JSONL file"
+        )
     rows = [r for r in demo_corpus.read_manifest(DEMO_ROOT / "corpus_manifest.jsonl.gz") if r["split"] == "heldout"]
     stream = np.load(DEMO_ROOT / "heldout_tokens.npy").astype(np.int64)
     lengths = np.array([r["tokens"] + 1 for r in rows])  # each document is followed by EOS

@@ -16,6 +16,7 @@ Random samples are the tokens with the smallest hash of (global token id, latent
 same token is picked whatever the batch, shard or device, which is what makes combining exact.
 Every update is a few tensor operations over all latents at once; nothing loops over latents.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -86,8 +87,14 @@ def _coarsen(counts: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(counts).scatter_add_(1, index, counts)
 
 
-def _replacements(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor,
-                  incoming_group: torch.Tensor, incoming_primary: torch.Tensor, incoming_secondary: torch.Tensor):
+def _replacements(
+    groups: torch.Tensor,
+    primary: torch.Tensor,
+    secondary: torch.Tensor,
+    incoming_group: torch.Tensor,
+    incoming_primary: torch.Tensor,
+    incoming_secondary: torch.Tensor,
+):
     """Which stored slots lose to which incoming entries, keeping the best (smallest) per group.
 
     ``primary``/``secondary`` are [len(groups), slots] for the stored entries of ``groups`` (sorted,
@@ -98,8 +105,12 @@ def _replacements(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.
     slots = primary.shape[1]
     n_stored = primary.numel()
     stored_group = groups.repeat_interleave(slots)
-    kept, _ = keep_best(torch.cat([stored_group, incoming_group]), torch.cat([primary.reshape(-1), incoming_primary]),
-                        torch.cat([secondary.reshape(-1), incoming_secondary]), slots)
+    kept, _ = keep_best(
+        torch.cat([stored_group, incoming_group]),
+        torch.cat([primary.reshape(-1), incoming_primary]),
+        torch.cat([secondary.reshape(-1), incoming_secondary]),
+        slots,
+    )
     evicted = torch.ones(n_stored, dtype=torch.bool, device=groups.device)
     evicted[kept[kept < n_stored]] = False
     return evicted.nonzero(as_tuple=True)[0], kept[kept >= n_stored] - n_stored
@@ -161,7 +172,7 @@ class FeatureStats:
     salt: int
 
     @classmethod
-    def empty(cls, d_sae: int, top_k: int, context: int, salt: int, device: str | torch.device = "cpu") -> "FeatureStats":
+    def empty(cls, d_sae: int, top_k: int, context: int, salt: int, device: str | torch.device = "cpu") -> FeatureStats:
         def zeros(*shape, dtype=torch.int64):
             return torch.zeros(shape, dtype=dtype, device=device)
 
@@ -201,15 +212,16 @@ class FeatureStats:
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "salt"}
 
-    def to(self, device: str | torch.device) -> "FeatureStats":
+    def to(self, device: str | torch.device) -> FeatureStats:
         return FeatureStats(**{k: v.to(device) for k, v in self.tensors().items()}, salt=self.salt)
 
-    def canonical(self) -> "FeatureStats":
+    def canonical(self) -> FeatureStats:
         """Put each latent's top windows best first and each interval's samples by key; returns self.
 
         While running, slots are filled wherever a loser leaves room (cheaper than keeping them
         sorted); this order is the one the atlas stores as ``rank``.
         """
+
         def by(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
             order = torch.argsort(secondary, dim=-1, stable=True)
             return order.gather(-1, torch.argsort(primary.gather(-1, order), dim=-1, stable=True))
@@ -245,18 +257,25 @@ class FeatureStats:
         self.act_sum += torch.bincount(latent, weights=value.double(), minlength=d_sae)
 
         exponent = self.range_exp[latent]
-        self.hist += torch.bincount(latent * HIST_BINS + linear_bin(value, exponent, HIST_BINS),
-                                    minlength=d_sae * HIST_BINS).view(d_sae, HIST_BINS)
-        self.log_hist += torch.bincount(latent * LOG_BINS + log_bin(value), minlength=d_sae * LOG_BINS).view(d_sae, LOG_BINS)
+        self.hist += torch.bincount(
+            latent * HIST_BINS + linear_bin(value, exponent, HIST_BINS), minlength=d_sae * HIST_BINS
+        ).view(d_sae, HIST_BINS)
+        self.log_hist += torch.bincount(latent * LOG_BINS + log_bin(value), minlength=d_sae * LOG_BINS).view(
+            d_sae, LOG_BINS
+        )
         interval = linear_bin(value, exponent, N_INTERVALS)
-        self.interval_count += torch.bincount(latent * N_INTERVALS + interval,
-                                              minlength=d_sae * N_INTERVALS).view(d_sae, N_INTERVALS)
+        self.interval_count += torch.bincount(latent * N_INTERVALS + interval, minlength=d_sae * N_INTERVALS).view(
+            d_sae, N_INTERVALS
+        )
 
         window_row = token_index // context
         global_token = window_ids[window_row] * context + token_index % context
         self._merge_samples(self._sample_candidates(acts, latent, interval, value, window_row, global_token))
-        window_max = torch.zeros(n_windows * d_sae, device=acts.device).scatter_reduce_(
-            0, window_row * d_sae + latent, value, "amax").view(n_windows, d_sae)
+        window_max = (
+            torch.zeros(n_windows * d_sae, device=acts.device)
+            .scatter_reduce_(0, window_row * d_sae + latent, value, "amax")
+            .view(n_windows, d_sae)
+        )
         self._merge_top(self._top_candidates(acts, window_max, window_ids))
 
     def _sample_candidates(self, acts, latent, interval, value, window_row, global_token) -> SampleEntries:
@@ -265,7 +284,8 @@ class FeatureStats:
         threshold = self.sample_key.amax(dim=2)[latent, interval]
         chance = (key < threshold).nonzero(as_tuple=True)[0]
         latent, interval, key, global_token, value, window_row = (
-            t[chance] for t in (latent, interval, key, global_token, value, window_row))
+            t[chance] for t in (latent, interval, key, global_token, value, window_row)
+        )
         kept, _ = keep_best(latent * N_INTERVALS + interval, key, global_token, INTERVAL_SAMPLES)
         window_acts = acts[window_row[kept], :, latent[kept]].to(torch.float16)
         return SampleEntries(latent[kept], interval[kept], key[kept], global_token[kept], value[kept], window_acts)
@@ -284,7 +304,7 @@ class FeatureStats:
     # -- combining --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def combine(self, other: "FeatureStats") -> None:
+    def combine(self, other: FeatureStats) -> None:
         """Absorb ``other`` (statistics over other windows); ``other`` is left unusable."""
         target = torch.maximum(self.range_exp, other.range_exp)
         self._raise_range(target)
@@ -298,23 +318,40 @@ class FeatureStats:
     def _top_entries(self, latents: torch.Tensor) -> TopEntries:
         rows, slots = (self.top_window[latents] >= 0).nonzero(as_tuple=True)
         latent = latents[rows]
-        return TopEntries(latent, self.top_value[latent, slots], self.top_window[latent, slots],
-                          self.top_position[latent, slots], self.top_acts[latent, slots])
+        return TopEntries(
+            latent,
+            self.top_value[latent, slots],
+            self.top_window[latent, slots],
+            self.top_position[latent, slots],
+            self.top_acts[latent, slots],
+        )
 
     def _sample_entries(self, latents: torch.Tensor) -> SampleEntries:
         rows, interval, slot = (self.sample_key[latents] < EMPTY_KEY).nonzero(as_tuple=True)
         latent = latents[rows]
         index = (latent, interval, slot)
-        return SampleEntries(latent, interval, self.sample_key[index], self.sample_token[index],
-                             self.sample_value[index], self.sample_acts[index])
+        return SampleEntries(
+            latent,
+            interval,
+            self.sample_key[index],
+            self.sample_token[index],
+            self.sample_value[index],
+            self.sample_acts[index],
+        )
 
     def _merge_top(self, incoming: TopEntries) -> None:
         """Write the incoming windows that beat a latent's current top K over the ones they beat."""
         if len(incoming.latent) == 0:
             return
         latents = torch.unique(incoming.latent)
-        evicted, taken = _replacements(latents, -self.top_value[latents], self.top_window[latents],
-                                       incoming.latent, -incoming.value, incoming.window)
+        evicted, taken = _replacements(
+            latents,
+            -self.top_value[latents],
+            self.top_window[latents],
+            incoming.latent,
+            -incoming.value,
+            incoming.window,
+        )
         slot = (latents[evicted // self.top_k], evicted % self.top_k)
         self.top_value[slot] = incoming.value[taken]
         self.top_window[slot] = incoming.window[taken]
@@ -328,18 +365,27 @@ class FeatureStats:
         incoming_group = incoming.latent * N_INTERVALS + incoming.interval
         groups = torch.unique(incoming_group)
         keys = self.sample_key.view(-1, INTERVAL_SAMPLES)
-        evicted, taken = _replacements(groups, keys[groups], self.sample_token.view(-1, INTERVAL_SAMPLES)[groups],
-                                       incoming_group, incoming.key, incoming.token)
+        evicted, taken = _replacements(
+            groups,
+            keys[groups],
+            self.sample_token.view(-1, INTERVAL_SAMPLES)[groups],
+            incoming_group,
+            incoming.key,
+            incoming.token,
+        )
         slot = (groups[evicted // INTERVAL_SAMPLES], evicted % INTERVAL_SAMPLES)
         keys[slot] = incoming.key[taken]
         self.sample_token.view(-1, INTERVAL_SAMPLES)[slot] = incoming.token[taken]
         self.sample_value.view(-1, INTERVAL_SAMPLES)[slot] = incoming.value[taken]
-        self.sample_acts.view(-1, INTERVAL_SAMPLES, self.context)[slot] = incoming.acts[taken].to(self.sample_acts.dtype)
+        self.sample_acts.view(-1, INTERVAL_SAMPLES, self.context)[slot] = incoming.acts[taken].to(
+            self.sample_acts.dtype
+        )
 
     def _reselect_samples(self, latents: torch.Tensor, entries: SampleEntries) -> None:
         """Keep the S smallest-key entries per (latent, interval) as the samples of ``latents``."""
-        kept, rank = keep_best(entries.latent * N_INTERVALS + entries.interval, entries.key, entries.token,
-                               INTERVAL_SAMPLES)
+        kept, rank = keep_best(
+            entries.latent * N_INTERVALS + entries.interval, entries.key, entries.token, INTERVAL_SAMPLES
+        )
         entries = entries.take(kept)
         self.sample_key[latents] = EMPTY_KEY
         self.sample_token[latents] = -1

@@ -4,6 +4,7 @@ A label names the tokens most over-represented where the latent fires in its top
 (activation mass on a token divided by that token's share of the corpus) and the tokens its
 decoder direction promotes most. It is a lead for a reviewer, not an explanation.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ over the partials, in any grouping and order, and equals the atlas of one pass o
 Weight-derived tables (logit effects, neighbours) are identical in every partial and are taken
 from the first; labels are recomputed from the merged examples.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,20 +29,26 @@ class MergeError(ValueError):
 
 def _weight_tables(connection: duckdb.DuckDBPyConnection, sae: int, d_sae: int) -> tuple[LogitEffects | None, dict]:
     """Logit effects and neighbours of one SAE, as stored in a (partial) atlas."""
-    columns = {row[0] for row in connection.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'features'").fetchall()}
+    columns = {
+        row[0]
+        for row in connection.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'features'"
+        ).fetchall()
+    }
     logits = None
     if "top_logit_tokens" in columns:
         f = connection.execute(
             "SELECT top_logit_tokens, top_logit_values, bottom_logit_tokens, bottom_logit_values, "
-            "logit_hist_min, logit_hist_max, logit_hist FROM features WHERE sae = ? ORDER BY latent", [sae]
+            "logit_hist_min, logit_hist_max, logit_hist FROM features WHERE sae = ? ORDER BY latent",
+            [sae],
         ).fetchnumpy()
         logits = LogitEffects(*(np.stack(v) if v.dtype == object else v for v in f.values()))
     neighbours = {}
     for scope in ("same", "other"):
         n = connection.execute(
-            "SELECT other_sae, other_latent, cosine FROM neighbours WHERE sae = ? AND scope = ? "
-            "ORDER BY latent, rank", [sae, scope]).fetchnumpy()
+            "SELECT other_sae, other_latent, cosine FROM neighbours WHERE sae = ? AND scope = ? ORDER BY latent, rank",
+            [sae, scope],
+        ).fetchnumpy()
         if len(n["other_sae"]):
             neighbours[scope] = tuple(v.reshape(d_sae, -1) for v in n.values())
     return logits, neighbours
@@ -81,17 +88,43 @@ def merge_atlases(partials: list[Path], out: Path, overwrite: bool = False) -> d
         results = []
         for row, sae_stats, sae_quality in zip(sae_rows, stats, quality):
             logits, neighbours = _weight_tables(connection, row["sae"], row["d_sae"])
-            info = {k: row[k] for k in ("name", "spec", "hook_name", "hook_name_out", "architecture",
-                                        "is_transcoder", "d_in", "d_sae", "content_hash")}
+            info = {
+                k: row[k]
+                for k in (
+                    "name",
+                    "spec",
+                    "hook_name",
+                    "hook_name_out",
+                    "architecture",
+                    "is_transcoder",
+                    "d_in",
+                    "d_sae",
+                    "content_hash",
+                )
+            }
             results.append(SAEResult(info, sae_stats, sae_quality, logits, neighbours))
         token_text = [r[0] for r in connection.execute("SELECT text FROM tokens ORDER BY token").fetchall()]
         bos = connection.execute("SELECT tokens[1] FROM windows LIMIT 1").fetchone()
     finally:
         connection.close()
-    write_atlas(out, AtlasContent(meta=meta, corpus=corpus, bos_id=bos[0] if bos else None,
-                                  token_text=token_text, token_counts=token_counts, saes=results))
-    return {"atlas": str(out), "partials": len(partials), "shards": meta["shards"], "tokens": meta["tokens"],
-            "seconds": round(time.monotonic() - started, 1)}
+    write_atlas(
+        out,
+        AtlasContent(
+            meta=meta,
+            corpus=corpus,
+            bos_id=bos[0] if bos else None,
+            token_text=token_text,
+            token_counts=token_counts,
+            saes=results,
+        ),
+    )
+    return {
+        "atlas": str(out),
+        "partials": len(partials),
+        "shards": meta["shards"],
+        "tokens": meta["tokens"],
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def _corpus_for(meta: dict):

@@ -8,6 +8,7 @@ fixed sample estimates them as well on a billion tokens as on a million. The run
 atomically every few minutes; ``--resume`` continues from it. ``--shard i/n`` processes a
 deterministic slice of the windows and writes a partial atlas that ``merge`` combines.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,9 +31,9 @@ from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual
 from analysis.content_hash import model_hash, sae_hash
 from analysis.hooked_forward import run_to_hooks
 from analysis.model_loading import LoadedModel, load_model
+from analysis.paths import REPO_ROOT
 from analysis.sae_loading import LoadedSAE, check_fits, load_saes
 from analysis.sae_metrics import QualitySums, measure_batch
-
 
 MIN_QUALITY_STRIDE = 100
 
@@ -86,9 +87,6 @@ def _versions() -> dict[str, str]:
     return {name: version(name) for name in ("torch", "sae-lens", "transformer-lens", "transformers", "duckdb")}
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def portable_spec(spec: str) -> str:
     """A model/SAE spec as the atlas records it: a folder inside this repository relative to its
     root (so the committed demo atlas names the demo bundle wherever the repository is cloned),
@@ -101,9 +99,15 @@ def portable_spec(spec: str) -> str:
 
 def _sae_info(loaded: LoadedSAE) -> dict:
     return {
-        "name": loaded.name, "spec": portable_spec(loaded.spec), "hook_name": loaded.hook_name, "hook_name_out": loaded.hook_name_out,
-        "architecture": loaded.architecture, "is_transcoder": loaded.is_transcoder, "d_in": loaded.sae.cfg.d_in,
-        "d_sae": loaded.d_sae, "content_hash": sae_hash(loaded),
+        "name": loaded.name,
+        "spec": portable_spec(loaded.spec),
+        "hook_name": loaded.hook_name,
+        "hook_name_out": loaded.hook_name_out,
+        "architecture": loaded.architecture,
+        "is_transcoder": loaded.is_transcoder,
+        "d_in": loaded.sae.cfg.d_in,
+        "d_sae": loaded.d_sae,
+        "content_hash": sae_hash(loaded),
     }
 
 
@@ -126,12 +130,15 @@ class Precompute:
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=self.loaded.device)
         available = self.corpus.n_windows(config.context)
         if available == 0:
-            raise PrecomputeError(f"corpus {config.corpus!r} has {len(self.corpus.stream)} tokens: "
-                                  f"fewer than one window of {config.context}")
+            raise PrecomputeError(
+                f"corpus {config.corpus!r} has {len(self.corpus.stream)} tokens: "
+                f"fewer than one window of {config.context}"
+            )
         self.total_windows = min(available, math.ceil(config.tokens / config.context))
         index, count = config.shard
-        self.window_ids = np.arange(self.total_windows)[index * self.total_windows // count:
-                                                        (index + 1) * self.total_windows // count]
+        self.window_ids = np.arange(self.total_windows)[
+            index * self.total_windows // count : (index + 1) * self.total_windows // count
+        ]
         self.quality_stride = max(MIN_QUALITY_STRIDE, math.ceil(self.total_windows / max(1, config.quality_windows)))
         self.hooks = sorted({s.hook_name for s in self.saes})
         self.checkpoint_path = config.out.with_name(config.out.name + ".checkpoint")
@@ -151,21 +158,34 @@ class Precompute:
     def run_description(self) -> dict:
         config = self.config
         return {
-            "model": {"spec": portable_spec(config.model), "architecture": self.loaded.architecture,
-                      "content_hash": model_hash(self.model)},
+            "model": {
+                "spec": portable_spec(config.model),
+                "architecture": self.loaded.architecture,
+                "content_hash": model_hash(self.model),
+            },
             "saes": [_sae_info(s) for s in self.saes],
-            "corpus": {"spec": config.corpus, "content_hash": self.corpus.content_hash,
-                       "tokens": int(len(self.corpus.stream)), "documents": len(self.corpus.doc_ids)},
-            "context": config.context, "top_k": config.top_k, "seed": config.seed,
-            "total_windows": self.total_windows, "quality_stride": self.quality_stride,
+            "corpus": {
+                "spec": config.corpus,
+                "content_hash": self.corpus.content_hash,
+                "tokens": int(len(self.corpus.stream)),
+                "documents": len(self.corpus.doc_ids),
+            },
+            "context": config.context,
+            "top_k": config.top_k,
+            "seed": config.seed,
+            "total_windows": self.total_windows,
+            "quality_stride": self.quality_stride,
         }
 
     def _fresh_state(self, fingerprint: str) -> RunState:
         device = self.loaded.device
         return RunState(
-            fingerprint=fingerprint, done=0,
-            stats=[FeatureStats.empty(s.d_sae, self.config.top_k, self.config.context, self.config.seed * 1000 + i, device)
-                   for i, s in enumerate(self.saes)],
+            fingerprint=fingerprint,
+            done=0,
+            stats=[
+                FeatureStats.empty(s.d_sae, self.config.top_k, self.config.context, self.config.seed * 1000 + i, device)
+                for i, s in enumerate(self.saes)
+            ],
             quality=[QualitySums(s.d_sae) for s in self.saes],
             token_counts=torch.zeros(self.model.cfg.d_vocab, dtype=torch.long, device=device),
         )
@@ -175,8 +195,9 @@ class Precompute:
             return None
         state: RunState = torch.load(self.checkpoint_path, weights_only=False)
         if state.fingerprint != fingerprint:
-            raise PrecomputeError(f"{self.checkpoint_path} belongs to a run with other inputs; "
-                                  "delete it or run without --resume")
+            raise PrecomputeError(
+                f"{self.checkpoint_path} belongs to a run with other inputs; delete it or run without --resume"
+            )
         state.stats = [s.to(self.loaded.device) for s in state.stats]
         state.token_counts = state.token_counts.to(self.loaded.device)
         self.checkpointed_windows = state.done
@@ -192,8 +213,10 @@ class Precompute:
         except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
             temporary.unlink(missing_ok=True)
             kept = "the previous checkpoint is intact" if self.checkpoint_path.exists() else "no checkpoint yet"
-            raise PrecomputeError(f"could not write the checkpoint {self.checkpoint_path} ({kept}): {error}. "
-                                  "Free some space and rerun with --resume") from error
+            raise PrecomputeError(
+                f"could not write the checkpoint {self.checkpoint_path} ({kept}): {error}. "
+                "Free some space and rerun with --resume"
+            ) from error
 
     @torch.no_grad()
     def _process(self, state: RunState, ids: np.ndarray) -> None:
@@ -209,20 +232,29 @@ class Precompute:
         state.token_counts += torch.bincount(tokens[counted], minlength=len(state.token_counts))
         sampled = torch.from_numpy(ids % self.quality_stride == 0)
         if sampled.any():
-            measure_batch(self.model, self.saes, tokens[sampled.to(tokens.device)], self.special, state.quality,
-                          with_ce=True)
+            measure_batch(
+                self.model, self.saes, tokens[sampled.to(tokens.device)], self.special, state.quality, with_ce=True
+            )
 
     def stream(self) -> RunState:
         """Run the pass (or finish a checkpointed one), with progress, checkpointing as it goes."""
-        fingerprint = hashlib.sha256(json.dumps(
-            self.run_description() | {"shard": self.config.shard, "tokens": self.config.tokens}, sort_keys=True
-        ).encode()).hexdigest()
+        fingerprint = hashlib.sha256(
+            json.dumps(
+                self.run_description() | {"shard": self.config.shard, "tokens": self.config.tokens}, sort_keys=True
+            ).encode()
+        ).hexdigest()
         state = self._load_checkpoint(fingerprint) or self._fresh_state(fingerprint)
         batch = self.config.batch_windows
         context = self.config.context
         last_checkpoint = time.monotonic()
-        with tqdm(total=len(self.window_ids) * context, initial=state.done * context, unit="tok", unit_scale=True,
-                  desc="precompute", smoothing=0.1) as progress:
+        with tqdm(
+            total=len(self.window_ids) * context,
+            initial=state.done * context,
+            unit="tok",
+            unit_scale=True,
+            desc="precompute",
+            smoothing=0.1,
+        ) as progress:
             while state.done < len(self.window_ids):
                 ids = self.window_ids[state.done : state.done + batch]
                 started = time.monotonic()
@@ -238,7 +270,9 @@ class Precompute:
                 state.done += len(ids)
                 state.seconds += time.monotonic() - started
                 progress.update(len(ids) * context)
-                if time.monotonic() - last_checkpoint > self.config.checkpoint_seconds and state.done < len(self.window_ids):
+                if time.monotonic() - last_checkpoint > self.config.checkpoint_seconds and state.done < len(
+                    self.window_ids
+                ):
                     self.save_checkpoint(state)
                     last_checkpoint = time.monotonic()
         return state
@@ -249,23 +283,34 @@ class Precompute:
         neighbours = nearest_latents(directions) if any(d is not None for d in directions) else [{} for _ in self.saes]
         results = [
             SAEResult(
-                info=_sae_info(loaded), stats=stats.to("cpu"), quality=quality,
+                info=_sae_info(loaded),
+                stats=stats.to("cpu"),
+                quality=quality,
                 logits=logit_effects(self.model, direction) if direction is not None else None,
                 neighbours=near,
             )
-            for loaded, stats, quality, direction, near in zip(self.saes, state.stats, state.quality, directions, neighbours)
+            for loaded, stats, quality, direction, near in zip(
+                self.saes, state.stats, state.quality, directions, neighbours
+            )
         ]
         tokenizer = self.model.tokenizer
         meta = self.run_description() | {
-            "shards": [list(self.config.shard)], "windows": int(len(self.window_ids)),
-            "tokens": int(len(self.window_ids) * self.config.context), "versions": _versions(),
-            "started": state.started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "pass_seconds": state.seconds, "device": self.loaded.device,
+            "shards": [list(self.config.shard)],
+            "windows": int(len(self.window_ids)),
+            "tokens": int(len(self.window_ids) * self.config.context),
+            "versions": _versions(),
+            "started": state.started,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pass_seconds": state.seconds,
+            "device": self.loaded.device,
         }
         return AtlasContent(
-            meta=meta, corpus=self.corpus, bos_id=self.bos_id,
+            meta=meta,
+            corpus=self.corpus,
+            bos_id=self.bos_id,
             token_text=[tokenizer.decode([i]) for i in range(self.model.cfg.d_vocab)],
-            token_counts=state.token_counts.cpu().numpy(), saes=results,
+            token_counts=state.token_counts.cpu().numpy(),
+            saes=results,
         )
 
 
@@ -280,12 +325,17 @@ def run_precompute(config: PrecomputeConfig) -> dict:
     try:
         write_atlas(config.out, content)
     except AtlasWriteError as error:
-        raise PrecomputeError(f"{error}. The finished pass is kept in {job.checkpoint_path}: free some space and "
-                              "rerun with --resume to write the atlas without redoing the pass") from error
+        raise PrecomputeError(
+            f"{error}. The finished pass is kept in {job.checkpoint_path}: free some space and "
+            "rerun with --resume to write the atlas without redoing the pass"
+        ) from error
     job.checkpoint_path.unlink(missing_ok=True)
     return {
-        "atlas": str(config.out), "seconds": round(time.monotonic() - started, 1),
-        "pass_seconds": round(state.seconds, 1), "tokens": content.meta["tokens"],
-        "saes": len(job.saes), "features": sum(s.d_sae for s in job.saes),
+        "atlas": str(config.out),
+        "seconds": round(time.monotonic() - started, 1),
+        "pass_seconds": round(state.seconds, 1),
+        "tokens": content.meta["tokens"],
+        "saes": len(job.saes),
+        "features": sum(s.d_sae for s in job.saes),
         "size_mb": round(config.out.stat().st_size / 2**20, 2),
     }

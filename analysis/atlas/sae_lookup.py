@@ -3,6 +3,7 @@ atlas by its index in the run (``saes.sae``), so the name is the join key.
 
 Torch-free, like ``schema.py``, so the dashboard can read these without loading a model.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -38,8 +39,9 @@ def atlas_densities(atlas: Atlas, sae_names: Iterable[str]) -> dict[str, np.ndar
         sizes = connection.execute("SELECT name, sae, d_sae FROM saes WHERE list_contains(?, name)", [names]).fetchall()
         densities = {}
         for name, sae, d_sae in sizes:
-            columns = connection.execute("SELECT latent, density FROM features WHERE sae = ? ORDER BY latent",
-                                         [sae]).fetchnumpy()
+            columns = connection.execute(
+                "SELECT latent, density FROM features WHERE sae = ? ORDER BY latent", [sae]
+            ).fetchnumpy()
             values = np.full(int(d_sae), np.nan)
             values[columns["latent"]] = columns["density"]
             densities[name] = values

@@ -3,6 +3,7 @@
 Torch-free on purpose: the dashboard's browse pages import this and nothing heavier.
 ``docs/SCHEMA.md`` documents every table; bump ``SCHEMA_VERSION`` with any change to it.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,12 @@ def open_atlas(path: str | Path) -> duckdb.DuckDBPyConnection:
     try:
         tables = {row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "meta" not in tables:
-            raise AtlasError(f"{path} is a DuckDB file but not a Glassbox atlas (no meta table)")
+            raise AtlasError(f"{path} is a DuckDB file but not a SAEscope atlas (no meta table)")
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = json.loads(row[0]) if row else None
         if version != SCHEMA_VERSION:
             raise AtlasError(
-                f"{path} has atlas schema version {version}; this Glassbox reads version {SCHEMA_VERSION}. "
+                f"{path} has atlas schema version {version}; this SAEscope reads version {SCHEMA_VERSION}. "
                 "Rebuild it with `python -m analysis precompute`."
             )
         missing = set(TABLES) - tables

@@ -5,6 +5,7 @@ either the old file or the new one, never half of one. Columns are built as Arro
 from the tensors (no Python loop over latents or examples) and loaded by DuckDB in one statement
 per table.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,15 +28,35 @@ from analysis.sae_metrics import DENSE_FRACTION, QualitySums
 DENSITY_BINS = np.linspace(-8, 0, 49)  # log10 density edges for the per-SAE histogram across latents
 # Declared, not inferred from the values: a run with no transcoder (hook_name_out all NULL) or no
 # quality sample must still give every column its type.
-SAES_SCHEMA = pa.schema([
-    ("name", pa.string()), ("spec", pa.string()), ("hook_name", pa.string()), ("hook_name_out", pa.string()),
-    ("architecture", pa.string()), ("is_transcoder", pa.bool_()), ("d_in", pa.int32()), ("d_sae", pa.int32()),
-    ("content_hash", pa.string()), ("sae", pa.int32()), ("tokens", pa.int64()), ("mean_l0", pa.float64()),
-    ("l0_counts", pa.list_(pa.int64())), ("explained_variance", pa.float64()), ("ce_loss_clean", pa.float64()),
-    ("ce_loss_with_sae", pa.float64()), ("ce_loss_zero_ablation", pa.float64()), ("ce_loss_recovered", pa.float64()),
-    ("quality_tokens", pa.int64()), ("ce_tokens", pa.int64()), ("quality_sums", pa.string()), ("dead", pa.int64()),
-    ("dense", pa.int64()), ("density_log10_edges", pa.list_(pa.float64())), ("density_counts", pa.list_(pa.int64())),
-])
+SAES_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("spec", pa.string()),
+        ("hook_name", pa.string()),
+        ("hook_name_out", pa.string()),
+        ("architecture", pa.string()),
+        ("is_transcoder", pa.bool_()),
+        ("d_in", pa.int32()),
+        ("d_sae", pa.int32()),
+        ("content_hash", pa.string()),
+        ("sae", pa.int32()),
+        ("tokens", pa.int64()),
+        ("mean_l0", pa.float64()),
+        ("l0_counts", pa.list_(pa.int64())),
+        ("explained_variance", pa.float64()),
+        ("ce_loss_clean", pa.float64()),
+        ("ce_loss_with_sae", pa.float64()),
+        ("ce_loss_zero_ablation", pa.float64()),
+        ("ce_loss_recovered", pa.float64()),
+        ("quality_tokens", pa.int64()),
+        ("ce_tokens", pa.int64()),
+        ("quality_sums", pa.string()),
+        ("dead", pa.int64()),
+        ("dense", pa.int64()),
+        ("density_log10_edges", pa.list_(pa.float64())),
+        ("density_counts", pa.list_(pa.int64())),
+    ]
+)
 
 
 @dataclass
@@ -79,27 +100,41 @@ def _sparse_windows(acts: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
     return _ragged(row, position.astype(np.int16), len(acts)), _ragged(row, values, len(acts))
 
 
-def _examples(sae: int, kind: str, latent: np.ndarray, interval: np.ndarray, rank: np.ndarray, window: np.ndarray,
-              position: np.ndarray, value: np.ndarray, key: np.ndarray, acts: np.ndarray, corpus: CorpusTokens) -> pa.Table:
+def _examples(
+    sae: int,
+    kind: str,
+    latent: np.ndarray,
+    interval: np.ndarray,
+    rank: np.ndarray,
+    window: np.ndarray,
+    position: np.ndarray,
+    value: np.ndarray,
+    key: np.ndarray,
+    acts: np.ndarray,
+    corpus: CorpusTokens,
+) -> pa.Table:
     n, context = acts.shape
     positions, values = _sparse_windows(acts)
-    float_values, half_values = (values, pa.nulls(n, pa.list_(pa.int16()))) if kind == "top" else (
-        pa.nulls(n, pa.list_(pa.float32())), values)
-    return pa.table({
-        "sae": pa.array(np.full(n, sae, dtype=np.int32)),
-        "latent": pa.array(latent.astype(np.int32)),
-        "kind": pa.array(np.full(n, kind)),
-        "interval_index": pa.array(interval.astype(np.int16)),
-        "rank": pa.array(rank.astype(np.int16)),
-        "window_id": pa.array(window.astype(np.int64)),
-        "position": pa.array(position.astype(np.int16)),
-        "value": pa.array(value.astype(np.float32)),
-        "sample_key": pa.array(key.astype(np.int64)),
-        "document": pa.array(corpus.document_of(window, position, context).astype(np.int32)),
-        "act_positions": positions,
-        "act_values": float_values,
-        "act_values_f16": half_values,
-    })
+    float_values, half_values = (
+        (values, pa.nulls(n, pa.list_(pa.int16()))) if kind == "top" else (pa.nulls(n, pa.list_(pa.float32())), values)
+    )
+    return pa.table(
+        {
+            "sae": pa.array(np.full(n, sae, dtype=np.int32)),
+            "latent": pa.array(latent.astype(np.int32)),
+            "kind": pa.array(np.full(n, kind)),
+            "interval_index": pa.array(interval.astype(np.int16)),
+            "rank": pa.array(rank.astype(np.int16)),
+            "window_id": pa.array(window.astype(np.int64)),
+            "position": pa.array(position.astype(np.int16)),
+            "value": pa.array(value.astype(np.float32)),
+            "sample_key": pa.array(key.astype(np.int64)),
+            "document": pa.array(corpus.document_of(window, position, context).astype(np.int32)),
+            "act_positions": positions,
+            "act_values": float_values,
+            "act_values_f16": half_values,
+        }
+    )
 
 
 def _example_table(sae: int, stats: FeatureStats, corpus: CorpusTokens) -> pa.Table:
@@ -107,16 +142,35 @@ def _example_table(sae: int, stats: FeatureStats, corpus: CorpusTokens) -> pa.Ta
     they are most of the rows, and half the bytes keeps a million-token demo atlas under 40 MB)."""
     stats.canonical()
     latent, slot = (stats.top_window >= 0).nonzero(as_tuple=True)
-    top = _examples(sae, "top", latent.numpy(), np.full(len(latent), -1), slot.numpy(),
-                    stats.top_window[latent, slot].numpy(), stats.top_position[latent, slot].numpy(),
-                    stats.top_value[latent, slot].numpy(), np.full(len(latent), -1),
-                    stats.top_acts[latent, slot].numpy(), corpus)
+    top = _examples(
+        sae,
+        "top",
+        latent.numpy(),
+        np.full(len(latent), -1),
+        slot.numpy(),
+        stats.top_window[latent, slot].numpy(),
+        stats.top_position[latent, slot].numpy(),
+        stats.top_value[latent, slot].numpy(),
+        np.full(len(latent), -1),
+        stats.top_acts[latent, slot].numpy(),
+        corpus,
+    )
     latent, interval, slot = (stats.sample_key < EMPTY_KEY).nonzero(as_tuple=True)
     index = (latent, interval, slot)
     token = stats.sample_token[index].numpy()
-    samples = _examples(sae, "interval", latent.numpy(), interval.numpy(), slot.numpy(), token // stats.context,
-                        token % stats.context, stats.sample_value[index].numpy(), stats.sample_key[index].numpy(),
-                        stats.sample_acts[index].numpy(), corpus)
+    samples = _examples(
+        sae,
+        "interval",
+        latent.numpy(),
+        interval.numpy(),
+        slot.numpy(),
+        token // stats.context,
+        token % stats.context,
+        stats.sample_value[index].numpy(),
+        stats.sample_key[index].numpy(),
+        stats.sample_acts[index].numpy(),
+        corpus,
+    )
     return pa.concat_tables([top, samples])
 
 
@@ -202,33 +256,43 @@ def _sae_row(sae: int, result: SAEResult) -> dict:
 
 def _quality_to_json(quality: QualitySums) -> dict:
     return {
-        "d_sae": quality.d_sae, "tokens": quality.tokens, "l0_sum": quality.l0_sum, "residual_sq": quality.residual_sq,
+        "d_sae": quality.d_sae,
+        "tokens": quality.tokens,
+        "l0_sum": quality.l0_sum,
+        "residual_sq": quality.residual_sq,
         "target_sum": None if quality.target_sum is None else quality.target_sum.tolist(),
-        "target_sq_sum": quality.target_sq_sum, "ce_sums": quality.ce_sums,
-        "ce_predictions": quality.ce_predictions, "ce_tokens": quality.ce_tokens,
+        "target_sq_sum": quality.target_sq_sum,
+        "ce_sums": quality.ce_sums,
+        "ce_predictions": quality.ce_predictions,
+        "ce_tokens": quality.ce_tokens,
         "fired": None if quality.fired is None else quality.fired.tolist(),
     }
 
 
 def _quality_from_json(data: dict) -> QualitySums:
     tensor = {"target_sum": torch.float64, "fired": torch.long}
-    return QualitySums(**{k: (torch.tensor(v, dtype=tensor[k]) if k in tensor and v is not None else v)
-                          for k, v in data.items()})
+    return QualitySums(
+        **{k: (torch.tensor(v, dtype=tensor[k]) if k in tensor and v is not None else v) for k, v in data.items()}
+    )
 
 
 def _neighbour_table(sae: int, result: SAEResult) -> pa.Table:
     parts = []
     for scope, (other_sae, other_latent, cosine) in result.neighbours.items():
         d, k = other_sae.shape
-        parts.append(pa.table({
-            "sae": pa.array(np.full(d * k, sae, dtype=np.int32)),
-            "latent": pa.array(np.repeat(np.arange(d, dtype=np.int32), k)),
-            "scope": pa.array(np.full(d * k, scope)),
-            "rank": pa.array(np.tile(np.arange(k, dtype=np.int16), d)),
-            "other_sae": pa.array(other_sae.reshape(-1).astype(np.int32)),
-            "other_latent": pa.array(other_latent.reshape(-1).astype(np.int32)),
-            "cosine": pa.array(cosine.reshape(-1).astype(np.float32)),
-        }))
+        parts.append(
+            pa.table(
+                {
+                    "sae": pa.array(np.full(d * k, sae, dtype=np.int32)),
+                    "latent": pa.array(np.repeat(np.arange(d, dtype=np.int32), k)),
+                    "scope": pa.array(np.full(d * k, scope)),
+                    "rank": pa.array(np.tile(np.arange(k, dtype=np.int16), d)),
+                    "other_sae": pa.array(other_sae.reshape(-1).astype(np.int32)),
+                    "other_latent": pa.array(other_latent.reshape(-1).astype(np.int32)),
+                    "cosine": pa.array(cosine.reshape(-1).astype(np.float32)),
+                }
+            )
+        )
     return pa.concat_tables(parts) if parts else None
 
 
@@ -267,31 +331,54 @@ def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) 
     for sae, result in enumerate(content.saes):
         examples = _example_table(sae, result.stats, content.corpus)
         example_tables.append(examples)
-        feature_tables.append(_feature_table(sae, result, int(result.stats.l0_counts.sum()),
-                                             _labels(result, examples, content)))
+        feature_tables.append(
+            _feature_table(sae, result, int(result.stats.l0_counts.sum()), _labels(result, examples, content))
+        )
         neighbour_tables.append(_neighbour_table(sae, result))
         sae_rows.append(_sae_row(sae, result))
     saes = pa.Table.from_pylist(sae_rows, schema=SAES_SCHEMA)
     features = pa.concat_tables(feature_tables, promote_options="default")
     examples = pa.concat_tables(example_tables)
-    neighbours = pa.concat_tables([t for t in neighbour_tables if t is not None]) if any(
-        t is not None for t in neighbour_tables) else NO_NEIGHBOURS
+    neighbours = (
+        pa.concat_tables([t for t in neighbour_tables if t is not None])
+        if any(t is not None for t in neighbour_tables)
+        else NO_NEIGHBOURS
+    )
     used = np.unique(examples["window_id"].to_numpy())
-    windows = pa.table({"window_id": pa.array(used),
-                        "tokens": _fixed(content.corpus.windows(used, context, content.bos_id or 0).numpy().astype(np.int32)
-                                         if len(used) else np.zeros((0, context), dtype=np.int32))})
+    windows = pa.table(
+        {
+            "window_id": pa.array(used),
+            "tokens": _fixed(
+                content.corpus.windows(used, context, content.bos_id or 0).numpy().astype(np.int32)
+                if len(used)
+                else np.zeros((0, context), dtype=np.int32)
+            ),
+        }
+    )
     corpus = content.corpus
-    documents = pa.table({
-        "document": pa.array(np.arange(len(corpus.doc_ids), dtype=np.int32)), "doc_id": pa.array(corpus.doc_ids),
-        "domain": pa.array(corpus.doc_domains), "source": pa.array(corpus.doc_sources),
-        "start_token": pa.array(corpus.doc_starts),
-    })
-    tokens = pa.table({"token": pa.array(np.arange(len(content.token_text), dtype=np.int32)),
-                       "text": pa.array(content.token_text), "corpus_count": pa.array(content.token_counts)})
+    documents = pa.table(
+        {
+            "document": pa.array(np.arange(len(corpus.doc_ids), dtype=np.int32)),
+            "doc_id": pa.array(corpus.doc_ids),
+            "domain": pa.array(corpus.doc_domains),
+            "source": pa.array(corpus.doc_sources),
+            "start_token": pa.array(corpus.doc_starts),
+        }
+    )
+    tokens = pa.table(
+        {
+            "token": pa.array(np.arange(len(content.token_text), dtype=np.int32)),
+            "text": pa.array(content.token_text),
+            "corpus_count": pa.array(content.token_counts),
+        }
+    )
     for name, table, order in (
-        ("saes", saes, "sae"), ("features", features, "sae, latent"),
-        ("examples", examples, "sae, latent, kind DESC, interval_index, rank"), ("windows", windows, "window_id"),
-        ("documents", documents, "document"), ("tokens", tokens, "token"),
+        ("saes", saes, "sae"),
+        ("features", features, "sae, latent"),
+        ("examples", examples, "sae, latent, kind DESC, interval_index, rank"),
+        ("windows", windows, "window_id"),
+        ("documents", documents, "document"),
+        ("tokens", tokens, "token"),
     ):
         connection.register("incoming", table)
         connection.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming ORDER BY {order}")
@@ -310,13 +397,21 @@ def write_neighbours(connection: duckdb.DuckDBPyConnection, source: str) -> None
     connection.execute(
         "CREATE TABLE neighbours AS SELECT g.sae, g.latent, g.scope, g.rank, g.other_sae, g.other_latent, g.cosine, "
         f"coalesce(f.label, '') AS other_label FROM {source} g LEFT JOIN features f "
-        "ON f.sae = g.other_sae AND f.latent = g.other_latent ORDER BY g.sae, g.latent, g.scope DESC, g.rank")
+        "ON f.sae = g.other_sae AND f.latent = g.other_latent ORDER BY g.sae, g.latent, g.scope DESC, g.rank"
+    )
 
 
-NO_NEIGHBOURS = pa.table({"sae": pa.array([], pa.int32()), "latent": pa.array([], pa.int32()),
-                          "scope": pa.array([], pa.string()), "rank": pa.array([], pa.int16()),
-                          "other_sae": pa.array([], pa.int32()), "other_latent": pa.array([], pa.int32()),
-                          "cosine": pa.array([], pa.float32())})
+NO_NEIGHBOURS = pa.table(
+    {
+        "sae": pa.array([], pa.int32()),
+        "latent": pa.array([], pa.int32()),
+        "scope": pa.array([], pa.string()),
+        "rank": pa.array([], pa.int16()),
+        "other_sae": pa.array([], pa.int32()),
+        "other_latent": pa.array([], pa.int32()),
+        "cosine": pa.array([], pa.float32()),
+    }
+)
 
 DERIVED_TABLES = (
     # every lower-cased word of each automatic label (not the words the template adds), sorted, so a
@@ -358,7 +453,9 @@ def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) ->
     stats = FeatureStats.empty(d, meta["top_k"], context, salt=meta["seed"] * 1000 + sae)
     f = connection.execute(
         "SELECT fire_count, act_sum, max_act, range_exp, hist, log_hist, interval_count FROM features "
-        "WHERE sae = ? ORDER BY latent", [sae]).fetchnumpy()
+        "WHERE sae = ? ORDER BY latent",
+        [sae],
+    ).fetchnumpy()
     stats.fire_count = torch.from_numpy(f["fire_count"].astype(np.int64))
     stats.act_sum = torch.from_numpy(f["act_sum"].astype(np.float64))
     stats.max_act = torch.from_numpy(f["max_act"].astype(np.float32))
@@ -369,7 +466,9 @@ def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) ->
     e = connection.execute(
         "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, "
         "coalesce(act_values, []) AS act_values, coalesce(act_values_f16, []) AS act_values_f16 "
-        "FROM examples WHERE sae = ?", [sae]).fetchnumpy()
+        "FROM examples WHERE sae = ?",
+        [sae],
+    ).fetchnumpy()
     acts = np.zeros((len(e["kind"]), context), dtype=np.float32)
     lengths = np.array([len(p) for p in e["act_positions"]], dtype=np.int64)
     if lengths.sum():

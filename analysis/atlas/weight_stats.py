@@ -7,6 +7,7 @@ the logits as the model computes it: the final LayerNorm's centring and gain (we
 unfolded), then the unembedding; the LayerNorm's division by the norm is a positive scale per
 token, so the ranking of tokens is exact and the values are those of a unit-scale residual.
 """
+
 from __future__ import annotations
 
 import re
@@ -69,7 +70,8 @@ def logit_effects(model: HookedTransformer, directions: torch.Tensor, chunk: int
         width = (high - low).clamp(min=1e-12)
         bins = ((effect - low[:, None]) / width[:, None] * LOGIT_HIST_BINS).long().clamp(0, LOGIT_HIST_BINS - 1)
         counts = torch.zeros(len(block), LOGIT_HIST_BINS, dtype=torch.long, device=block.device).scatter_add_(
-            1, bins, torch.ones_like(bins))
+            1, bins, torch.ones_like(bins)
+        )
         parts.append((top.indices, top.values, bottom.indices, bottom.values, low, high, counts))
     columns = [torch.cat([p[i] for p in parts]).cpu().numpy() for i in range(7)]
     return LogitEffects(*columns)

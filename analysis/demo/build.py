@@ -3,6 +3,7 @@
 Stages write their results to disk and later stages read them back, so a stage can be re-run
 alone (``--stages saes,report``) without retraining what came before it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -133,9 +134,16 @@ def build_saes(paths: BundlePaths, settings: TrainingSettings | None = None, onl
         train_dictionary(spec, activations, "glassbox-demo-gpt2", paths.saes, settings)
     learning_rates = paths.read_metrics().get("sae_training", {}).get("learning_rates", {})
     learning_rates.update({spec.name: spec.lr or settings.lr for spec in specs})
-    paths.write_metrics({"sae_training": {"activation_tokens": len(next(iter(activations.values()))),
-                                          "training_tokens_per_sae": settings.training_tokens,
-                                          "batch_size": settings.batch_size, "learning_rates": learning_rates}})
+    paths.write_metrics(
+        {
+            "sae_training": {
+                "activation_tokens": len(next(iter(activations.values()))),
+                "training_tokens_per_sae": settings.training_tokens,
+                "batch_size": settings.batch_size,
+                "learning_rates": learning_rates,
+            }
+        }
+    )
 
 
 def special_token_ids(tokenizer) -> list[int]:
@@ -158,9 +166,11 @@ def evaluate_bundle(paths: BundlePaths) -> None:
     tokenizer = loaded.model.tokenizer
     windows = context_windows(heldout, EVAL_WINDOWS, 128, tokenizer.bos_token_id, seed=1)
     qualities = evaluate_saes(loaded.model, saes, windows, special_token_ids(tokenizer), ce_windows=CE_WINDOWS)
-    paths.write_metrics({
-        "saes": {q.name: q.as_dict() for q in qualities},
-        "sae_eval_tokens": qualities[0].tokens,
-        "sae_ce_eval_tokens": qualities[0].ce_tokens,
-        "generations": generations_per_domain(loaded.model),
-    })
+    paths.write_metrics(
+        {
+            "saes": {q.name: q.as_dict() for q in qualities},
+            "sae_eval_tokens": qualities[0].tokens,
+            "sae_ce_eval_tokens": qualities[0].ce_tokens,
+            "generations": generations_per_domain(loaded.model),
+        }
+    )

@@ -4,6 +4,7 @@ Every document is rebuilt deterministically from files that Debian's packages in
 raw text need not be committed: ``data/demo/corpus_manifest.jsonl.gz`` records each document's
 id, domain, source, split and content hash, and ``verify_manifest`` checks a rebuild against it.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -12,9 +13,9 @@ import json
 import re
 import subprocess
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 HELDOUT_PERCENT = 18
 CHUNK_CHARS = 6000
@@ -115,7 +116,7 @@ def _read_fortunes() -> Iterator[tuple[str, str]]:
 
 def _read_gcide() -> Iterator[tuple[str, str]]:
     raw = gzip.decompress(Path("/usr/share/dictd/gcide.dict.dz").read_bytes()).decode("utf-8", "replace")
-    body = raw[raw.find("\nA \\"):]  # skip the database header entries
+    body = raw[raw.find("\nA \\") :]  # skip the database header entries
     entries = re.split(r"\n\n(?=\S)", body)
     for start in range(0, len(entries), 25):
         first = entries[start].split("\\", 1)[0].strip()
@@ -123,19 +124,46 @@ def _read_gcide() -> Iterator[tuple[str, str]]:
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("bible", "bible-kjv-text", "Public domain (King James Version text); Debian packaging GPL-2+",
-           "The King James Bible, one document per chapter, printed by the `bible` program", 8_000_000, _read_bible),
-    Source("python-docs", "python3.11-doc", "PSF License Version 2",
-           "reStructuredText sources of the Python 3.11 documentation (`_sources/*.rst.txt`)", 8_000_000,
-           _read_python_docs),
-    Source("linux-docs", "linux-doc-6.1", "GPL-2.0",
-           "reStructuredText sources of the Linux 6.1 kernel documentation (`Documentation/**/*.rst.gz`)",
-           8_000_000, _read_linux_docs),
-    Source("fortunes", "fortunes", "BSD-style (fortune-mod); see /usr/share/doc/fortunes/copyright",
-           "Fortune cookies: quotations, jokes and epigrams, 20 per document", 8_000_000, _read_fortunes),
-    Source("dictionary", "dict-gcide", "GPL-2+ (GNU Collaborative International Dictionary of English)",
-           "Dictionary entries from GCIDE (Webster's 1913 + WordNet), 25 entries per document", 8_000_000,
-           _read_gcide),
+    Source(
+        "bible",
+        "bible-kjv-text",
+        "Public domain (King James Version text); Debian packaging GPL-2+",
+        "The King James Bible, one document per chapter, printed by the `bible` program",
+        8_000_000,
+        _read_bible,
+    ),
+    Source(
+        "python-docs",
+        "python3.11-doc",
+        "PSF License Version 2",
+        "reStructuredText sources of the Python 3.11 documentation (`_sources/*.rst.txt`)",
+        8_000_000,
+        _read_python_docs,
+    ),
+    Source(
+        "linux-docs",
+        "linux-doc-6.1",
+        "GPL-2.0",
+        "reStructuredText sources of the Linux 6.1 kernel documentation (`Documentation/**/*.rst.gz`)",
+        8_000_000,
+        _read_linux_docs,
+    ),
+    Source(
+        "fortunes",
+        "fortunes",
+        "BSD-style (fortune-mod); see /usr/share/doc/fortunes/copyright",
+        "Fortune cookies: quotations, jokes and epigrams, 20 per document",
+        8_000_000,
+        _read_fortunes,
+    ),
+    Source(
+        "dictionary",
+        "dict-gcide",
+        "GPL-2+ (GNU Collaborative International Dictionary of English)",
+        "Dictionary entries from GCIDE (Webster's 1913 + WordNet), 25 entries per document",
+        8_000_000,
+        _read_gcide,
+    ),
 )
 
 
@@ -161,8 +189,7 @@ def build_documents() -> list[Document]:
     lacking = missing_packages()
     if lacking:
         raise RuntimeError(
-            "the demo corpus needs Debian packages that are not installed: "
-            f"apt-get install {' '.join(lacking)}"
+            f"the demo corpus needs Debian packages that are not installed: apt-get install {' '.join(lacking)}"
         )
     documents: list[Document] = []
     for source in SOURCES:
@@ -201,6 +228,5 @@ def verify_manifest(documents: list[Document], path: Path) -> None:
     if rebuilt != expected:
         differing = sum(a != b for a, b in zip(rebuilt, expected)) + abs(len(rebuilt) - len(expected))
         raise RuntimeError(
-            f"the corpus rebuilt here differs from {path} in {differing} documents "
-            "(different Debian package versions?)"
+            f"the corpus rebuilt here differs from {path} in {differing} documents (different Debian package versions?)"
         )

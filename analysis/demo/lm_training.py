@@ -4,6 +4,7 @@ Training is budgeted in wall-clock minutes (the bundle is rebuilt on whatever ma
 hand), so the number of steps is fixed after timing the first few steps: the learning-rate
 schedule is then an ordinary warmup + cosine over a known step count.
 """
+
 from __future__ import annotations
 
 import math
@@ -122,8 +123,9 @@ def train_language_model(
     total_steps = max(probe_steps + 1, int(settings.minutes * 60 / seconds_per_step))
 
     tokens_per_step = settings.batch_size * settings.n_ctx
-    progress = tqdm(range(probe_steps, total_steps), desc="train LM", unit="step", initial=probe_steps,
-                    total=total_steps)
+    progress = tqdm(
+        range(probe_steps, total_steps), desc="train LM", unit="step", initial=probe_steps, total=total_steps
+    )
     loss = float("nan")
     for i in progress:
         if i < settings.warmup_steps:

@@ -1,4 +1,5 @@
 """Write the bundle's README.md and SOURCES.md from the numbers the build measured."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,7 +73,7 @@ def write_sources(metrics: dict, path: Path) -> None:
 def write_readme(metrics: dict, path: Path) -> None:
     model = metrics["model"]
     lines = [
-        "# The Glassbox demo bundle",
+        "# The SAEscope demo bundle",
         "",
         "Everything here was made by `python -m analysis demo` from openly licensed text (see",
         "[SOURCES.md](SOURCES.md)); every number below was measured by that build and is read from",

@@ -6,6 +6,7 @@ reconstruction target is the MLP's output instead of its own input. Both kinds a
 sae-lens's disk format as JumpReLU models (a BatchTopK SAE's usual inference form), which sae-lens
 loads with ``SAE.load_from_disk`` and circuit-tracer can use as per-layer transcoders.
 """
+
 from __future__ import annotations
 
 import json

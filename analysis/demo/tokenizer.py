@@ -3,10 +3,11 @@
 Special tokens are added after training so they get the last ids, never id 0: circuit-tracer's
 tokenisation helper drops falsy ids, which would silently lose a BOS with id 0.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast

@@ -5,6 +5,7 @@ Attribution cost grows with (feature nodes) x (active features) x d_model, so th
 is capped (64 tokens by default) and the number of feature nodes attributed is bounded:
 circuit-tracer then attributes the most influential features first (see docs/GRAPHS.md).
 """
+
 from __future__ import annotations
 
 import time

@@ -1,6 +1,7 @@
 """Interventions on a computed graph: scale or ablate chosen features with circuit-tracer's
 ``feature_intervention`` (the model runs on, nothing frozen) and compare each target logit's change
 with what the graph's direct edges predict (sum over the features of edge x (scale - 1))."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,12 +29,14 @@ class InterventionOutcome:
 
 def _feature_rows(result: AttributionResult) -> dict[tuple[int, int, int], int]:
     graph = result.graph
-    return {tuple(graph.active_features[index].tolist()): row
-            for row, index in enumerate(graph.selected_features.tolist())}
+    return {
+        tuple(graph.active_features[index].tolist()): row for row, index in enumerate(graph.selected_features.tolist())
+    }
 
 
-def intervene(live: LiveModel, result: AttributionResult, features: list[tuple[int, int, int]],
-              scale: float) -> InterventionOutcome:
+def intervene(
+    live: LiveModel, result: AttributionResult, features: list[tuple[int, int, int]], scale: float
+) -> InterventionOutcome:
     """Multiply each (layer, position, latent) feature's activation by ``scale`` (0 = ablate)."""
     graph = result.graph
     rows = _feature_rows(result)
@@ -46,8 +49,9 @@ def intervene(live: LiveModel, result: AttributionResult, features: list[tuple[i
         model = replacement_model(live)
         with torch.no_grad():
             before = model(graph.input_tokens)[0, -1]
-        after, _ = model.feature_intervention(graph.input_tokens, interventions, freeze_attention=False,
-                                              return_activations=False)
+        after, _ = model.feature_intervention(
+            graph.input_tokens, interventions, freeze_attention=False, return_activations=False
+        )
     after = after[0, -1].detach()
     n_logits = len(graph.logit_targets)
     edges = graph.adjacency_matrix[-n_logits:, [rows[f] for f in features]]
@@ -55,8 +59,15 @@ def intervene(live: LiveModel, result: AttributionResult, features: list[tuple[i
     targets = []
     for which, target in enumerate(graph.logit_targets):
         old, new = (_target_value(live, result, target.vocab_idx, logits) for logits in (before, after))
-        targets.append({"token": target.token_str, "before": old, "after": new, "change": new - old,
-                        "predicted": float(predicted[which])})
+        targets.append(
+            {
+                "token": target.token_str,
+                "before": old,
+                "after": new,
+                "change": new - old,
+                "predicted": float(predicted[which]),
+            }
+        )
     return InterventionOutcome(targets, _top(live, before), _top(live, after))
 
 

@@ -3,6 +3,7 @@
 The atlas numbers its SAEs by their order in the run, so names are mapped to those numbers
 through ``meta.saes``; a transcoder the atlas does not know simply has no labels.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

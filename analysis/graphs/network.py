@@ -1,5 +1,5 @@
 """circuit-tracer's Graph, pruned by its own ``prune_graph`` and scored by its own
-``compute_graph_scores``, as a networkx DiGraph that the rest of Glassbox reads.
+``compute_graph_scores``, as a networkx DiGraph that the rest of SAEscope reads.
 
 Node ids: ``embed@P``, ``feature/L/LATENT@P``, ``error/L@P``, ``logit/TOKEN_ID`` (``logit/custom``
 for a logit difference). Every node has ``kind``, ``layer`` (-1 for embeddings, n_layers for
@@ -8,6 +8,7 @@ tracer's cumulative influence, the share of all influence held by nodes at least
 (small = important; Neuronpedia shows the same number). Edges point from source to target and
 carry circuit-tracer's signed direct effect as ``weight``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,12 @@ def _node(result: AttributionResult, index: int) -> tuple[str, dict]:
         active = int(graph.selected_features[index])
         layer, position, latent = (int(v) for v in graph.active_features[active])
         return f"feature/{layer}/{latent}@{position}", {
-            "kind": "feature", "layer": layer, "position": position, "latent": latent,
-            "transcoder": result.transcoders[layer], "activation": float(graph.activation_values[active]),
+            "kind": "feature",
+            "layer": layer,
+            "position": position,
+            "latent": latent,
+            "transcoder": result.transcoders[layer],
+            "activation": float(graph.activation_values[active]),
         }
     if index < errors_end:
         layer, position = divmod(index - n_features, n_pos)
@@ -44,7 +49,10 @@ def _node(result: AttributionResult, index: int) -> tuple[str, dict]:
     if index < embeds_end:
         position = index - errors_end
         return f"embed@{position}", {
-            "kind": "embedding", "layer": -1, "position": position, "token": result.tokens[position],
+            "kind": "embedding",
+            "layer": -1,
+            "position": position,
+            "token": result.tokens[position],
         }
     which = index - embeds_end
     token, vocab_idx = graph.logit_targets[which]
@@ -52,7 +60,10 @@ def _node(result: AttributionResult, index: int) -> tuple[str, dict]:
     # base vocabulary, which leaves out added special tokens (the demo's EOS 8190 among them)
     in_vocab = vocab_idx < graph.cfg.d_vocab
     return f"logit/{vocab_idx}" if in_vocab else "logit/custom", {
-        "kind": "logit", "layer": n_layers, "position": n_pos - 1, "token": token,
+        "kind": "logit",
+        "layer": n_layers,
+        "position": n_pos - 1,
+        "token": token,
         "token_id": vocab_idx if in_vocab else None,
         "probability": float(graph.logit_probabilities[which]),
     }
@@ -72,12 +83,20 @@ def to_networkx(
     replacement, completeness = compute_graph_scores(graph)
     pruned_replacement, pruned_completeness = pruned_scores(result, node_mask, edge_mask)
     network = nx.DiGraph(
-        prompt=graph.input_string, tokens=result.tokens, transcoders=result.transcoders,
-        target_token=result.target.token, target_versus=result.target.versus,
-        node_threshold=node_threshold, edge_threshold=edge_threshold,
-        replacement_score=replacement, completeness_score=completeness, seconds=result.seconds,
-        pruned_replacement_score=pruned_replacement, pruned_completeness_score=pruned_completeness,
-        max_feature_nodes=result.settings.max_feature_nodes, batch_size=result.settings.batch_size,
+        prompt=graph.input_string,
+        tokens=result.tokens,
+        transcoders=result.transcoders,
+        target_token=result.target.token,
+        target_versus=result.target.versus,
+        node_threshold=node_threshold,
+        edge_threshold=edge_threshold,
+        replacement_score=replacement,
+        completeness_score=completeness,
+        seconds=result.seconds,
+        pruned_replacement_score=pruned_replacement,
+        pruned_completeness_score=pruned_completeness,
+        max_feature_nodes=result.settings.max_feature_nodes,
+        batch_size=result.settings.batch_size,
     )
     kept = node_mask.nonzero().flatten().tolist()
     ids = {}
@@ -105,9 +124,11 @@ def pruned_scores(result: AttributionResult, node_mask, edge_mask) -> tuple[floa
 
 
 def _add_labels(network: nx.DiGraph, atlas: str | Path | None) -> None:
-    features = {node: (data["transcoder"], data["latent"]) for node, data in network.nodes(data=True)
-                if data["kind"] == "feature"}
+    features = {
+        node: (data["transcoder"], data["latent"])
+        for node, data in network.nodes(data=True)
+        if data["kind"] == "feature"
+    }
     labels = atlas_labels(atlas, features.values()) if atlas is not None else {}
     for node, key in features.items():
         network.nodes[node]["label"] = labels.get(key, "")
-

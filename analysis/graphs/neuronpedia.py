@@ -1,7 +1,8 @@
 """Neuronpedia's graph JSON, written with circuit-tracer's own node and link builders (the ones its
 ``create_graph_files`` uses, which also writes files and re-reads the tokenizer from the hub), and
-read back into the networkx form Glassbox uses, so graphs made elsewhere can be opened here.
+read back into the networkx form SAEscope uses, so graphs made elsewhere can be opened here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,11 @@ def to_neuronpedia(
     scan = ",".join(result.transcoders)
     data = build_model(graph, used_nodes, used_edges, slug, scan, node_threshold, tokenizer).model_dump()
     data["metadata"]["transcoder_list"] = list(result.transcoders)
-    features = {node["node_id"]: _feature_key(node, result.transcoders) for node in data["nodes"]
-                if node["feature_type"] not in _KINDS}
+    features = {
+        node["node_id"]: _feature_key(node, result.transcoders)
+        for node in data["nodes"]
+        if node["feature_type"] not in _KINDS
+    }
     labels = atlas_labels(atlas, features.values()) if atlas is not None else {}
     for node in data["nodes"]:
         if node["node_id"] in features:
@@ -58,14 +62,21 @@ def from_neuronpedia(data: dict) -> nx.DiGraph:
     weights."""
     metadata = data["metadata"]
     network = nx.DiGraph(
-        prompt=metadata["prompt"], tokens=metadata["prompt_tokens"], scan=metadata["scan"],
-        transcoders=metadata.get("transcoder_list", []), node_threshold=metadata.get("node_threshold"),
+        prompt=metadata["prompt"],
+        tokens=metadata["prompt_tokens"],
+        scan=metadata["scan"],
+        transcoders=metadata.get("transcoder_list", []),
+        node_threshold=metadata.get("node_threshold"),
         slug=metadata["slug"],
     )
     for node in data["nodes"]:
         kind = _KINDS.get(node["feature_type"], "feature")
-        attributes = {"kind": kind, "position": node["ctx_idx"], "influence": node.get("influence"),
-                      "label": node.get("clerp", "")}
+        attributes = {
+            "kind": kind,
+            "position": node["ctx_idx"],
+            "influence": node.get("influence"),
+            "label": node.get("clerp", ""),
+        }
         if kind == "feature":
             _, latent, _ = node["node_id"].split("_")
             attributes.update(layer=int(node["layer"]), latent=int(latent), activation=node.get("activation"))
@@ -75,8 +86,9 @@ def from_neuronpedia(data: dict) -> nx.DiGraph:
             attributes["layer"] = -1
         elif kind == "logit":
             # Neuronpedia numbers the logit layer n_layers + 1 (embeddings are "E"); to_networkx n_layers
-            attributes.update(layer=int(node["layer"]) - 1, token_id=node["feature"],
-                              probability=node.get("token_prob"))
+            attributes.update(
+                layer=int(node["layer"]) - 1, token_id=node["feature"], probability=node.get("token_prob")
+            )
         network.add_node(node["node_id"], **attributes)
     for link in data["links"]:
         network.add_edge(link["source"], link["target"], weight=float(link["weight"]))

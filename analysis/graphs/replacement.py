@@ -5,6 +5,7 @@ the weights already loaded by ``load_live`` are handed to it instead.
 Built once per LiveModel and kept for the life of the process: the replacement model shares the live
 model's weight storage (no copy), but wrapping it costs a second or so that every graph would pay.
 """
+
 from __future__ import annotations
 
 import atexit

@@ -4,6 +4,7 @@ two tokens' logits, turned into the ``attribution_targets`` circuit-tracer's ``a
 Token strings are resolved here rather than by circuit-tracer so that an unknown or multi-token
 string is refused with a message naming it, before any attribution work starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,13 +1,10 @@
 """Features: every latent of the chosen SAEs, filtered, sorted and paged in DuckDB; pick a row to
 open it."""
-from __future__ import annotations
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dashboard.feature_queries import SORTS, feature_table  # noqa: E402
 from dashboard.filter_controls import filter_controls, url_params, write_url  # noqa: E402
 from dashboard.page_common import open_page  # noqa: E402
@@ -40,13 +37,23 @@ write_url(page, flt, sort=sort if sort != "feature" else "", page=page_number if
 st.caption(f"{result.total:,} features match · showing {len(result.rows)} · select a row to open it")
 shown = result.rows.drop(columns=["sae"]).fillna({"label": "", "reviewer": ""})
 selection = st.dataframe(
-    shown, hide_index=True, width="stretch", height=min(38 + 35 * len(shown), 900), on_select="rerun", selection_mode="single-row", key="feature_table",
+    shown,
+    hide_index=True,
+    width="stretch",
+    height=min(38 + 35 * len(shown), 900),
+    on_select="rerun",
+    selection_mode="single-row",
+    key="feature_table",
     column_config={
-        "sae_name": "SAE", "latent": st.column_config.NumberColumn("feature", format="%d"),
-        "density": st.column_config.NumberColumn(format="%.2e"), "max_act": st.column_config.NumberColumn(
-            "max act", format="%.3f"), "mean_act": st.column_config.NumberColumn("mean act", format="%.3f"),
-        "auto_label": "automatic label", "label": "reviewer label",
-    })
+        "sae_name": "SAE",
+        "latent": st.column_config.NumberColumn("feature", format="%d"),
+        "density": st.column_config.NumberColumn(format="%.2e"),
+        "max_act": st.column_config.NumberColumn("max act", format="%.3f"),
+        "mean_act": st.column_config.NumberColumn("mean act", format="%.3f"),
+        "auto_label": "automatic label",
+        "label": "reviewer label",
+    },
+)
 rows = selection.selection.rows if selection else []
 if rows:
     chosen = result.rows.iloc[rows[0]]

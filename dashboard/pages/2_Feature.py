@@ -1,14 +1,12 @@
 """Feature: one latent's statistics, examples, logit effects, neighbours, sources and triage."""
+
 from __future__ import annotations
 
 import html
-import sys
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dashboard import charts  # noqa: E402
 from dashboard.examples_view import CONTEXT_WIDTHS, show_examples  # noqa: E402
 from dashboard.feature_queries import FeatureView, feature_view  # noqa: E402
@@ -31,8 +29,11 @@ def _chosen_feature(page: PageContext) -> tuple[int, int]:
     sae = page.atlas.sae_index(sae_name)
     if sae is None or latent is None:
         names = ", ".join(page.atlas.saes["name"])
-        _refuse(page, f"Choose a feature: the link needs sae= (one of {names}) and latent=; got sae={sae_name!r}, "
-                      f"latent={text(params, 'latent')!r}.")
+        _refuse(
+            page,
+            f"Choose a feature: the link needs sae= (one of {names}) and latent=; got sae={sae_name!r}, "
+            f"latent={text(params, 'latent')!r}.",
+        )
     return sae, latent
 
 
@@ -53,14 +54,20 @@ def _logit_effects(view: FeatureView, token_text: tuple[str, ...]) -> None:
         st.caption("No logit effects: this SAE's hook does not write to the residual stream path to the unembedding.")
         return
     promoted, suppressed = st.columns(2)
-    promoted.dataframe(_labelled_tokens(stats["top_logit_tokens"], stats["top_logit_values"], token_text),
-                       hide_index=True, column_config={"token": "promotes", "effect": st.column_config.NumberColumn(
-                           format="%+.3f")})
-    suppressed.dataframe(_labelled_tokens(stats["bottom_logit_tokens"], stats["bottom_logit_values"], token_text),
-                         hide_index=True, column_config={"token": "suppresses", "effect": st.column_config.NumberColumn(
-                             format="%+.3f")})
-    st.plotly_chart(charts.logit_histogram(stats["logit_hist"], stats["logit_hist_min"], stats["logit_hist_max"]),
-                    key="logit_histogram")
+    promoted.dataframe(
+        _labelled_tokens(stats["top_logit_tokens"], stats["top_logit_values"], token_text),
+        hide_index=True,
+        column_config={"token": "promotes", "effect": st.column_config.NumberColumn(format="%+.3f")},
+    )
+    suppressed.dataframe(
+        _labelled_tokens(stats["bottom_logit_tokens"], stats["bottom_logit_values"], token_text),
+        hide_index=True,
+        column_config={"token": "suppresses", "effect": st.column_config.NumberColumn(format="%+.3f")},
+    )
+    st.plotly_chart(
+        charts.logit_histogram(stats["logit_hist"], stats["logit_hist_min"], stats["logit_hist_max"]),
+        key="logit_histogram",
+    )
 
 
 def _neighbours(page: PageContext, view: FeatureView) -> None:
@@ -69,10 +76,14 @@ def _neighbours(page: PageContext, view: FeatureView) -> None:
         if rows:
             st.markdown(f"**{title}** (decoder cosine)")
         for row in rows:
-            label = markdown_text(f"{row['other_name']} #{row['other_latent']} · {row['cosine']:.2f} · "
-                                  f"{row['other_label'] or ''}")
-            st.page_link("pages/2_Feature.py", label=label,
-                         query_params=page.feature_params(row["other_sae"], row["other_latent"]))
+            label = markdown_text(
+                f"{row['other_name']} #{row['other_latent']} · {row['cosine']:.2f} · {row['other_label'] or ''}"
+            )
+            st.page_link(
+                "pages/2_Feature.py",
+                label=label,
+                query_params=page.feature_params(row["other_sae"], row["other_latent"]),
+            )
 
 
 def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
@@ -86,8 +97,9 @@ def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
         if st.form_submit_button("Add to list", disabled=page.read_only or not page.reviewer):
             row = page.atlas.sae_row(sae)
             try:
-                page.workspace.store.add_to_list(name, str(row["content_hash"]), str(row["name"]), latent,
-                                                 page.reviewer, note)
+                page.workspace.store.add_to_list(
+                    name, str(row["content_hash"]), str(row["name"]), latent, page.reviewer, note
+                )
                 st.toast(f"Added to {name}")
             except UserDataError as error:
                 st.error(str(error))
@@ -98,25 +110,34 @@ sae, latent = _chosen_feature(page)
 sae_row = page.atlas.sae_row(sae)
 view = feature_view(page.workspace, page.atlas, sae, latent)
 if view is None:
-    _refuse(page, f"{sae_row['name']} has no feature {latent}: its features are numbered 0 to "
-                  f"{int(sae_row['d_sae']) - 1}.")
+    _refuse(
+        page, f"{sae_row['name']} has no feature {latent}: its features are numbered 0 to {int(sae_row['d_sae']) - 1}."
+    )
 
 stats, token_text = view.stats, page.atlas.token_text
 back, steer, previous, following = st.columns([4, 1, 1, 1])
 back.subheader(markdown_text(f"{sae_row['name']} · feature {latent}"))
-steer.page_link("pages/5_Steer.py", label="Steer ↗", query_params=page.link_params(
-    steer=ChosenLatent(str(sae_row["name"]), latent).url_value()))
+steer.page_link(
+    "pages/5_Steer.py",
+    label="Steer ↗",
+    query_params=page.link_params(steer=ChosenLatent(str(sae_row["name"]), latent).url_value()),
+)
 if latent > 0:
     previous.page_link("pages/2_Feature.py", label="← previous", query_params=page.feature_params(sae, latent - 1))
 if latent + 1 < int(sae_row["d_sae"]):
     following.page_link("pages/2_Feature.py", label="next →", query_params=page.feature_params(sae, latent + 1))
 annotation = page.workspace.store.annotation(str(sae_row["content_hash"]), latent)
-reviewer_label = (f' · <b>{html.escape(annotation.status)}</b>: {html.escape(visible(annotation.label, spaces=False))}'
-                  if annotation.reviewed or annotation.label else "")
+reviewer_label = (
+    f" · <b>{html.escape(annotation.status)}</b>: {html.escape(visible(annotation.label, spaces=False))}"
+    if annotation.reviewed or annotation.label
+    else ""
+)
 auto_label = visible(stats["label"] or "no automatic label", spaces=False)
-st.html(f'<div style="font-size: 1rem;">{html.escape(auto_label)} '
-        f'<span style="font-size: 0.75rem; color: #777; border: 1px solid #bbb; border-radius: 4px; padding: 0 4px;">'
-        f'automatic</span>{reviewer_label}</div>')
+st.html(
+    f'<div style="font-size: 1rem;">{html.escape(auto_label)} '
+    f'<span style="font-size: 0.75rem; color: #777; border: 1px solid #bbb; border-radius: 4px; padding: 0 4px;">'
+    f"automatic</span>{reviewer_label}</div>"
+)
 writes = sae_row["hook_name_out"] if pd.notna(sae_row["hook_name_out"]) else sae_row["hook_name"]
 st.caption(f"reads {sae_row['hook_name']} · writes {writes} · {sae_row['architecture']}")
 
@@ -133,8 +154,12 @@ with left:
         linear, logarithmic = st.tabs(["Activations", "Log-spaced"])
         with linear:
             log_y = st.toggle("log counts", key="hist_log_y")
-            st.plotly_chart(charts.activation_histogram(stats["hist"], int(stats["range_exp"]), float(stats["max_act"]),
-                                                        log_y, tested), key="activation_histogram")
+            st.plotly_chart(
+                charts.activation_histogram(
+                    stats["hist"], int(stats["range_exp"]), float(stats["max_act"]), log_y, tested
+                ),
+                key="activation_histogram",
+            )
         with logarithmic:
             st.plotly_chart(charts.log_spaced_histogram(stats["log_hist"]), key="log_histogram")
     width_key = text(url_params(), "width", "16 tokens")
@@ -160,7 +185,13 @@ with right:
     if history.empty:
         st.caption("No edits yet.")
     else:
-        st.table(history[["changed_at", "reviewer", "action", "field", "old_value", "new_value"]].head(AUDIT_ROWS_SHOWN)
-                 .assign(changed_at=lambda h: h["changed_at"].dt.strftime("%Y-%m-%d %H:%M:%S")), hide_index=True)
+        st.table(
+            history[["changed_at", "reviewer", "action", "field", "old_value", "new_value"]]
+            .head(AUDIT_ROWS_SHOWN)
+            .assign(changed_at=lambda h: h["changed_at"].dt.strftime("%Y-%m-%d %H:%M:%S")),
+            hide_index=True,
+        )
         if len(history) > AUDIT_ROWS_SHOWN:
-            st.caption(f"{len(history) - AUDIT_ROWS_SHOWN} older entries: download the whole audit log on the Lists page.")
+            st.caption(
+                f"{len(history) - AUDIT_ROWS_SHOWN} older entries: download the whole audit log on the Lists page."
+            )

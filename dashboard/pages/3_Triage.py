@@ -1,14 +1,12 @@
 """Triage: walk the unreviewed features of a filter one at a time, examples in view and the label
 form in reach; every save is audited under the reviewer's name."""
+
 from __future__ import annotations
 
 import html
-import sys
-from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dashboard.examples_view import show_examples  # noqa: E402
 from dashboard.feature_queries import feature_view, next_in_queue, queue_progress  # noqa: E402
 from dashboard.filter_controls import filter_controls, url_params, write_url  # noqa: E402
@@ -44,10 +42,14 @@ stats = view.stats
 examples_column, form_column = st.columns([3, 2], gap="large")
 with examples_column:
     st.subheader(markdown_text(f"{page.atlas.sae_row(sae)['name']} · feature {latent}"))
-    st.html(f'<div>{html.escape(visible(stats["label"] or "no automatic label", spaces=False))} '
-            f'<span style="font-size: 0.75rem; color: #777;">(automatic)</span> · density {stats["density"]:.2e} · '
-            f'max {stats["max_act"]:.3f}</div>')
-    st.page_link("pages/2_Feature.py", label="Open the full feature page", query_params=page.feature_params(sae, latent))
+    st.html(
+        f"<div>{html.escape(visible(stats['label'] or 'no automatic label', spaces=False))} "
+        f'<span style="font-size: 0.75rem; color: #777;">(automatic)</span> · density {stats["density"]:.2e} · '
+        f"max {stats['max_act']:.3f}</div>"
+    )
+    st.page_link(
+        "pages/2_Feature.py", label="Open the full feature page", query_params=page.feature_params(sae, latent)
+    )
     show_examples(view, page.atlas.token_text, EXAMPLE_WIDTH)
 with form_column:
     saved = triage_panel(page, sae, latent, save_label="Save and next")

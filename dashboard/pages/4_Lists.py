@@ -1,13 +1,10 @@
 """Lists: named sets of features with a note on each, and downloads of lists, labels and the
 audit log (CSV and JSON)."""
-from __future__ import annotations
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from dashboard.exports import as_csv, as_json  # noqa: E402
 from dashboard.filter_controls import url_params  # noqa: E402
 from dashboard.page_common import PageContext, open_page  # noqa: E402
@@ -18,8 +15,9 @@ from dashboard.userdata import UserDataError  # noqa: E402
 def _downloads(title: str, frame, stem: str, key: str) -> None:
     csv_column, json_column, _ = st.columns([1, 1, 3])
     csv_column.download_button(f"{title} (CSV)", as_csv(frame), f"{stem}.csv", "text/csv", key=f"{key}_csv")
-    json_column.download_button(f"{title} (JSON)", as_json(frame), f"{stem}.json", "application/json",
-                                key=f"{key}_json")
+    json_column.download_button(
+        f"{title} (JSON)", as_json(frame), f"{stem}.json", "application/json", key=f"{key}_json"
+    )
 
 
 def _create_list(page: PageContext) -> None:
@@ -43,14 +41,21 @@ def _show_list(page: PageContext, name: str) -> None:
     items = store.list_frame(name)
     st.caption(f"{len(items)} features")
     hashes = dict(zip(page.atlas.saes["content_hash"], page.atlas.saes["sae"]))
-    selection = st.dataframe(items.drop(columns=["list", "sae_hash"]), hide_index=True, on_select="rerun",
-                             selection_mode="single-row", key=f"list_items_{name}")
+    selection = st.dataframe(
+        items.drop(columns=["list", "sae_hash"]),
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key=f"list_items_{name}",
+    )
     rows = selection.selection.rows if selection else []
     if rows:
         item = items.iloc[rows[0]]
         if item["sae_hash"] in hashes:
-            st.switch_page("pages/2_Feature.py",
-                           query_params=page.feature_params(int(hashes[item["sae_hash"]]), int(item["latent"])))
+            st.switch_page(
+                "pages/2_Feature.py",
+                query_params=page.feature_params(int(hashes[item["sae_hash"]]), int(item["latent"])),
+            )
         st.warning(f"{item['sae_name']} is not in this atlas; open an atlas built from it to see the feature.")
     if len(items) and not page.read_only and page.reviewer:
         with st.form(f"remove_from_{name}"):
@@ -82,5 +87,5 @@ with right:
 
 st.header("Exports")
 store = page.workspace.store
-_downloads("Labels", store.annotations_frame(), "glassbox-labels", "labels")
-_downloads("Audit log", store.audit_frame(), "glassbox-audit-log", "audit")
+_downloads("Labels", store.annotations_frame(), "saescope-labels", "labels")
+_downloads("Audit log", store.audit_frame(), "saescope-audit-log", "audit")

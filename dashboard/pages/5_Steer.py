@@ -1,14 +1,11 @@
 """Steer: turn latents up or down and watch the text change. Default and steered completions are
 generated with the same seed, side by side as they grow; every run is recorded with its settings,
 the model and SAE hashes and both outputs, and the history re-runs or exports any of them."""
-from __future__ import annotations
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
 from analysis.sampling import MAX_FREQUENCY_PENALTY, MAX_NEW_TOKENS, GenerationSettings  # noqa: E402
 from analysis.steering import SteeringResult, default_coefficient, stream_comparison  # noqa: E402
@@ -17,8 +14,7 @@ from dashboard.filter_controls import url_params  # noqa: E402
 from dashboard.live_service import require_live  # noqa: E402
 from dashboard.page_common import PageContext, open_page  # noqa: E402
 from dashboard.steering_history import steering_history  # noqa: E402
-from dashboard.steering_targets import (ChosenLatent, coefficient_key, latent_summary,  # noqa: E402
-                                        parse_url_value, set_coefficients)
+from dashboard.steering_targets import ChosenLatent, coefficient_key, latent_summary, parse_url_value, set_coefficients  # noqa: E402
 from dashboard.steering_view import completion_html, first_difference, prompt_shown, shift_chart  # noqa: E402
 from dashboard.token_html import markdown_text  # noqa: E402
 from dashboard.url_state import text  # noqa: E402
@@ -71,13 +67,29 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[ChosenLatent]:
         st.session_state.setdefault(key + "_slider", st.session_state[key])
         scale = max(abs(st.session_state[key]), default_coefficient(summary.max_act), 1.0) * 2
         name, slider, number, remove = st.columns([3, 4, 2, 1], vertical_alignment="bottom")
-        name.page_link("pages/2_Feature.py", label=markdown_text(
-            f"{target.sae_name} #{target.latent} · {summary.label}", 60),
-            query_params=page.link_params(sae=target.sae_name, latent=target.latent))
-        slider.slider("coefficient", -scale, scale, key=key + "_slider", label_visibility="collapsed",
-                      on_change=_copy, args=(key + "_slider", key))
-        number.number_input("coefficient", key=key, min_value=-MAX_COEFFICIENT, max_value=MAX_COEFFICIENT,
-                            label_visibility="collapsed", on_change=_copy, args=(key, key + "_slider"))
+        name.page_link(
+            "pages/2_Feature.py",
+            label=markdown_text(f"{target.sae_name} #{target.latent} · {summary.label}", 60),
+            query_params=page.link_params(sae=target.sae_name, latent=target.latent),
+        )
+        slider.slider(
+            "coefficient",
+            -scale,
+            scale,
+            key=key + "_slider",
+            label_visibility="collapsed",
+            on_change=_copy,
+            args=(key + "_slider", key),
+        )
+        number.number_input(
+            "coefficient",
+            key=key,
+            min_value=-MAX_COEFFICIENT,
+            max_value=MAX_COEFFICIENT,
+            label_visibility="collapsed",
+            on_change=_copy,
+            args=(key, key + "_slider"),
+        )
         if not remove.button("✕", key=f"remove_{key}", help="stop steering this feature"):
             kept.append(ChosenLatent(target.sae_name, target.latent, float(st.session_state[key])))
     with st.form("add_latent"):
@@ -104,31 +116,44 @@ def _settings() -> tuple[str, GenerationSettings]:
     """Method and generation settings; their widget keys are what a history re-run sets."""
     defaults = GenerationSettings()
     method_in_url = text(url_params(), "method", "additive")
-    for key, value in (("steer_method", method_in_url if method_in_url in METHODS else "additive"),
-                       *((f"steer_{name}", value) for name, value in vars(defaults).items())):
+    for key, value in (
+        ("steer_method", method_in_url if method_in_url in METHODS else "additive"),
+        *((f"steer_{name}", value) for name, value in vars(defaults).items()),
+    ):
         st.session_state.setdefault(key, value)
-    method = st.radio("Method", METHODS, horizontal=True, key="steer_method", captions=[METHOD_HELP[m] for m in METHODS])
+    method = st.radio(
+        "Method", METHODS, horizontal=True, key="steer_method", captions=[METHOD_HELP[m] for m in METHODS]
+    )
     with st.expander("Generation settings"):
         cols = st.columns(6)
         settings = GenerationSettings(
             max_new_tokens=cols[0].number_input("max new tokens", 1, MAX_NEW_TOKENS, key="steer_max_new_tokens"),
-            temperature=cols[1].number_input("temperature", 0.0, 5.0, step=0.1, key="steer_temperature",
-                                             help="0 = always the most likely token"),
+            temperature=cols[1].number_input(
+                "temperature", 0.0, 5.0, step=0.1, key="steer_temperature", help="0 = always the most likely token"
+            ),
             top_p=cols[2].number_input("top p", 0.01, 1.0, step=0.05, key="steer_top_p"),
-            frequency_penalty=cols[3].number_input("frequency penalty", 0.0, MAX_FREQUENCY_PENALTY, step=0.1,
-                                                   key="steer_frequency_penalty"),
+            frequency_penalty=cols[3].number_input(
+                "frequency penalty", 0.0, MAX_FREQUENCY_PENALTY, step=0.1, key="steer_frequency_penalty"
+            ),
             seed=cols[4].number_input("seed", 0, 2**31 - 1, key="steer_seed"),
             use_kv_cache=cols[5].toggle("KV cache", key="steer_use_kv_cache", help="faster; gives the same text"),
         )
     return method, settings
 
 
-def _generate(page: PageContext, live: LiveModel, prompt: str, targets: list[ChosenLatent], method: str,
-              settings: GenerationSettings) -> None:
+def _generate(
+    page: PageContext,
+    live: LiveModel,
+    prompt: str,
+    targets: list[ChosenLatent],
+    method: str,
+    settings: GenerationSettings,
+) -> None:
     """Stream both completions into two columns, then the distribution shift; record the run."""
     try:
-        stream = stream_comparison(live, prompt, [SteeringTarget(t.sae_name, t.latent, t.coefficient)
-                                                  for t in targets], method, settings)
+        stream = stream_comparison(
+            live, prompt, [SteeringTarget(t.sae_name, t.latent, t.coefficient) for t in targets], method, settings
+        )
     except LiveInputError as error:
         st.error(str(error))
         return
@@ -157,25 +182,34 @@ def _generate(page: PageContext, live: LiveModel, prompt: str, targets: list[Cho
         st.caption("Read-only mode: this run is not recorded.")
         return
     run_id = page.workspace.store.record_experiment("steering", page.reviewer, prompt[:80], live.model_hash, record)
-    st.caption(f"Recorded as run {run_id[:8]} under {page.reviewer or 'anonymous'} "
-               f"({state.seconds:.1f} s, {len(state.steered_ids)} tokens each).")
+    st.caption(
+        f"Recorded as run {run_id[:8]} under {page.reviewer or 'anonymous'} "
+        f"({state.seconds:.1f} s, {len(state.steered_ids)} tokens each)."
+    )
 
 
 def _show_result_details(record: dict) -> None:
     """Where the completions diverged and how the next-token distribution moved there."""
     if record["prompt_cut"]:
-        st.warning(f"The prompt was longer than the model's context allows: its first {record['prompt_cut']} tokens "
-                   "were left out.")
+        st.warning(
+            f"The prompt was longer than the model's context allows: its first {record['prompt_cut']} tokens "
+            "were left out."
+        )
     if record["interrupted"]:
         st.info("Generation was stopped before the end.")
     if record["divergence"] is None:
         st.info("The two completions are identical: try a larger coefficient or another feature.")
         return
     shift = record["divergence"]["next_tokens"]
-    st.markdown(f"**Next-token distribution at the first difference** (generated token "
-                f"{record['divergence']['index'] + 1})")
-    st.plotly_chart(shift_chart([row["text"] for row in shift], [row["p_default"] for row in shift],
-                                [row["p_steered"] for row in shift]), key="shift_chart")
+    st.markdown(
+        f"**Next-token distribution at the first difference** (generated token {record['divergence']['index'] + 1})"
+    )
+    st.plotly_chart(
+        shift_chart(
+            [row["text"] for row in shift], [row["p_default"] for row in shift], [row["p_steered"] for row in shift]
+        ),
+        key="shift_chart",
+    )
 
 
 def _write_url(page: PageContext, targets: list[ChosenLatent], method: str) -> None:

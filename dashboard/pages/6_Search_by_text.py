@@ -1,16 +1,14 @@
 """Search by text ("search via inference"): run the model on any text and list the latents, across
 every loaded SAE, most active on it: summed over chosen tokens or token by token, BOS ignored, with a
 density filter; each row opens its feature page."""
+
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from analysis.live_model import LiveInputError, LiveModelBusy  # noqa: E402
 from analysis.text_activations import search_text  # noqa: E402
 from dashboard.atlas_lookups import atlas_densities, atlas_labels  # noqa: E402
@@ -40,8 +38,13 @@ page = open_page("Search by text")
 live = require_live(page.atlas)
 params = url_params()
 st.session_state.setdefault("search_text", text(params, "text"))
-query = st.text_area("Text", key="search_text", height=90, max_chars=MAX_TEXT_CHARS,
-                     placeholder="Type text; the latents most active on it are listed below")
+query = st.text_area(
+    "Text",
+    key="search_text",
+    height=90,
+    max_chars=MAX_TEXT_CHARS,
+    placeholder="Type text; the latents most active on it are listed below",
+)
 atlas_saes = [name for name in page.atlas.saes["name"] if name in live.saes]
 cols = st.columns([3, 1, 1, 1, 1])
 chosen_saes = cols[0].multiselect("SAEs", atlas_saes, default=atlas_saes)
@@ -74,26 +77,47 @@ st.query_params.from_dict(page.link_params(text=query[:2000]) if query else page
 if query.strip() and chosen_saes:
     densities = atlas_densities(page.workspace, page.atlas, chosen_saes)
     try:
-        hits = search_text(live, query, token_positions=positions, ignore_bos=ignore_bos, per_token=per_token,
-                           top_n=int(top_n), max_density=max_density, densities=densities, saes=chosen_saes)
+        hits = search_text(
+            live,
+            query,
+            token_positions=positions,
+            ignore_bos=ignore_bos,
+            per_token=per_token,
+            top_n=int(top_n),
+            max_density=max_density,
+            densities=densities,
+            saes=chosen_saes,
+        )
     except (LiveInputError, LiveModelBusy) as error:
         st.error(str(error))
         st.stop()
     labels_by_key = atlas_labels(page.workspace, page.atlas, [(h.sae, h.latent) for h in hits])
-    table = pd.DataFrame({
-        "feature": [_feature_url(page.atlas_key, h.sae, h.latent) for h in hits],
-        "steer": [_steer_url(page.atlas_key, h.sae, h.latent) for h in hits],
-        "SAE": [h.sae for h in hits],
-        "latent": [h.latent for h in hits],
-        "score": [h.score for h in hits],
-        "token" if per_token else "peak token": [_token_cell(strings, h.position if per_token else h.peak)
-                                                 for h in hits],
-        "density": [float(densities[h.sae][h.latent]) for h in hits],
-        "automatic label": [labels_by_key.get((h.sae, h.latent), "") for h in hits],
-    })
-    st.caption(f"{len(hits)} latents · "
-               + ("the top latents of each token" if per_token else "activation summed over the chosen tokens"))
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "feature": st.column_config.LinkColumn("open", display_text="open"),
-        "steer": st.column_config.LinkColumn("steer", display_text="steer"),
-        "score": st.column_config.NumberColumn(format="%.3f"), "density": st.column_config.NumberColumn(format="%.2e")})
+    table = pd.DataFrame(
+        {
+            "feature": [_feature_url(page.atlas_key, h.sae, h.latent) for h in hits],
+            "steer": [_steer_url(page.atlas_key, h.sae, h.latent) for h in hits],
+            "SAE": [h.sae for h in hits],
+            "latent": [h.latent for h in hits],
+            "score": [h.score for h in hits],
+            "token" if per_token else "peak token": [
+                _token_cell(strings, h.position if per_token else h.peak) for h in hits
+            ],
+            "density": [float(densities[h.sae][h.latent]) for h in hits],
+            "automatic label": [labels_by_key.get((h.sae, h.latent), "") for h in hits],
+        }
+    )
+    st.caption(
+        f"{len(hits)} latents · "
+        + ("the top latents of each token" if per_token else "activation summed over the chosen tokens")
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "feature": st.column_config.LinkColumn("open", display_text="open"),
+            "steer": st.column_config.LinkColumn("steer", display_text="steer"),
+            "score": st.column_config.NumberColumn(format="%.3f"),
+            "density": st.column_config.NumberColumn(format="%.2e"),
+        },
+    )

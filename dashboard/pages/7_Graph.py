@@ -2,23 +2,26 @@
 pruned by the reader's thresholds, drawn by token position and layer; click a node for its top
 examples, pin nodes into a subgraph with supernodes and labels, intervene on features, save,
 export and import. Saved and imported graphs open without the model."""
+
 from __future__ import annotations
 
-import sys
 from functools import partial
-from pathlib import Path
 
 import networkx as nx
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from analysis.graphs import AttributionResult, GraphSettings, GraphSetupError, GraphTarget  # noqa: E402
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
 from dashboard.atlas_lookups import atlas_densities  # noqa: E402
 from dashboard.filter_controls import url_params  # noqa: E402
 from dashboard.graph_files import neuronpedia_json  # noqa: E402
 from dashboard.graph_library import (  # noqa: E402
-    LoadedGraph, export_buttons, import_form, save_form, saved_graphs, unknown_model_warning,
+    LoadedGraph,
+    export_buttons,
+    import_form,
+    save_form,
+    saved_graphs,
+    unknown_model_warning,
 )
 from dashboard.graph_panels import intervention_panel, node_name, node_panel, pins_editor  # noqa: E402
 from dashboard.graph_service import ADD_TRANSCODERS, cache_key, cached_graph, pruned_graph, setup_problem  # noqa: E402
@@ -30,8 +33,11 @@ from dashboard.url_state import integer, text  # noqa: E402
 
 DEFAULT_PROMPT = "And God said, Let there be light: and there was"
 TARGET_MODES = ("automatic", "a chosen token", "logit difference")
-TARGET_HELP = ["the most likely next tokens (up to 95% probability, at most 10)",
-               "one token's logit", "logit(token) − logit(versus)"]
+TARGET_HELP = [
+    "the most likely next tokens (up to 95% probability, at most 10)",
+    "one token's logit",
+    "logit(token) − logit(versus)",
+]
 NODE_THRESHOLD, EDGE_THRESHOLD, MAX_FEATURES = (0.5, 0.95, 0.8), (0.65, 0.98, 0.98), 200
 
 
@@ -62,8 +68,12 @@ def _seed_from_url() -> None:
 
 
 def _request() -> tuple[str, str, str, str]:
-    return (st.session_state["graph_prompt"], st.session_state["graph_target_mode"],
-            st.session_state["graph_token"], st.session_state["graph_versus"])
+    return (
+        st.session_state["graph_prompt"],
+        st.session_state["graph_target_mode"],
+        st.session_state["graph_token"],
+        st.session_state["graph_versus"],
+    )
 
 
 def _target(mode: str, token: str, versus: str) -> GraphTarget:
@@ -80,8 +90,13 @@ def _target(mode: str, token: str, versus: str) -> GraphTarget:
 
 def _prompt_form() -> None:
     with st.form("graph_prompt_form"):
-        st.text_area("Prompt", key="graph_prompt", height=70, max_chars=2000,
-                     help="at most 64 tokens: the graph explains the next token after it")
+        st.text_area(
+            "Prompt",
+            key="graph_prompt",
+            height=70,
+            max_chars=2000,
+            help="at most 64 tokens: the graph explains the next token after it",
+        )
         cols = st.columns([3, 2, 2], vertical_alignment="bottom")
         cols[0].radio("Target", TARGET_MODES, key="graph_target_mode", horizontal=True, captions=TARGET_HELP)
         cols[1].text_input("token", key="graph_token", placeholder="e.g. ' light'")
@@ -102,8 +117,11 @@ def _compute(live: LiveModel) -> tuple[tuple, AttributionResult] | None:
         with st.status("Computing the attribution graph…", expanded=False) as status:
             status.write("circuit-tracer attributes the top logits, then the most influential features")
             result = cached_graph(live, key)
-            status.update(label=f"Attribution graph of {len(result.tokens)} tokens ({result.seconds:.1f} s "
-                                "when computed; cached for this server)", state="complete")
+            status.update(
+                label=f"Attribution graph of {len(result.tokens)} tokens ({result.seconds:.1f} s "
+                "when computed; cached for this server)",
+                state="complete",
+            )
     except (LiveInputError, LiveModelBusy, GraphSetupError) as error:
         st.error(str(error))
         return None
@@ -112,14 +130,31 @@ def _compute(live: LiveModel) -> tuple[tuple, AttributionResult] | None:
 
 def _pruning_controls(fixed: bool) -> tuple[float, float, int, float | None]:
     cols = st.columns(4)
-    node_threshold = cols[0].slider("node threshold", *NODE_THRESHOLD[:2], key="graph_node_threshold", step=0.01,
-                                    disabled=fixed, help="keep the nodes holding this share of the influence")
-    edge_threshold = cols[1].slider("edge threshold", *EDGE_THRESHOLD[:2], key="graph_edge_threshold", step=0.01,
-                                    disabled=fixed, help="keep the edges holding this share of the influence")
-    max_features = cols[2].number_input("max feature nodes", 1, 2000, key="graph_max_features",
-                                        help="the most influential are drawn")
-    density_text = cols[3].text_input("max density", key="graph_max_density", placeholder="e.g. 0.05",
-                                      help="hide features denser than this (densities from the atlas)")
+    node_threshold = cols[0].slider(
+        "node threshold",
+        *NODE_THRESHOLD[:2],
+        key="graph_node_threshold",
+        step=0.01,
+        disabled=fixed,
+        help="keep the nodes holding this share of the influence",
+    )
+    edge_threshold = cols[1].slider(
+        "edge threshold",
+        *EDGE_THRESHOLD[:2],
+        key="graph_edge_threshold",
+        step=0.01,
+        disabled=fixed,
+        help="keep the edges holding this share of the influence",
+    )
+    max_features = cols[2].number_input(
+        "max feature nodes", 1, 2000, key="graph_max_features", help="the most influential are drawn"
+    )
+    density_text = cols[3].text_input(
+        "max density",
+        key="graph_max_density",
+        placeholder="e.g. 0.05",
+        help="hide features denser than this (densities from the atlas)",
+    )
     try:
         max_density = float(density_text) if density_text.strip() else None
     except ValueError:
@@ -129,8 +164,12 @@ def _pruning_controls(fixed: bool) -> tuple[float, float, int, float | None]:
 
 
 def _scores(graph: nx.DiGraph) -> None:
-    values = [("replacement (full)", "replacement_score"), ("replacement (pruned)", "pruned_replacement_score"),
-              ("completeness (full)", "completeness_score"), ("completeness (pruned)", "pruned_completeness_score")]
+    values = [
+        ("replacement (full)", "replacement_score"),
+        ("replacement (pruned)", "pruned_replacement_score"),
+        ("completeness (full)", "completeness_score"),
+        ("completeness (pruned)", "pruned_completeness_score"),
+    ]
     cols = st.columns(len(values))
     for column, (title, key) in zip(cols, values):
         value = graph.graph.get(key)
@@ -149,8 +188,9 @@ def _n_layers(graph: nx.DiGraph) -> int:
     return int(max((d["layer"] for _, d in graph.nodes(data=True) if d["kind"] == "logit"), default=0))
 
 
-def _draw(page: PageContext, graph: nx.DiGraph, state: GraphState, max_features: int,
-          max_density: float | None) -> None:
+def _draw(
+    page: PageContext, graph: nx.DiGraph, state: GraphState, max_features: int, max_density: float | None
+) -> None:
     """The figure (all or the subgraph) beside the clicked node's panel."""
     transcoders = [d.get("transcoder") for _, d in graph.nodes(data=True) if d["kind"] == "feature"]
     names = sorted({name for name in transcoders if name and page.atlas.sae_index(name) is not None})
@@ -164,17 +204,22 @@ def _draw(page: PageContext, graph: nx.DiGraph, state: GraphState, max_features:
     if shown.hidden_dense:
         hidden.append(f"{shown.hidden_dense} denser than {max_density:g}")
     drawn_features = len(transcoders) - shown.hidden_beyond_max - shown.hidden_dense
-    st.caption(f"{graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges after pruning; "
-               f"{drawn_features} of {len(transcoders)} feature nodes drawn"
-               + (f" ({', '.join(hidden)})" if hidden else "") + ".")
-    only_pinned = st.toggle("Subgraph only (pinned nodes and supernodes)", key="graph_subgraph_only",
-                            disabled=not state.pins)
+    st.caption(
+        f"{graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges after pruning; "
+        f"{drawn_features} of {len(transcoders)} feature nodes drawn"
+        + (f" ({', '.join(hidden)})" if hidden else "")
+        + "."
+    )
+    only_pinned = st.toggle(
+        "Subgraph only (pinned nodes and supernodes)", key="graph_subgraph_only", disabled=not state.pins
+    )
     drawn = subgraph(graph, state) if only_pinned and state.pins else shown.graph
     labels = {n: state.labels.get(n) or d.get("label") or "" for n, d in drawn.nodes(data=True)}
     chart, panel = st.columns([3, 1])
     selected = st.session_state.get("graph_node")
-    figure = graph_figure(drawn, labels, list(graph.graph.get("tokens", [])), _n_layers(graph),
-                          set(state.pins), selected)
+    figure = graph_figure(
+        drawn, labels, list(graph.graph.get("tokens", [])), _n_layers(graph), set(state.pins), selected
+    )
     event = chart.plotly_chart(figure, on_select="rerun", selection_mode="points", key="graph_chart")
     points = event["selection"]["points"] if event else []
     if points:
@@ -185,8 +230,14 @@ def _draw(page: PageContext, graph: nx.DiGraph, state: GraphState, max_features:
         choices = list(graph)
         if st.session_state.get("graph_node") not in choices:
             st.session_state.pop("graph_node", None)
-        node = st.selectbox("Node", choices, index=None, key="graph_node", placeholder="click a node",
-                            format_func=lambda n: node_name(graph, n, state))
+        node = st.selectbox(
+            "Node",
+            choices,
+            index=None,
+            key="graph_node",
+            placeholder="click a node",
+            format_func=lambda n: node_name(graph, n, state),
+        )
         if node is not None:
             node_panel(page, graph, node, state)
     pins_editor(graph, state)
@@ -202,8 +253,9 @@ def _write_url(page: PageContext, request: tuple | None, thresholds: tuple[float
         if mode == TARGET_MODES[2]:
             extra["versus"] = versus
     node_threshold, edge_threshold, max_features, max_density = thresholds
-    extra.update(node_threshold=f"{node_threshold:g}", edge_threshold=f"{edge_threshold:g}",
-                 max_features=str(max_features))
+    extra.update(
+        node_threshold=f"{node_threshold:g}", edge_threshold=f"{edge_threshold:g}", max_features=str(max_features)
+    )
     if max_density is not None:
         extra["max_density"] = f"{max_density:g}"
     st.query_params.from_dict(page.link_params(**extra))
@@ -236,8 +288,10 @@ if loaded is not None:
 elif computed is not None:
     key, result = computed
     graph = pruned_graph(key, result, thresholds[0], thresholds[1], str(page.atlas.path))
-    graph.graph.update(model_hash=live.model_hash,  # so a saved or exported graph says what it was computed with
-                       transcoder_hashes={name: live.sae_hashes[name] for name in result.transcoders})
+    graph.graph.update(
+        model_hash=live.model_hash,  # so a saved or exported graph says what it was computed with
+        transcoder_hashes={name: live.sae_hashes[name] for name in result.transcoders},
+    )
     state = _state_for(repr(key))
 
 if graph is not None:
@@ -247,15 +301,27 @@ if graph is not None:
         with st.expander("Intervene: ablate or scale features"):
             intervention_panel(live, computed[1], graph, state)
     st.subheader("Save and export")
-    view = {"node_threshold": graph.graph.get("node_threshold"), "edge_threshold": graph.graph.get("edge_threshold"),
-            "max_features": thresholds[2], "max_density": thresholds[3]}
+    view = {
+        "node_threshold": graph.graph.get("node_threshold"),
+        "edge_threshold": graph.graph.get("edge_threshold"),
+        "max_features": thresholds[2],
+        "max_density": thresholds[3],
+    }
     model_hash = live.model_hash if live is not None else str(page.atlas.meta["model"]["content_hash"])
     request = st.session_state.get("graph_request")
     save_form(page, graph, state, view, model_hash, request[0] if computed is not None else loaded.origin)
     neuronpedia = None
     if computed is not None:  # written when the button is pressed: it prunes again with circuit-tracer's builders
-        neuronpedia = partial(neuronpedia_json, computed[1], live.tokenizer, "graph", thresholds[0], thresholds[1],
-                              str(page.atlas.path), state)
+        neuronpedia = partial(
+            neuronpedia_json,
+            computed[1],
+            live.tokenizer,
+            "graph",
+            thresholds[0],
+            thresholds[1],
+            str(page.atlas.path),
+            state,
+        )
     export_buttons(graph, state, neuronpedia)
 st.subheader("Saved graphs")
 saved_graphs(page)
