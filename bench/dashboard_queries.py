@@ -1,6 +1,6 @@
 """The queries each dashboard page runs, timed on an atlas at the scale of a large SAE release.
 
-Runs the pages' own functions (``dashboard/feature_queries.py``) through the dashboard's
+Runs the pages' own functions (``dashboard/browse/feature_queries.py``) through the dashboard's
 ``Workspace`` (user-data file with the atlas attached read-only), with some features annotated
 through the user store so the joins have work to do. Reports p50/p95 per page against the goals of
 issue 4, and each p95 as a ratio to the same query on the demo atlas (7,680 latents) timed in the
@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from analysis.paths import DEMO_ATLAS
-from dashboard.feature_queries import SORTS, FeatureFilter, feature_table, feature_view, next_in_queue  # noqa: E402
-from dashboard.settings import Settings
+from dashboard.browse.feature_queries import SORTS, FeatureFilter, feature_table, feature_view, next_in_queue  # noqa: E402
+from dashboard.shell.settings import Settings
+from dashboard.shell.workspace import Atlas, Workspace  # noqa: E402
 from dashboard.userdata import STATUSES  # noqa: E402
-from dashboard.workspace import Atlas, Workspace  # noqa: E402
 
 GOALS_MS = {"feature page": 50, "feature table": 150, "triage next": 50}
 PAGE_SIZE = 50

@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis.paths import REPO_ROOT
-from dashboard.bundle import DEMO_BUNDLE, read_bundle
-from dashboard.charts import density_histogram  # noqa: E402
-from dashboard.page_common import open_page  # noqa: E402
+from dashboard.browse.bundle import DEMO_BUNDLE, read_bundle
+from dashboard.browse.charts import density_histogram  # noqa: E402
+from dashboard.shell.page import open_page  # noqa: E402
 
 page = open_page("SAEscope")
 atlas = page.atlas

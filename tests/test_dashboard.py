@@ -31,8 +31,8 @@ def test_home_opens_the_demo_atlas_and_names_its_model_and_every_sae(demo_metric
 
 def test_browse_code_does_not_import_torch():
     code = (
-        "import sys; from dashboard.bundle import read_bundle; read_bundle(); "
-        "import dashboard.feature_queries, dashboard.page_common, dashboard.examples_view; "
+        "import sys; from dashboard.browse.bundle import read_bundle; read_bundle(); "
+        "import dashboard.browse.feature_queries, dashboard.shell.page, dashboard.browse.examples_view; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)

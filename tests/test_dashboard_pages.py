@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.paths import DEMO_DIR
-from dashboard.exports import as_csv, as_json
+from dashboard.browse.exports import as_csv, as_json
 from dashboard.userdata import open_user_store
 from tests.dashboard_app import (
     HOSTILE_LABEL,

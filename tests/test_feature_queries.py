@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from analysis.paths import DEMO_ATLAS
-from dashboard.feature_queries import FeatureFilter, next_in_queue
-from dashboard.settings import Settings
-from dashboard.workspace import Workspace
+from dashboard.browse.feature_queries import FeatureFilter, next_in_queue
+from dashboard.shell.settings import Settings
+from dashboard.shell.workspace import Workspace
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from analysis.graphs import GraphSettings, compute_graph, to_networkx
-from dashboard.graph_files import (
+from dashboard.graph.files import (
     GraphFileError,
     neuronpedia_ids,
     neuronpedia_json,
@@ -17,7 +17,7 @@ from dashboard.graph_files import (
     read_graph_file,
     unknown_transcoders,
 )
-from dashboard.graph_state import GraphState, GraphStateError, subgraph
+from dashboard.graph.state import GraphState, GraphStateError, subgraph
 
 PROMPT = "And God said, Let there be light"
 

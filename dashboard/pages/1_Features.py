@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.feature_queries import SORTS, feature_table  # noqa: E402
-from dashboard.filter_controls import filter_controls, url_params, write_url  # noqa: E402
-from dashboard.page_common import open_page  # noqa: E402
-from dashboard.url_state import integer, read_sort  # noqa: E402
+from dashboard.browse.feature_queries import SORTS, feature_table  # noqa: E402
+from dashboard.browse.filter_controls import filter_controls, url_params, write_url  # noqa: E402
+from dashboard.shell.page import open_page  # noqa: E402
+from dashboard.shell.url_state import integer, read_sort  # noqa: E402
 
 PAGE_SIZE = 50
 

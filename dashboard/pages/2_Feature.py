@@ -7,16 +7,16 @@ import html
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts  # noqa: E402
-from dashboard.examples_view import CONTEXT_WIDTHS, show_examples  # noqa: E402
-from dashboard.feature_queries import FeatureView, feature_view  # noqa: E402
-from dashboard.filter_controls import url_params  # noqa: E402
-from dashboard.page_common import PageContext, open_page  # noqa: E402
-from dashboard.steering_targets import ChosenLatent  # noqa: E402
-from dashboard.text_test_panel import text_test_panel  # noqa: E402
-from dashboard.token_html import markdown_text, visible  # noqa: E402
-from dashboard.triage_panel import triage_panel  # noqa: E402
-from dashboard.url_state import integer, text  # noqa: E402
+from dashboard.browse import charts as charts  # noqa: E402
+from dashboard.browse.examples_view import CONTEXT_WIDTHS, show_examples  # noqa: E402
+from dashboard.browse.feature_queries import FeatureView, feature_view  # noqa: E402
+from dashboard.browse.filter_controls import url_params  # noqa: E402
+from dashboard.browse.token_html import markdown_text, visible  # noqa: E402
+from dashboard.browse.triage_panel import triage_panel  # noqa: E402
+from dashboard.live.text_test_panel import text_test_panel  # noqa: E402
+from dashboard.shell.page import PageContext, open_page  # noqa: E402
+from dashboard.shell.url_state import integer, text  # noqa: E402
+from dashboard.steer.targets import ChosenLatent  # noqa: E402
 from dashboard.userdata import UserDataError  # noqa: E402
 
 AUDIT_ROWS_SHOWN = 20

@@ -7,13 +7,13 @@ import html
 
 import streamlit as st
 
-from dashboard.examples_view import show_examples  # noqa: E402
-from dashboard.feature_queries import feature_view, next_in_queue, queue_progress  # noqa: E402
-from dashboard.filter_controls import filter_controls, url_params, write_url  # noqa: E402
-from dashboard.page_common import open_page  # noqa: E402
-from dashboard.token_html import markdown_text, visible  # noqa: E402
-from dashboard.triage_panel import triage_panel  # noqa: E402
-from dashboard.url_state import integer, text  # noqa: E402
+from dashboard.browse.examples_view import show_examples  # noqa: E402
+from dashboard.browse.feature_queries import feature_view, next_in_queue, queue_progress  # noqa: E402
+from dashboard.browse.filter_controls import filter_controls, url_params, write_url  # noqa: E402
+from dashboard.browse.token_html import markdown_text, visible  # noqa: E402
+from dashboard.browse.triage_panel import triage_panel  # noqa: E402
+from dashboard.shell.page import open_page  # noqa: E402
+from dashboard.shell.url_state import integer, text  # noqa: E402
 
 EXAMPLE_WIDTH = 16
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.exports import as_csv, as_json  # noqa: E402
-from dashboard.filter_controls import url_params  # noqa: E402
-from dashboard.page_common import PageContext, open_page  # noqa: E402
-from dashboard.url_state import text  # noqa: E402
+from dashboard.browse.exports import as_csv, as_json  # noqa: E402
+from dashboard.browse.filter_controls import url_params  # noqa: E402
+from dashboard.shell.page import PageContext, open_page  # noqa: E402
+from dashboard.shell.url_state import text  # noqa: E402
 from dashboard.userdata import UserDataError  # noqa: E402
 
 

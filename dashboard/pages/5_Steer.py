@@ -10,14 +10,14 @@ from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa
 from analysis.sampling import MAX_FREQUENCY_PENALTY, MAX_NEW_TOKENS, GenerationSettings  # noqa: E402
 from analysis.steering import SteeringResult, default_coefficient, stream_comparison  # noqa: E402
 from analysis.steering_hooks import MAX_COEFFICIENT, METHODS, SteeringTarget  # noqa: E402
-from dashboard.filter_controls import url_params  # noqa: E402
-from dashboard.live_service import require_live  # noqa: E402
-from dashboard.page_common import PageContext, open_page  # noqa: E402
-from dashboard.steering_history import steering_history  # noqa: E402
-from dashboard.steering_targets import ChosenLatent, coefficient_key, latent_summary, parse_url_value, set_coefficients  # noqa: E402
-from dashboard.steering_view import completion_html, first_difference, prompt_shown, shift_chart  # noqa: E402
-from dashboard.token_html import markdown_text  # noqa: E402
-from dashboard.url_state import text  # noqa: E402
+from dashboard.browse.filter_controls import url_params  # noqa: E402
+from dashboard.browse.token_html import markdown_text  # noqa: E402
+from dashboard.live.service import require_live  # noqa: E402
+from dashboard.shell.page import PageContext, open_page  # noqa: E402
+from dashboard.shell.url_state import text  # noqa: E402
+from dashboard.steer.history import steering_history  # noqa: E402
+from dashboard.steer.targets import ChosenLatent, coefficient_key, latent_summary, parse_url_value, set_coefficients  # noqa: E402
+from dashboard.steer.view import completion_html, first_difference, prompt_shown, shift_chart  # noqa: E402
 
 METHOD_HELP = {
     "additive": "add coefficient × the decoder direction at the SAE's hook, on every token",

@@ -11,13 +11,13 @@ import streamlit as st
 
 from analysis.live_model import LiveInputError, LiveModelBusy  # noqa: E402
 from analysis.text_activations import search_text  # noqa: E402
-from dashboard.atlas_lookups import atlas_densities, atlas_labels  # noqa: E402
-from dashboard.filter_controls import url_params  # noqa: E402
-from dashboard.live_service import require_live  # noqa: E402
-from dashboard.page_common import open_page  # noqa: E402
-from dashboard.steering_targets import ChosenLatent  # noqa: E402
-from dashboard.token_html import visible  # noqa: E402
-from dashboard.url_state import text  # noqa: E402
+from dashboard.browse.atlas_lookups import atlas_densities, atlas_labels  # noqa: E402
+from dashboard.browse.filter_controls import url_params  # noqa: E402
+from dashboard.browse.token_html import visible  # noqa: E402
+from dashboard.live.service import require_live  # noqa: E402
+from dashboard.shell.page import open_page  # noqa: E402
+from dashboard.shell.url_state import text  # noqa: E402
+from dashboard.steer.targets import ChosenLatent  # noqa: E402
 
 MAX_TEXT_CHARS = 20_000
 

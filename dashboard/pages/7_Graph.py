@@ -12,10 +12,10 @@ import streamlit as st
 
 from analysis.graphs import AttributionResult, GraphSettings, GraphSetupError, GraphTarget  # noqa: E402
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
-from dashboard.atlas_lookups import atlas_densities  # noqa: E402
-from dashboard.filter_controls import url_params  # noqa: E402
-from dashboard.graph_files import neuronpedia_json  # noqa: E402
-from dashboard.graph_library import (  # noqa: E402
+from dashboard.browse.atlas_lookups import atlas_densities  # noqa: E402
+from dashboard.browse.filter_controls import url_params  # noqa: E402
+from dashboard.graph.files import neuronpedia_json  # noqa: E402
+from dashboard.graph.library import (  # noqa: E402
     LoadedGraph,
     export_buttons,
     import_form,
@@ -23,13 +23,13 @@ from dashboard.graph_library import (  # noqa: E402
     saved_graphs,
     unknown_model_warning,
 )
-from dashboard.graph_panels import intervention_panel, node_name, node_panel, pins_editor  # noqa: E402
-from dashboard.graph_service import ADD_TRANSCODERS, cache_key, cached_graph, pruned_graph, setup_problem  # noqa: E402
-from dashboard.graph_state import GraphState, subgraph  # noqa: E402
-from dashboard.graph_view import MAX_DRAWN_NODES, filtered, graph_figure  # noqa: E402
-from dashboard.live_service import load_for  # noqa: E402
-from dashboard.page_common import PageContext, open_page  # noqa: E402
-from dashboard.url_state import integer, text  # noqa: E402
+from dashboard.graph.panels import intervention_panel, node_name, node_panel, pins_editor  # noqa: E402
+from dashboard.graph.service import ADD_TRANSCODERS, cache_key, cached_graph, pruned_graph, setup_problem  # noqa: E402
+from dashboard.graph.state import GraphState, subgraph  # noqa: E402
+from dashboard.graph.view import MAX_DRAWN_NODES, filtered, graph_figure  # noqa: E402
+from dashboard.live.service import load_for  # noqa: E402
+from dashboard.shell.page import PageContext, open_page  # noqa: E402
+from dashboard.shell.url_state import integer, text  # noqa: E402
 
 DEFAULT_PROMPT = "And God said, Let there be light: and there was"
 TARGET_MODES = ("automatic", "a chosen token", "logit difference")

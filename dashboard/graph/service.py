@@ -13,7 +13,7 @@ import streamlit as st
 from analysis.graphs import AttributionResult, GraphSettings, GraphSetupError, GraphTarget, compute_graph, to_networkx
 from analysis.graphs.replacement import layer_transcoders
 from analysis.live_model import LiveModel
-from dashboard.workspace import Atlas
+from dashboard.shell.workspace import Atlas
 
 ADD_TRANSCODERS = (
     "To draw graphs, build an atlas whose SAEs include one transcoder per layer of the model, all reading and "

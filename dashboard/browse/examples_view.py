@@ -9,8 +9,8 @@ import html
 import numpy as np
 import streamlit as st
 
-from dashboard.feature_queries import FeatureView
-from dashboard.token_html import highlighted_tokens, visible, window_slice
+from dashboard.browse.feature_queries import FeatureView
+from dashboard.browse.token_html import highlighted_tokens, visible, window_slice
 
 CONTEXT_WIDTHS = {"5 tokens": 5, "16 tokens": 16, "whole window": None}
 INTERVALS = 20

@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 
 from analysis.atlas import sae_lookup
-from dashboard.workspace import Atlas, Workspace
+from dashboard.shell.workspace import Atlas, Workspace
 
 _densities: dict[tuple[str, float, str], np.ndarray] = {}  # (atlas alias, modified, sae) -> density by latent
 

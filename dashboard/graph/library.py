@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import networkx as nx
 import streamlit as st
 
-from dashboard.experiment_table import chosen_experiment
-from dashboard.graph_files import GraphFileError, node_link_json, other_weights, read_graph_file, unknown_transcoders
-from dashboard.graph_state import GraphState
-from dashboard.page_common import PageContext
-from dashboard.token_html import markdown_text
+from dashboard.browse.token_html import markdown_text
+from dashboard.graph.files import GraphFileError, node_link_json, other_weights, read_graph_file, unknown_transcoders
+from dashboard.graph.state import GraphState
+from dashboard.live.experiment_table import chosen_experiment
+from dashboard.shell.page import PageContext
 from dashboard.userdata import UserDataError
 
 RECORD_FORMAT = "saescope-graph/1"

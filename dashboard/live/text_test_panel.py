@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from dashboard.token_html import highlighted_tokens
-from dashboard.workspace import Atlas
+from dashboard.browse.token_html import highlighted_tokens
+from dashboard.shell.workspace import Atlas
 
 if TYPE_CHECKING:
     from analysis.text_activations import LatentActivations
@@ -23,7 +23,7 @@ MAX_TEXT_CHARS = 20_000
 def _run(atlas: Atlas, sae_name: str, latent: int, text: str) -> LatentActivations | str:
     from analysis.live_model import LiveInputError, LiveModelBusy
     from analysis.text_activations import latent_activations
-    from dashboard.live_service import load_for
+    from dashboard.live.service import load_for
 
     live = load_for(atlas)
     if isinstance(live, str):

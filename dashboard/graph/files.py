@@ -9,7 +9,7 @@ import json
 import networkx as nx
 
 from analysis.graphs import AttributionResult, from_neuronpedia, to_neuronpedia
-from dashboard.graph_state import GraphState
+from dashboard.graph.state import GraphState
 
 NODE_KINDS = ("embedding", "feature", "error", "logit")
 

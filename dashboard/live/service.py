@@ -12,7 +12,7 @@ import streamlit as st
 from analysis.live_model import LiveModel, LiveSpecs, load_live
 from analysis.model_loading import ModelLoadError
 from analysis.sae_loading import SAELoadError
-from dashboard.workspace import Atlas
+from dashboard.shell.workspace import Atlas
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)

@@ -10,9 +10,9 @@ import streamlit as st
 
 from analysis.atlas.schema import AtlasError
 from analysis.paths import DEMO_ATLAS
-from dashboard.settings import Settings, load_settings
+from dashboard.shell.settings import Settings, load_settings
+from dashboard.shell.workspace import Atlas, Workspace
 from dashboard.userdata import UserDataError
-from dashboard.workspace import Atlas, Workspace
 
 DEMO_KEY = "demo"
 

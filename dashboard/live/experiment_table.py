@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.page_common import PageContext
+from dashboard.shell.page import PageContext
 
 ROWS = 200
 

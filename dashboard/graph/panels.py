@@ -11,11 +11,11 @@ import streamlit as st
 from analysis.graphs import AttributionResult
 from analysis.graphs.intervention import intervene
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy
-from dashboard.examples_view import show_examples
-from dashboard.feature_queries import feature_view
-from dashboard.graph_state import GraphState, GraphStateError
-from dashboard.page_common import PageContext
-from dashboard.token_html import markdown_text, visible
+from dashboard.browse.examples_view import show_examples
+from dashboard.browse.feature_queries import feature_view
+from dashboard.browse.token_html import markdown_text, visible
+from dashboard.graph.state import GraphState, GraphStateError
+from dashboard.shell.page import PageContext
 
 EXAMPLE_WIDTH = 5
 

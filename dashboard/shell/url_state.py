@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dashboard.feature_queries import SORTS, FeatureFilter
+from dashboard.browse.feature_queries import SORTS, FeatureFilter
+from dashboard.shell.workspace import Atlas
 from dashboard.userdata import STATUSES
-from dashboard.workspace import Atlas
 
 Params = Mapping[str, str | list[str]]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from dashboard.workspace import Atlas, Workspace
+from dashboard.shell.workspace import Atlas, Workspace
 
 
 @dataclass(frozen=True)

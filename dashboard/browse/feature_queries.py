@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from dashboard.workspace import Atlas, Workspace
+from dashboard.shell.workspace import Atlas, Workspace
 
 SORTS = {
     "feature": "f.sae, f.latent",

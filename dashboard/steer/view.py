@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from dashboard.token_html import visible
+from dashboard.browse.token_html import visible
 
 DIVERGED_STYLE = "background: rgba(214, 39, 40, 0.18); border-bottom: 2px solid #d62728;"
 FIRST_DIVERGED_STYLE = DIVERGED_STYLE + " outline: 2px solid #d62728; font-weight: 600;"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.feature_queries import FeatureFilter
-from dashboard.page_common import PageContext
-from dashboard.url_state import filter_params, read_filter
+from dashboard.browse.feature_queries import FeatureFilter
+from dashboard.shell.page import PageContext
+from dashboard.shell.url_state import filter_params, read_filter
 from dashboard.userdata import STATUSES
 
 

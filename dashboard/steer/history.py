@@ -7,11 +7,11 @@ import json
 
 import streamlit as st
 
-from dashboard.experiment_table import chosen_experiment
-from dashboard.page_common import PageContext
-from dashboard.steering_targets import ChosenLatent, set_coefficients
-from dashboard.steering_view import completion_html, prompt_shown
-from dashboard.token_html import markdown_text
+from dashboard.browse.token_html import markdown_text
+from dashboard.live.experiment_table import chosen_experiment
+from dashboard.shell.page import PageContext
+from dashboard.steer.targets import ChosenLatent, set_coefficients
+from dashboard.steer.view import completion_html, prompt_shown
 from dashboard.userdata import UserDataError
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from analysis.atlas.schema import AtlasError, open_atlas, read_meta
 from analysis.paths import DEMO_ATLAS
-from dashboard.settings import Settings
+from dashboard.shell.settings import Settings
 from dashboard.userdata import UserStore, open_user_store
 
 

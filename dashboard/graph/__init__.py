@@ -1,0 +1,1 @@
+"""The Graph page's parts: compute service, view, state (pins, supernodes, labels), panels, saved graphs, files."""
