@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from analysis.content_hash import model_hash, sae_hash
 from analysis.model_loading import LoadedModel, ModelLoadError, load_model, resolve_model_path
@@ -89,8 +90,10 @@ class LiveModel:
         return self.loaded.device
 
     @property
-    def tokenizer(self):
-        return self.loaded.model.tokenizer
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        tokenizer = self.loaded.model.tokenizer
+        assert tokenizer is not None, "models are loaded with their tokenizer"
+        return tokenizer
 
     @property
     def n_ctx(self) -> int:

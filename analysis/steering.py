@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -148,7 +148,7 @@ def stream_comparison(
     method: str = "additive",
     settings: GenerationSettings = GenerationSettings(),
     stop: threading.Event | None = None,
-) -> Iterator[SteeringProgress | SteeringResult]:
+) -> Generator[SteeringProgress | SteeringResult, None, None]:
     """Default and steered completions of ``prompt``, one token of each per step: yields a
     SteeringProgress after every step and the SteeringResult last. Bad input raises LiveInputError
     here, before anything runs; setting ``stop`` ends it early with ``interrupted`` set."""
@@ -167,7 +167,7 @@ def _compare(
     settings: GenerationSettings,
     hooks: list,
     stop: threading.Event | None,
-) -> Iterator[SteeringProgress | SteeringResult]:
+) -> Generator[SteeringProgress | SteeringResult, None, None]:
     decode = live.tokenizer.decode
     with live.exclusive():
         started = time.perf_counter()

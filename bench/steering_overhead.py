@@ -72,7 +72,7 @@ def bench(device: str, settings: GenerationSettings, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per completion")
     parser.add_argument("--repeats", type=int, default=9, help="plain/steered pairs per method (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -699,7 +699,7 @@ def build_synthetic_atlas(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--saes", type=int, default=8)
     parser.add_argument("--latents", type=int, default=1_000_000)
