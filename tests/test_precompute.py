@@ -59,6 +59,8 @@ def atlas(tmp_path_factory) -> Path:
     result = precompute(out)
     assert result.returncode == 0, result.stderr
     assert "2,048 tokens, 1 SAEs, 512 features" in result.stdout
+    assert len(result.stdout.splitlines()) == 1  # the result on stdout; progress and log lines on stderr
+    assert "corpus demo: " in result.stderr and f"writing {out}" in result.stderr
     return out
 
 
