@@ -27,11 +27,6 @@ PROMPT = "And God said, Let there be light: and there was"
 
 
 @pytest.fixture(scope="module")
-def live(demo_dir):
-    return load_live(LiveSpecs(model=str(demo_dir / "model"), saes=(str(demo_dir / "saes"),)), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def result(live):
     """The default settings: the most influential of the prompt's active features attributed."""
     return compute_graph(live, PROMPT)

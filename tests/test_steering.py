@@ -12,7 +12,7 @@ import duckdb
 import pytest
 import torch
 
-from analysis.live_model import LiveInputError, LiveSpecs, load_live
+from analysis.live_model import LiveInputError
 from analysis.sampling import Completion, GenerationSettings
 from analysis.steering import (
     DEFAULT_COEFFICIENT_MULTIPLIER,
@@ -27,11 +27,6 @@ from analysis.steering_hooks import SteeringTarget, steering_hooks
 
 PROMPT = "And the king said unto his servants,"
 SHORT = GenerationSettings(max_new_tokens=8)
-
-
-@pytest.fixture(scope="module")
-def live(demo_dir):
-    return load_live(LiveSpecs(model=str(demo_dir / "model"), saes=(str(demo_dir / "saes"),)), device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,11 @@ from analysis import text_activations
 from analysis.atlas.sae_lookup import atlas_densities, atlas_labels
 from analysis.atlas.schema import open_atlas
 from analysis.cli import main
-from analysis.live_model import LiveInputError, LiveSpecs, load_live
+from analysis.live_model import LiveInputError
 from analysis.paths import DEMO_DIR, REPO_ROOT
 from analysis.text_activations import encode_text, latent_activations, search_text
 
 TEXT = "In the beginning God created the heaven and the earth. The quick brown fox jumps over the lazy dog."
-
-
-@pytest.fixture(scope="module")
-def live():
-    return load_live(LiveSpecs(model=str(DEMO_DIR / "model"), saes=(str(DEMO_DIR / "saes"),)), device="cpu")
 
 
 @pytest.fixture(scope="module")
