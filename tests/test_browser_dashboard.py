@@ -21,6 +21,8 @@ from analysis.paths import REPO_ROOT
 from tests.browser import chromium, streamlit_server, wait_for_text
 from tests.dashboard_app import make_hostile_atlas
 
+pytestmark = [pytest.mark.browser, pytest.mark.model, pytest.mark.slow]
+
 README_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 ROW_Y = 122  # px from the grid's top to the middle of its second data row
 LABEL = "verbs of placing: put / let <b>not bold</b>"

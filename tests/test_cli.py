@@ -43,6 +43,8 @@ print(sorted(heavy & set(sys.modules)))
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_info_describes_the_demo_model_and_saes():
     result = run_cli("info", "--device", "cpu")
     assert result.returncode == 0, result.stderr
@@ -55,6 +57,8 @@ def test_info_describes_the_demo_model_and_saes():
     assert "sae         resid-L2: jumprelu, hook blocks.2.hook_resid_pre, d_in 256, d_sae 1024" in result.stdout
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_info_as_json(demo_dir):
     result = run_cli("info", "--json", "--model", str(demo_dir / "model"), "--sae", str(demo_dir / "saes" / "resid-L2"))
     assert result.returncode == 0, result.stderr
@@ -64,6 +68,8 @@ def test_info_as_json(demo_dir):
     assert info["saes"][0]["hook"] == "blocks.2.hook_resid_pre"
 
 
+@pytest.mark.model
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

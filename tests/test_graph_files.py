@@ -19,6 +19,8 @@ from dashboard.graph.files import (
 )
 from dashboard.graph.state import GraphState, GraphStateError, subgraph
 
+pytestmark = pytest.mark.model
+
 PROMPT = "And God said, Let there be light"
 
 

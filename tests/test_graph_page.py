@@ -15,6 +15,8 @@ from dashboard.graph.state import GraphState
 from dashboard.userdata import open_user_store
 from tests.dashboard_app import by_label, make_atlas_of_saes, page
 
+pytestmark = pytest.mark.model
+
 GRAPH = "pages/7_Graph.py"
 PROMPT = "And God said, Let there be light"
 

@@ -23,6 +23,8 @@ from analysis.graphs import (
 from analysis.graphs.intervention import intervene
 from analysis.live_model import LiveInputError, LiveSpecs, load_live
 
+pytestmark = pytest.mark.model
+
 PROMPT = "And God said, Let there be light: and there was"
 
 

@@ -15,6 +15,8 @@ from analysis.sampling import GenerationSettings
 from analysis.steering import generate
 from analysis.steering_hooks import SteeringTarget
 
+pytestmark = pytest.mark.model
+
 SETTINGS = GenerationSettings(max_new_tokens=12, temperature=0.8, seed=3)
 
 

@@ -12,6 +12,8 @@ from analysis.paths import DEMO_DIR
 from dashboard.userdata import open_user_store
 from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page
 
+pytestmark = pytest.mark.model
+
 STEER, SEARCH, FEATURE = "pages/5_Steer.py", "pages/6_Search_by_text.py", "pages/2_Feature.py"
 
 

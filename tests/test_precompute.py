@@ -17,6 +17,8 @@ import pytest
 from analysis.atlas.schema import SCHEMA_VERSION, AtlasError, open_atlas, read_meta
 from analysis.paths import DEMO_DIR, REPO_ROOT
 
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 SAE = str(DEMO_DIR / "saes" / "transcoder-L0")
 TOKENS = 16 * 128
 

@@ -25,6 +25,8 @@ from analysis.steering import (
 )
 from analysis.steering_hooks import SteeringTarget, steering_hooks
 
+pytestmark = pytest.mark.model
+
 PROMPT = "And the king said unto his servants,"
 SHORT = GenerationSettings(max_new_tokens=8)
 
@@ -237,6 +239,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_prints_the_record_as_json():
     result = run_cli(
         "--prompt", PROMPT, "--feature", "transcoder-L2:204:40", "--max-new-tokens", "6", "--device", "cpu", "--json"
@@ -247,6 +250,7 @@ def test_cli_prints_the_record_as_json():
     assert len(record["default"]["ids"]) == len(record["steered"]["ids"]) == 6
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_clear_line():
     result = run_cli("--prompt", PROMPT, "--feature", "resid-L2:abc:1")
     assert result.returncode == 2

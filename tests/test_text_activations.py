@@ -20,6 +20,8 @@ from analysis.live_model import LiveInputError
 from analysis.paths import DEMO_DIR, REPO_ROOT
 from analysis.text_activations import encode_text, latent_activations, search_text
 
+pytestmark = pytest.mark.model
+
 TEXT = "In the beginning God created the heaven and the earth. The quick brown fox jumps over the lazy dog."
 
 
@@ -194,6 +196,7 @@ def search_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_prints_hits_with_labels_as_json():
     result = search_cli("--text", TEXT, "--top", "5", "--max-density", "0.01", "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr
@@ -214,6 +217,7 @@ def test_cli_prints_a_table_per_token(capsys):
     assert len(lines) == 4 and all(line.startswith("2 ' the'") for line in lines[1:])  # "In the beginning"
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2():
     result = search_cli("--text", "x", "--positions", "3,x")
     assert result.returncode == 2 and "Traceback" not in result.stderr
