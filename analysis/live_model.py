@@ -20,6 +20,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from analysis.content_hash import model_hash, sae_hash
+from analysis.errors import SAEscopeError
 from analysis.model_loading import LoadedModel, ModelLoadError, load_model, resolve_model_path
 from analysis.paths import REPO_ROOT
 from analysis.sae_loading import LoadedSAE, SAELoadError, check_fits, load_saes
@@ -28,11 +29,11 @@ MAX_WAITING = 4  # callers queued behind the one running; more are told the mode
 WAIT_SECONDS = 120.0
 
 
-class LiveInputError(ValueError):
+class LiveInputError(SAEscopeError, ValueError):
     """Input a live computation cannot take (empty prompt, unknown latent, ...), said in one line."""
 
 
-class LiveModelBusy(RuntimeError):
+class LiveModelBusy(SAEscopeError, RuntimeError):
     """Too many callers are already waiting for the model, or the wait took too long."""
 
 

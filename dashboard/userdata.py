@@ -46,6 +46,8 @@ from typing import TypeVar
 import duckdb
 import pandas as pd
 
+from analysis.errors import SAEscopeError
+
 SCHEMA_VERSION = 2  # 2 added the experiments table (steering runs, later graphs)
 
 STATUSES = ("unreviewed", "interpretable", "polysemantic", "uninterpretable", "dead")
@@ -75,7 +77,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
 
-class UserDataError(ValueError):
+class UserDataError(SAEscopeError, ValueError):
     """A user-data operation that cannot be done: bad input, an unreadable or foreign file, a lock."""
 
 

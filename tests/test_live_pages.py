@@ -12,6 +12,8 @@ from analysis.paths import DEMO_DIR
 from dashboard.userdata import open_user_store
 from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page
 
+pytestmark = pytest.mark.model
+
 STEER, SEARCH, FEATURE = "pages/5_Steer.py", "pages/6_Search_by_text.py", "pages/2_Feature.py"
 
 
@@ -91,7 +93,8 @@ def test_live_pages_say_why_they_are_off_when_the_model_is_not_here(user_db, tmp
     assert not feature.exception and not feature.error, "browsing still works"
 
 
-def test_a_model_that_fails_to_load_is_reported_not_raised(user_db, tmp_path, monkeypatch):
+def test_a_model_that_fails_to_load_is_reported_not_raised(user_db, tmp_path, monkeypatch, caplog):
+    """One line on the page; the traceback in the server's log."""
     broken = tmp_path / "broken-model"
     shutil.copytree(DEMO_DIR / "model", broken)
     (broken / "model.safetensors").write_bytes(b"these are not weights" * 10)
@@ -100,6 +103,8 @@ def test_a_model_that_fails_to_load_is_reported_not_raised(user_db, tmp_path, mo
     app = page(STEER, atlas="broken", steer="resid-L2:3:5")
     assert not app.exception
     assert any("could not be loaded" in w.value for w in app.warning), [w.value for w in app.warning]
+    [record] = [r for r in caplog.records if r.name == "dashboard.live.service"]
+    assert record.levelname == "ERROR" and str(broken) in record.getMessage() and record.exc_info is not None
 
 
 def test_search_by_text_lists_the_latents_a_text_excites_with_links(user_db):

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 import torch
 
-from analysis.live_model import LiveInputError, LiveSpecs, load_live
+from analysis.live_model import LiveInputError
 from analysis.sampling import Completion, GenerationSettings
 from analysis.steering import (
     DEFAULT_COEFFICIENT_MULTIPLIER,
@@ -25,13 +25,10 @@ from analysis.steering import (
 )
 from analysis.steering_hooks import SteeringTarget, steering_hooks
 
+pytestmark = pytest.mark.model
+
 PROMPT = "And the king said unto his servants,"
 SHORT = GenerationSettings(max_new_tokens=8)
-
-
-@pytest.fixture(scope="module")
-def live(demo_dir):
-    return load_live(LiveSpecs(model=str(demo_dir / "model"), saes=(str(demo_dir / "saes"),)), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +239,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_prints_the_record_as_json():
     result = run_cli(
         "--prompt", PROMPT, "--feature", "transcoder-L2:204:40", "--max-new-tokens", "6", "--device", "cpu", "--json"
@@ -252,6 +250,7 @@ def test_cli_prints_the_record_as_json():
     assert len(record["default"]["ids"]) == len(record["steered"]["ids"]) == 6
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_clear_line():
     result = run_cli("--prompt", PROMPT, "--feature", "resid-L2:abc:1")
     assert result.returncode == 2

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from analysis.demo import corpus
+from analysis.demo.corpus import DemoBuildError
 from analysis.token_ids import special_token_id
 
 if TYPE_CHECKING:  # the training code imports torch and sae-lens; only build_saes needs it, at call time
@@ -48,7 +49,7 @@ class BundlePaths:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(f"another demo build is running on {self.root}; wait for it to finish") from None
+                raise DemoBuildError(f"another demo build is running on {self.root}; wait for it to finish") from None
             yield
 
     def read_metrics(self) -> dict:

@@ -19,6 +19,7 @@ from circuit_tracer.replacement_model.replacement_model_transformerlens import T
 from circuit_tracer.transcoder import SingleLayerTranscoder, TranscoderSet
 from circuit_tracer.transcoder.activation_functions import JumpReLU
 
+from analysis.errors import SAEscopeError
 from analysis.live_model import LiveModel
 from analysis.sae_loading import LoadedSAE
 
@@ -31,7 +32,7 @@ _cache: dict[int, TransformerLensReplacementModel] = {}
 atexit.register(_cache.clear)
 
 
-class GraphSetupError(ValueError):
+class GraphSetupError(SAEscopeError, ValueError):
     """The loaded transcoders cannot make a replacement model, with a message that says why."""
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.errors import SAEscopeError
 from analysis.paths import STREAMLIT_DIR
 
 SETTINGS_FILE = STREAMLIT_DIR / "saescope.toml"
@@ -29,6 +30,10 @@ DEFAULT_USER_DB = Path.home() / ".local" / "share" / "saescope" / "userdata.duck
 OLD_DEFAULT_USER_DB = Path.home() / ".local" / "share" / "glassbox" / "userdata.duckdb"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 PREFIX, OLD_PREFIX = "SAESCOPE_", "GLASSBOX_"
+
+
+class SettingsError(SAEscopeError, ValueError):
+    """A settings file that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ def _file_settings(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ValueError(f"could not read the dashboard settings in {path}: {error}") from None
+        raise SettingsError(f"could not read the dashboard settings in {path}: {error}") from None
 
 
 def _env(environ: Mapping[str, str], name: str, notices: list[str]) -> str | None:
