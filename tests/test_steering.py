@@ -11,6 +11,8 @@ import threading
 import duckdb
 import pytest
 import torch
+from analysis.steering_methods import METHODS
+from analysis.steering_target import SteeringTarget
 
 from analysis.live_model import LiveInputError, LiveSpecs, load_live
 from analysis.sampling import Completion, GenerationSettings
@@ -23,7 +25,7 @@ from analysis.steering import (
     steer,
     stream_comparison,
 )
-from analysis.steering_hooks import SteeringTarget, steering_hooks
+from analysis.steering_hooks import steering_hooks
 
 PROMPT = "And the king said unto his servants,"
 SHORT = GenerationSettings(max_new_tokens=8)
@@ -177,7 +179,7 @@ def test_bad_input_is_a_one_line_live_input_error(live, make_call, message):
 
 
 def test_unknown_method_is_refused(live):
-    with pytest.raises(LiveInputError, match="choose from additive, replace, clamp"):
+    with pytest.raises(LiveInputError, match="choose from " + ", ".join(METHODS)):
         steer(live, PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], "multiply", SHORT)
 
 
