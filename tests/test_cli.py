@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from analysis.cli import build_parser
+from analysis.steering_methods import DEFAULT_METHOD, METHODS
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -59,3 +60,12 @@ def test_bad_input_is_one_clear_line(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_steer_offers_exactly_the_registered_methods_with_their_help():
+    steer = build_parser()._subparsers._group_actions[0].choices["steer"]
+    (method,) = [action for action in steer._actions if action.dest == "method"]
+    assert method.choices == list(METHODS) and method.default == DEFAULT_METHOD
+    assert all(f"{m.name}: {m.summary}" in method.help for m in METHODS.values())
+    refused = run_cli("steer", "--prompt", "x", "--feature", "resid-L2:1:1", "--method", "multiply")
+    assert refused.returncode == 2 and "invalid choice: 'multiply'" in refused.stderr

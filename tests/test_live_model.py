@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pytest
-from analysis.steering_target import SteeringTarget
 
 from analysis.live_model import LiveInputError, LiveModelBusy, LiveSpecs, load_live
 from analysis.sampling import GenerationSettings
 from analysis.steering import generate
+from analysis.steering_target import SteeringTarget
 
 SETTINGS = GenerationSettings(max_new_tokens=12, temperature=0.8, seed=3)
 

@@ -11,8 +11,6 @@ import threading
 import duckdb
 import pytest
 import torch
-from analysis.steering_methods import METHODS
-from analysis.steering_target import SteeringTarget
 
 from analysis.live_model import LiveInputError, LiveSpecs, load_live
 from analysis.sampling import Completion, GenerationSettings
@@ -26,6 +24,8 @@ from analysis.steering import (
     stream_comparison,
 )
 from analysis.steering_hooks import steering_hooks
+from analysis.steering_methods import METHODS
+from analysis.steering_target import SteeringTarget
 
 PROMPT = "And the king said unto his servants,"
 SHORT = GenerationSettings(max_new_tokens=8)
