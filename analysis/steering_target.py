@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from numbers import Integral, Real
 
 from analysis.live_errors import LiveInputError
 
@@ -28,12 +29,13 @@ class SteeringTarget:
     def __post_init__(self) -> None:
         if not isinstance(self.sae, str) or not self.sae:
             raise LiveInputError(f"a steering target needs an SAE name, not {self.sae!r}")
-        if isinstance(self.latent, bool) or not isinstance(self.latent, int) or self.latent < 0:
+        if isinstance(self.latent, bool) or not isinstance(self.latent, Integral) or self.latent < 0:
             raise LiveInputError(f"a latent is a whole number of at least 0, not {self.latent!r}")
+        object.__setattr__(self, "latent", int(self.latent))  # a numpy integer from a table, too
         c = self.coefficient
         if c is None:
             return
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+        if isinstance(c, bool) or not isinstance(c, Real) or not math.isfinite(c):
             raise LiveInputError(f"a steering coefficient must be a finite number, not {c!r}")
         if abs(c) > MAX_COEFFICIENT:
             raise LiveInputError(f"steering coefficient {c:g} is out of range: at most ±{MAX_COEFFICIENT:g}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from analysis.live_errors import LiveInputError
@@ -71,3 +72,9 @@ def test_a_target_is_read_and_written_without_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_numpy_latent_from_a_table_becomes_a_plain_int():
+    target = SteeringTarget("resid-L2", np.int64(3), np.float32(2.5))
+    assert type(target.latent) is int and type(target.coefficient) is float
+    assert target.as_text() == "resid-L2:3:2.5"
