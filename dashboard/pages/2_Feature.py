@@ -6,8 +6,8 @@ import html
 
 import pandas as pd
 import streamlit as st
-from analysis.steering_target import SteeringTarget  # noqa: E402
 
+from analysis.steering_target import SteeringTarget  # noqa: E402
 from dashboard.browse import charts as charts  # noqa: E402
 from dashboard.browse.examples_view import CONTEXT_WIDTHS, show_examples  # noqa: E402
 from dashboard.browse.feature_queries import FeatureView, feature_view  # noqa: E402

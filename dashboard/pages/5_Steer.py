@@ -5,12 +5,12 @@ the model and SAE hashes and both outputs, and the history re-runs or exports an
 from __future__ import annotations
 
 import streamlit as st
-from analysis.steering_methods import DEFAULT_METHOD, METHODS  # noqa: E402
-from analysis.steering_target import MAX_COEFFICIENT, SteeringTarget  # noqa: E402
 
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
 from analysis.sampling import MAX_FREQUENCY_PENALTY, MAX_NEW_TOKENS, GenerationSettings  # noqa: E402
 from analysis.steering import SteeringResult, default_coefficient, stream_comparison  # noqa: E402
+from analysis.steering_methods import DEFAULT_METHOD, METHODS  # noqa: E402
+from analysis.steering_target import MAX_COEFFICIENT, SteeringTarget  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.browse.token_html import markdown_text  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402

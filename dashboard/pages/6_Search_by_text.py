@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
-from analysis.steering_target import SteeringTarget  # noqa: E402
 
 from analysis.live_model import LiveInputError, LiveModelBusy  # noqa: E402
+from analysis.steering_target import SteeringTarget  # noqa: E402
 from analysis.text_activations import search_text  # noqa: E402
 from dashboard.browse.atlas_lookups import atlas_densities, atlas_labels  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import streamlit as st
-from analysis.steering_target import SteeringTarget
 
+from analysis.steering_target import SteeringTarget
 from dashboard.browse.token_html import markdown_text
 from dashboard.live.experiment_table import chosen_experiment
 from dashboard.shell.page import PageContext

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import streamlit as st
-from analysis.steering_target import SteeringTarget
 
+from analysis.steering_target import SteeringTarget
 from dashboard.shell.workspace import Atlas, Workspace
 
 
