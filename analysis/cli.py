@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the CLI imports torch only for the subcommand that needs it
 
 from analysis.errors import SAEscopeError, UsageError
 from analysis.paths import DEMO_ATLAS, DEMO_DIR, DEMO_MODEL, DEMO_SAES
+from analysis.steering_methods import DEFAULT_METHOD, METHODS
 
 VERBOSE_HELP = "log debug lines, and print tracebacks for errors in the input too"
 
@@ -157,10 +158,10 @@ def _run_steer(args: argparse.Namespace) -> int:
     from analysis.live_model import LiveSpecs, load_live
     from analysis.sampling import GenerationSettings
     from analysis.steering import steer
-    from analysis.steering_hooks import SteeringTarget
+    from analysis.steering_target import SteeringTarget
 
     # Everything the user typed is checked before the model loads, so a typo costs no waiting.
-    targets = [SteeringTarget.parse(text) for text in args.feature]
+    targets = [SteeringTarget.parse(text, require_coefficient=True) for text in args.feature]
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -443,10 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument(
         "--method",
-        default="additive",
-        help="additive (add COEF × decoder row, default), replace "
-        "(set the component along it to COEF) or clamp (set the "
-        "latent to COEF through the SAE)",
+        default=DEFAULT_METHOD,
+        choices=list(METHODS),
+        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})",
     )
     st.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
     st.add_argument("--temperature", type=float, default=0.5, help="0 is greedy (default 0.5)")

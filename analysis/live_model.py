@@ -21,16 +21,13 @@ from transformers import PreTrainedTokenizerBase
 
 from analysis.content_hash import model_hash, sae_hash
 from analysis.errors import SAEscopeError
+from analysis.live_errors import LiveInputError
 from analysis.model_loading import LoadedModel, ModelLoadError, load_model, resolve_model_path
 from analysis.paths import REPO_ROOT
 from analysis.sae_loading import LoadedSAE, SAELoadError, check_fits, load_saes
 
 MAX_WAITING = 4  # callers queued behind the one running; more are told the model is busy
 WAIT_SECONDS = 120.0
-
-
-class LiveInputError(SAEscopeError, ValueError):
-    """Input a live computation cannot take (empty prompt, unknown latent, ...), said in one line."""
 
 
 class LiveModelBusy(SAEscopeError, RuntimeError):

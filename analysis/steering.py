@@ -22,7 +22,9 @@ import torch
 
 from analysis.live_model import LiveInputError, LiveModel
 from analysis.sampling import Completion, GenerationSettings
-from analysis.steering_hooks import MAX_COEFFICIENT, SteeringTarget, steering_hooks
+from analysis.steering_hooks import steering_hooks
+from analysis.steering_methods import DEFAULT_METHOD
+from analysis.steering_target import MAX_COEFFICIENT, SteeringTarget
 
 # Default slider value = this × the latent's largest activation in the atlas (see default_coefficient).
 # Measured on the demo (additive, 20 new tokens, default settings, 14 latents of density 0.5-5 %
@@ -145,7 +147,7 @@ def stream_comparison(
     live: LiveModel,
     prompt: str,
     targets: Sequence[SteeringTarget],
-    method: str = "additive",
+    method: str = DEFAULT_METHOD,
     settings: GenerationSettings = GenerationSettings(),
     stop: threading.Event | None = None,
 ) -> Generator[SteeringProgress | SteeringResult, None, None]:
@@ -217,7 +219,7 @@ def steer(
     live: LiveModel,
     prompt: str,
     targets: Sequence[SteeringTarget],
-    method: str = "additive",
+    method: str = DEFAULT_METHOD,
     settings: GenerationSettings = GenerationSettings(),
     stop: threading.Event | None = None,
 ) -> SteeringResult:
@@ -232,7 +234,7 @@ def generate(
     prompt: str,
     settings: GenerationSettings = GenerationSettings(),
     targets: Sequence[SteeringTarget] = (),
-    method: str = "additive",
+    method: str = DEFAULT_METHOD,
     stop: threading.Event | None = None,
 ) -> Generation:
     """One completion, plain (no targets) or steered: the same loop and seed as either row of a comparison."""

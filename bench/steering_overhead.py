@@ -22,7 +22,9 @@ import torch
 from analysis.live_model import LiveModel, LiveSpecs, load_live  # noqa: E402
 from analysis.sampling import Completion, GenerationSettings  # noqa: E402
 from analysis.steering import stream_comparison  # noqa: E402
-from analysis.steering_hooks import METHODS, SteeringTarget, steering_hooks  # noqa: E402
+from analysis.steering_hooks import steering_hooks  # noqa: E402
+from analysis.steering_methods import METHODS  # noqa: E402
+from analysis.steering_target import SteeringTarget  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
 PROMPT = "And the king said unto his servants, Go ye and"

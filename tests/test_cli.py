@@ -11,6 +11,7 @@ import pytest
 
 from analysis.cli import build_parser
 from analysis.paths import REPO_ROOT
+from analysis.steering_methods import DEFAULT_METHOD, METHODS
 from tests.browser import served
 
 
@@ -107,3 +108,12 @@ def test_dashboard_starts_streamlit_with_the_options_given_after_it():
     with served([sys.executable, "-m", "analysis", "dashboard", "--verbose"], REPO_ROOT) as url:
         with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as response:
             assert response.read() == b"ok"
+
+
+def test_steer_offers_exactly_the_registered_methods_with_their_help():
+    steer = build_parser()._subparsers._group_actions[0].choices["steer"]
+    (method,) = [action for action in steer._actions if action.dest == "method"]
+    assert method.choices == list(METHODS) and method.default == DEFAULT_METHOD
+    assert all(f"{m.name}: {m.summary}" in method.help for m in METHODS.values())
+    refused = run_cli("steer", "--prompt", "x", "--feature", "resid-L2:1:1", "--method", "multiply")
+    assert refused.returncode == 2 and "invalid choice: 'multiply'" in refused.stderr

@@ -13,7 +13,7 @@ import pytest
 from analysis.live_model import LiveInputError, LiveModelBusy, LiveSpecs
 from analysis.sampling import GenerationSettings
 from analysis.steering import generate
-from analysis.steering_hooks import SteeringTarget
+from analysis.steering_target import SteeringTarget
 
 pytestmark = pytest.mark.model
 

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from analysis.paths import DEMO_DIR
+from analysis.steering_methods import DEFAULT_METHOD, METHODS
 from dashboard.userdata import open_user_store
 from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page
 
@@ -44,6 +45,13 @@ def test_steering_from_a_link_streams_both_completions_and_records_the_run(user_
     assert record["model_hash"] == atlas_value("SELECT value->>'content_hash' FROM meta WHERE key = 'model'", [])[0]
     assert record["divergence"]["next_tokens"], "the distribution shift at the first difference is kept"
     assert app.query_params["steer"] == "transcoder-L3:5:40"
+
+
+def test_the_method_choice_offers_exactly_the_registered_methods(user_db):
+    app = page(STEER, steer="resid-L2:3:5", method="clamp")
+    method = by_label(app.radio, "Method")
+    assert list(method.options) == list(METHODS) and method.value == "clamp"
+    assert page(STEER, steer="resid-L2:3:5", method="multiply").radio[0].value == DEFAULT_METHOD
 
 
 def test_a_recorded_run_runs_again_to_the_same_text(user_db):

@@ -23,7 +23,9 @@ from analysis.steering import (
     steer,
     stream_comparison,
 )
-from analysis.steering_hooks import SteeringTarget, steering_hooks
+from analysis.steering_hooks import steering_hooks
+from analysis.steering_methods import METHODS
+from analysis.steering_target import SteeringTarget
 
 pytestmark = pytest.mark.model
 
@@ -174,7 +176,7 @@ def test_bad_input_is_a_one_line_live_input_error(live, make_call, message):
 
 
 def test_unknown_method_is_refused(live):
-    with pytest.raises(LiveInputError, match="choose from additive, replace, clamp"):
+    with pytest.raises(LiveInputError, match="choose from " + ", ".join(METHODS)):
         steer(live, PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], "multiply", SHORT)
 
 
