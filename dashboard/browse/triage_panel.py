@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.shell.page import PageContext
-from dashboard.shell.plain_text import md, visible
+from dashboard.shell.plain_text import md, option
 from dashboard.userdata import CONFIDENCES, STATUSES, Annotation, UserDataError
 
 
@@ -35,7 +35,7 @@ def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Sa
             vocabulary,
             default=[t for t in current.tags if t in vocabulary],
             disabled=locked,
-            format_func=visible,
+            format_func=option,
         )
         notes = st.text_area("Notes", value=current.notes, max_chars=5000, height=80, disabled=locked)
         options = ["—", *CONFIDENCES]

@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard.browse.feature_queries import SORTS, feature_table  # noqa: E402
 from dashboard.browse.filter_controls import filter_controls, url_params, write_url  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
-from dashboard.shell.plain_text import plain_frame, visible  # noqa: E402
+from dashboard.shell.plain_text import option, plain_frame  # noqa: E402
 from dashboard.shell.url_state import integer, read_sort  # noqa: E402
 
 PAGE_SIZE = 50
@@ -64,7 +64,7 @@ if rows:
 with st.form("open_feature"):
     cols = st.columns([2, 2, 1])
     names = list(page.atlas.saes["name"])
-    sae_name = cols[0].selectbox("SAE", names, format_func=visible)
+    sae_name = cols[0].selectbox("SAE", names, format_func=option)
     latent = cols[1].number_input("Feature number", min_value=0, step=1)
     if cols[2].form_submit_button("Open feature"):
         st.switch_page("pages/2_Feature.py", query_params=page.feature_params(page.atlas.sae_index(sae_name), latent))

@@ -14,7 +14,7 @@ from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.browse.triage_panel import triage_panel  # noqa: E402
 from dashboard.live.text_test_panel import text_test_panel  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
-from dashboard.shell.plain_text import md, plain_frame, visible  # noqa: E402
+from dashboard.shell.plain_text import md, option, plain_frame, visible  # noqa: E402
 from dashboard.shell.url_state import integer, text  # noqa: E402
 from dashboard.steer.targets import ChosenLatent  # noqa: E402
 from dashboard.userdata import UserDataError  # noqa: E402
@@ -92,7 +92,7 @@ def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
         st.caption("No lists yet: create one on the Lists page.")
         return
     with st.form(f"add_to_list_{sae}_{latent}"):
-        name = st.selectbox("List", list(lists["name"]), format_func=visible)
+        name = st.selectbox("List", list(lists["name"]), format_func=option)
         note = st.text_input("Note on this feature")
         if st.form_submit_button("Add to list", disabled=page.read_only or not page.reviewer):
             row = page.atlas.sae_row(sae)

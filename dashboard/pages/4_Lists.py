@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard.browse.exports import as_csv, as_json  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
-from dashboard.shell.plain_text import md, plain_frame, visible  # noqa: E402
+from dashboard.shell.plain_text import md, option, plain_frame  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
 from dashboard.userdata import UserDataError  # noqa: E402
 
@@ -61,7 +61,7 @@ def _show_list(page: PageContext, name: str) -> None:
     if len(items) and not page.read_only and page.reviewer:
         with st.form(f"remove_from_{name}"):
             choices = [f"{r.sae_name} #{r.latent}" for r in items.itertuples()]
-            chosen = st.selectbox("Feature", choices, format_func=visible)
+            chosen = st.selectbox("Feature", choices, format_func=option)
             if st.form_submit_button("Remove from the list"):
                 item = items.iloc[choices.index(chosen)]
                 store.remove_from_list(name, item["sae_hash"], int(item["latent"]), page.reviewer)
@@ -82,7 +82,7 @@ with right:
     else:
         names = list(lists["name"])
         wanted = text(url_params(), "list", names[0])
-        name = st.selectbox("List", names, index=names.index(wanted) if wanted in names else 0, format_func=visible)
+        name = st.selectbox("List", names, index=names.index(wanted) if wanted in names else 0, format_func=option)
         st.query_params["list"] = name
         _show_list(page, name)
 

@@ -13,7 +13,7 @@ from analysis.steering_hooks import MAX_COEFFICIENT, METHODS, SteeringTarget  # 
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
-from dashboard.shell.plain_text import md, visible  # noqa: E402
+from dashboard.shell.plain_text import md, option  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
 from dashboard.steer.history import steering_history  # noqa: E402
 from dashboard.steer.targets import ChosenLatent, coefficient_key, latent_summary, parse_url_value, set_coefficients  # noqa: E402
@@ -95,7 +95,7 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[ChosenLatent]:
             kept.append(ChosenLatent(target.sae_name, target.latent, float(st.session_state[key])))
     with st.form("add_latent"):
         cols = st.columns([3, 2, 1], vertical_alignment="bottom")
-        sae_name = cols[0].selectbox("SAE", list(live.saes), format_func=visible)
+        sae_name = cols[0].selectbox("SAE", list(live.saes), format_func=option)
         latent = cols[1].number_input("Feature number", min_value=0, step=1)
         if cols[2].form_submit_button("Add"):
             summary = latent_summary(page.workspace, page.atlas, sae_name, int(latent))

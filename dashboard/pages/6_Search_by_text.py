@@ -15,7 +15,7 @@ from dashboard.browse.atlas_lookups import atlas_densities, atlas_labels  # noqa
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
-from dashboard.shell.plain_text import md, plain_frame, visible  # noqa: E402
+from dashboard.shell.plain_text import md, option, plain_frame, visible  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
 from dashboard.steer.targets import ChosenLatent  # noqa: E402
 
@@ -47,7 +47,7 @@ query = st.text_area(
 )
 atlas_saes = [name for name in page.atlas.saes["name"] if name in live.saes]
 cols = st.columns([3, 1, 1, 1, 1])
-chosen_saes = cols[0].multiselect("SAEs", atlas_saes, default=atlas_saes, format_func=visible)
+chosen_saes = cols[0].multiselect("SAEs", atlas_saes, default=atlas_saes, format_func=option)
 top_n = cols[1].number_input("show", 1, 500, 25)
 max_density_text = cols[2].text_input("max density", placeholder="e.g. 0.01", help="hide latents denser than this")
 per_token = cols[3].toggle("per token", help="the top latents of each token instead of the sum")

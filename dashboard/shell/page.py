@@ -10,7 +10,7 @@ import streamlit as st
 
 from analysis.atlas.schema import AtlasError
 from analysis.paths import DEMO_ATLAS
-from dashboard.shell.plain_text import md, visible
+from dashboard.shell.plain_text import md, option
 from dashboard.shell.settings import Settings, load_settings
 from dashboard.shell.workspace import Atlas, Workspace
 from dashboard.userdata import UserDataError
@@ -77,7 +77,7 @@ def open_page(title: str) -> PageContext:
         "Atlas",
         list(catalog),
         index=list(catalog).index(key),
-        format_func=lambda k: visible(f"{k} ({catalog[k].name})", spaces=False),
+        format_func=lambda k: option(f"{k} ({catalog[k].name})"),
     )
     if chosen != key:
         st.query_params.from_dict({"atlas": chosen})

@@ -13,8 +13,8 @@ labels *and values*, widget and page_link labels, radio options, and every cell 
 - ``plain_frame(frame)`` for ``st.dataframe``: its grid draws cells as text already, so only the
   invisible characters are made visible (in strings and in lists of strings). Untrusted tables use
   ``st.dataframe``, never ``st.table``.
-- ``visible(text)`` for selectbox / multiselect options (plain text in Streamlit) and, after
-  ``html.escape``, inside ``st.html``.
+- ``option`` as the ``format_func`` of a selectbox or multiselect (their options are plain text)
+  and ``visible(text)`` inside ``st.html`` after ``html.escape``.
 
 Why our own: Streamlit has no "render as text" switch for these widgets, and ``st.text`` /
 ``st.code`` would turn every message into a monospace block.
@@ -53,6 +53,11 @@ def visible(text: str, spaces: bool = True) -> str:
         else:
             shown.append(char)
     return "".join(shown)
+
+
+def option(value: object) -> str:
+    """A selectbox / multiselect option shown as text: invisible characters made visible, spaces kept."""
+    return visible(str(value), spaces=False)
 
 
 def md(text: object, limit: int | None = None) -> str:
