@@ -78,7 +78,10 @@ def test_markdown_images_in_labels_lists_and_urls_are_text_and_fetch_nothing(tmp
             if name in ("Feature", "Triage"):
                 query |= {"sae": "resid-L2", "latent": "17"}
             browser.get(f"{url}/{name}?{urlencode(query)}")
-            body = wait_for_text(browser, f"Unknown atlas '![b]({base}/atlas.png)'", timeout=180)
+            wait_for_text(browser, "Unknown atlas", timeout=180)
+            time.sleep(1)  # time for an image, were one drawn, to be fetched
+            assert requests == [], (name, requests)
+            body = wait_for_text(browser, f"Unknown atlas '![b]({base}/atlas.png)'", timeout=5)
             if name in ("Feature", "Triage"):
                 wait_for_text(browser, "Undo my last change")
                 assert hostile in _field_values(browser)  # the label in the triage form
