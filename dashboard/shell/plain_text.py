@@ -32,7 +32,9 @@ SHOWN_AS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 # Cf holds the bidi overrides and isolates (U+202A-U+202E, U+2066-U+2069) and the zero-width
 # characters (U+200B-U+200D, U+2060, U+FEFF); Cc the control characters.
 INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-MARKDOWN_SPECIALS = set("\\`*_{}[]()<>#!|~$:&@^")
+MARKDOWN_SPECIALS = set("\\`*_{}()<>#!|~$:&@^")
+# "[" and "]" stay: a link or an image needs "](" and "(" is escaped, and a reference definition
+# ("[x]: url") needs ":" and a line of its own, so "[0, 1]" stays readable in the raw message.
 # "-", "+" and "." mean something only where a line starts (a list, a rule, an ordered list) or in
 # a "www." link; ``md`` keeps text on one line, so it escapes them only there and keeps names such
 # as "resid-L2" or "atlas.duckdb" readable in the raw message.
