@@ -6,8 +6,8 @@ it looks: st.markdown, st.caption, st.error / warning / info / success, st.toast
 labels *and values*, widget and page_link labels, radio options, and every cell of ``st.table``):
 
 - ``md(text)`` for any of those markdown readers: characters made visible (see ``visible``), line
-  breaks shown as ↵, and every markdown character backslash-escaped (CommonMark lets any ASCII
-  punctuation be escaped), so ``**x**``, ``![b](url)``, ``# h``, ``| t |``, ``&#x202E;``,
+  breaks shown as ↵, and every character that could start markup backslash-escaped (CommonMark
+  lets any ASCII punctuation be escaped), so ``**x**``, ``![b](url)``, ``# h``, ``| t |``, ``&#x202E;``,
   ``$x$`` and ``<b>`` read literally and nothing is fetched. Our own words around it may keep
   their markdown; only the untrusted part goes through ``md``.
 - ``plain_frame(frame)`` for ``st.dataframe``: its grid draws cells as text already, so only the
