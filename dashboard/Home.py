@@ -10,20 +10,21 @@ from analysis.paths import REPO_ROOT
 from dashboard.browse.bundle import DEMO_BUNDLE, read_bundle
 from dashboard.browse.charts import density_histogram  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
+from dashboard.shell.plain_text import md, plain_frame  # noqa: E402
 
 page = open_page("SAEscope")
 atlas = page.atlas
 st.caption(
     "A local-first workbench for mechanistic interpretability: features, circuits and steering on your own model."
 )
-st.caption(atlas.description)
+st.caption(md(atlas.description))
 
 model = atlas.meta["model"]
 is_demo_model = (REPO_ROOT / model["spec"]).resolve() == (
     DEMO_BUNDLE / "model"
 ).resolve()  # specs inside the repo are relative
 bundle = read_bundle(DEMO_BUNDLE) if is_demo_model else None
-st.header(f"Model: {bundle.model_name if bundle else model['spec']} ({model['architecture']})")
+st.header(f"Model: {md(bundle.model_name if bundle else model['spec'])} ({md(model['architecture'])})")
 if bundle is not None:
     config, model_metrics = bundle.model_config, bundle.metrics.get("model", {})
     cols = st.columns(5)
@@ -37,14 +38,16 @@ if bundle is not None:
     )
     cols[4].metric("Unigram baseline", f"{model_metrics.get('unigram_heldout_loss', float('nan')):.3f}")
 st.caption(
-    f"weights sha256 {model['content_hash'][:16]}… · atlas built on {atlas.meta['device']} with "
-    + ", ".join(f"{name} {version}" for name, version in atlas.meta["versions"].items())
+    md(
+        f"weights sha256 {model['content_hash'][:16]}… · atlas built on {atlas.meta['device']} with "
+        + ", ".join(f"{name} {version}" for name, version in atlas.meta["versions"].items())
+    )
 )
 
 corpus = atlas.meta["corpus"]
 st.header("Corpus")
 cols = st.columns(4)
-cols[0].metric("Corpus", corpus["spec"])
+cols[0].metric("Corpus", md(corpus["spec"]))
 cols[1].metric("Tokens in the atlas", f"{atlas.meta['tokens']:,}")
 cols[2].metric("Windows", f"{atlas.meta['windows']:,} × {atlas.meta['context']}")
 cols[3].metric("Documents", f"{corpus['documents']:,}")
@@ -55,7 +58,7 @@ domains = (
     )
     .df()
 )
-st.dataframe(domains, hide_index=True)
+st.dataframe(plain_frame(domains), hide_index=True)
 
 saes = atlas.saes
 st.header(f"SAEs and transcoders ({len(saes)})")
@@ -78,7 +81,7 @@ table = pd.DataFrame(
     }
 )
 st.dataframe(
-    table,
+    plain_frame(table),
     hide_index=True,
     width="stretch",
     column_config={

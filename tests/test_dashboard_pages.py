@@ -123,7 +123,7 @@ def test_labelling_a_feature_is_audited_and_undo_restores_it(user_db):
         ("spurious-correlation",),
         "alice",
     )
-    audit = app.table[-1].value
+    audit = app.dataframe[-1].value
     assert set(audit["field"]) == {"status", "label", "tags"} and set(audit["reviewer"]) == {"alice"}
     assert by_label(app.radio, "Status").value == "interpretable"
 

@@ -9,9 +9,9 @@ import re
 import pytest
 
 from analysis.graphs import compute_graph, to_networkx
-from dashboard.browse.token_html import visible
 from dashboard.graph.files import node_link_json
 from dashboard.graph.state import GraphState
+from dashboard.shell.plain_text import visible
 from dashboard.userdata import open_user_store
 from tests.dashboard_app import by_label, make_atlas_of_saes, page
 

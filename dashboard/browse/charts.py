@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+
+from dashboard.shell.plain_text import visible
 
 ACTIVATION_COLOUR = "#ff7f0e"
 LOGIT_COLOURS = ("#d62728", "#1f77b4")  # suppressed, promoted
@@ -104,9 +107,9 @@ def density_histogram(edges: Sequence[float], counts_by_sae: dict[str, Sequence[
             go.Bar(
                 x=centres,
                 y=list(counts),
-                name=name,
+                name=html.escape(visible(name, spaces=False)),  # plotly reads HTML tags in names
                 opacity=0.75,
-                hovertemplate=f"{name}<br>density 10^%{{x:.2f}}<br>%{{y}} latents<extra></extra>",
+                hovertemplate="%{fullData.name}<br>density 10^%{x:.2f}<br>%{y} latents<extra></extra>",
             )
             for name, counts in counts_by_sae.items()
         ]

@@ -10,7 +10,8 @@ import numpy as np
 import streamlit as st
 
 from dashboard.browse.feature_queries import FeatureView
-from dashboard.browse.token_html import highlighted_tokens, visible, window_slice
+from dashboard.browse.token_html import highlighted_tokens, window_slice
+from dashboard.shell.plain_text import visible
 
 CONTEXT_WIDTHS = {"5 tokens": 5, "16 tokens": 16, "whole window": None}
 INTERVALS = 20

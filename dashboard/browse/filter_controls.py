@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard.browse.feature_queries import FeatureFilter
 from dashboard.shell.page import PageContext
+from dashboard.shell.plain_text import md, option
 from dashboard.shell.url_state import filter_params, read_filter
 from dashboard.userdata import STATUSES
 
@@ -30,7 +31,7 @@ def _parsed_number(label: str, key: str, value: float | None, placeholder: str) 
     try:
         return float(raw)
     except ValueError:
-        st.warning(f"{label}: {raw!r} is not a number; ignored.")
+        st.warning(f"{label}: '{md(raw, 80)}' is not a number; ignored.")
         return None
 
 
@@ -45,7 +46,7 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     _initial(f"{prefix}_tags", list(start.tags))
     _initial(f"{prefix}_reviewer", start.reviewer)
     top = st.columns([3, 1, 1, 1])
-    chosen = top[0].multiselect("SAE / layer", names, key=f"{prefix}_saes", placeholder="all SAEs")
+    chosen = top[0].multiselect("SAE / layer", names, key=f"{prefix}_saes", placeholder="all SAEs", format_func=option)
     with top[1]:
         min_density = _parsed_number("Density at least", f"{prefix}_min_density", start.min_density, "e.g. 1e-4")
     with top[2]:
@@ -62,7 +63,7 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     statuses = second[2].multiselect("Triage status", list(STATUSES), key=f"{prefix}_statuses", placeholder="any")
     vocabulary = page.workspace.store.tags()
     st.session_state[f"{prefix}_tags"] = [t for t in st.session_state[f"{prefix}_tags"] if t in vocabulary]
-    tags = second[3].multiselect("Tags", vocabulary, key=f"{prefix}_tags", placeholder="any")
+    tags = second[3].multiselect("Tags", vocabulary, key=f"{prefix}_tags", placeholder="any", format_func=option)
     reviewer = second[4].text_input("Reviewer", key=f"{prefix}_reviewer")
     return FeatureFilter(
         saes=tuple(page.atlas.sae_index(name) for name in chosen),

@@ -9,39 +9,11 @@ its value, and the example's max token is outlined.
 from __future__ import annotations
 
 import html
-import unicodedata
 from collections.abc import Sequence
 
-SHOWN_AS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
-INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+from dashboard.shell.plain_text import visible
+
 HIGHLIGHT_RGB = "255, 127, 14"  # plotly's orange, the colour of activation everywhere in SAEscope
-
-
-def visible(text: str, spaces: bool = True) -> str:
-    """``text`` with whitespace shown as symbols (plain spaces too when ``spaces``; tokens want
-    them, prose labels do not) and every control/invisible character as ``⟨U+XXXX⟩``."""
-    shown = []
-    for char in text:
-        if char == " " and not spaces:
-            shown.append(char)
-        elif char in SHOWN_AS:
-            shown.append(SHOWN_AS[char])
-        elif unicodedata.category(char) in INVISIBLE_CATEGORIES or (char.isspace() and char != " "):
-            shown.append(f"⟨U+{ord(char):04X}⟩")
-        else:
-            shown.append(char)
-    return "".join(shown)
-
-
-MARKDOWN_SPECIALS = set("\\`*_{}[]()<>#+-.!|~$:")
-
-
-def markdown_text(text: str, limit: int = 80) -> str:
-    """``text`` for a Streamlit label (which reads markdown) shown literally: visible, shortened,
-    every markdown character backslash-escaped."""
-    shown = visible(text, spaces=False)
-    shown = shown if len(shown) <= limit else shown[: limit - 1] + "…"
-    return "".join("\\" + c if c in MARKDOWN_SPECIALS else c for c in shown)
 
 
 def _token_span(text: str, value: float, scale: float, is_max: bool) -> str:

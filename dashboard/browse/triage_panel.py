@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.shell.page import PageContext
+from dashboard.shell.plain_text import md, option
 from dashboard.userdata import CONFIDENCES, STATUSES, Annotation, UserDataError
 
 
@@ -29,7 +30,13 @@ def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Sa
     with st.form(key, border=True):
         status = st.radio("Status", STATUSES, index=STATUSES.index(current.status), horizontal=True, disabled=locked)
         label = st.text_input("Label", value=current.label, max_chars=500, disabled=locked)
-        tags = st.multiselect("Tags", vocabulary, default=[t for t in current.tags if t in vocabulary], disabled=locked)
+        tags = st.multiselect(
+            "Tags",
+            vocabulary,
+            default=[t for t in current.tags if t in vocabulary],
+            disabled=locked,
+            format_func=option,
+        )
         notes = st.text_area("Notes", value=current.notes, max_chars=5000, height=80, disabled=locked)
         options = ["—", *CONFIDENCES]
         confidence = st.select_slider(
@@ -50,15 +57,15 @@ def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Sa
                 notes=notes,
                 confidence=None if confidence == "—" else confidence,
             )
-            st.toast(f"Saved {sae_name} #{latent}")
+            st.toast(f"Saved {md(sae_name)} #{latent}")
         except UserDataError as error:
-            st.error(str(error))
+            st.error(md(error))
     undo_column, tag_column = st.columns(2)
     if undo_column.button("Undo my last change", key=f"undo_{sae}_{latent}", disabled=locked):
         try:
             restored = store.undo(sae_hash, latent, page.reviewer)
         except UserDataError as error:
-            st.error(str(error))
+            st.error(md(error))
         else:
             st.toast("Undone" if restored else "Nothing of yours to undo on this feature")
             if restored:
@@ -67,7 +74,7 @@ def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Sa
         new_tag = st.text_input("Tag name", key=f"new_tag_{sae}_{latent}")
         if st.button("Add to the vocabulary", key=f"add_tag_{sae}_{latent}") and new_tag.strip():
             try:
-                st.toast(f"Added tag {store.add_tag(new_tag, page.reviewer)}")
+                st.toast(f"Added tag {md(store.add_tag(new_tag, page.reviewer))}")
             except UserDataError as error:
-                st.error(str(error))
+                st.error(md(error))
     return changed

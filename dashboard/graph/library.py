@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import networkx as nx
 import streamlit as st
 
-from dashboard.browse.token_html import markdown_text
 from dashboard.graph.files import GraphFileError, node_link_json, other_weights, read_graph_file, unknown_transcoders
 from dashboard.graph.state import GraphState
 from dashboard.live.experiment_table import chosen_experiment
 from dashboard.shell.page import PageContext
+from dashboard.shell.plain_text import md
 from dashboard.userdata import UserDataError
 
 RECORD_FORMAT = "saescope-graph/1"
@@ -62,9 +62,9 @@ def save_form(page: PageContext, graph: nx.DiGraph, state: GraphState, view: dic
                     "graph", page.reviewer, title, model_hash, graph_record(graph, state, view)
                 )
             except UserDataError as error:
-                st.error(str(error))
+                st.error(md(error))
             else:
-                st.success(f"Saved as graph {saved[:8]} under {page.reviewer or 'anonymous'}.")
+                st.success(f"Saved as graph {saved[:8]} under {md(page.reviewer or 'anonymous')}.")
 
 
 def saved_graphs(page: PageContext) -> None:
@@ -85,7 +85,7 @@ def saved_graphs(page: PageContext) -> None:
             record = page.workspace.store.experiment(chosen)["record"]
             graph, _ = read_graph_file(json.dumps(record["graph"]).encode())
         except (UserDataError, GraphFileError, KeyError) as error:
-            st.error(f"This saved graph cannot be opened: {error}")
+            st.error(f"This saved graph cannot be opened: {md(error)}")
             return
         open_loaded(graph, GraphState.from_dict(record.get("state", {})).restricted_to(graph), f"saved {chosen[:8]}")
         st.rerun()
@@ -93,7 +93,7 @@ def saved_graphs(page: PageContext) -> None:
         try:
             page.workspace.store.delete_experiment(chosen, page.reviewer)
         except UserDataError as error:
-            st.error(str(error))
+            st.error(md(error))
             return
         st.session_state.pop("graph_library", None)
         st.rerun()
@@ -126,7 +126,7 @@ def import_form(page: PageContext) -> None:
     try:
         graph, state = read_graph_file(upload.getvalue())
     except GraphFileError as error:
-        st.error(f"Cannot import {markdown_text(upload.name, 80)}: {error}")
+        st.error(f"Cannot import {md(upload.name, 80)}: {md(error)}")
         return
     st.session_state["graph_upload_done"] = upload.file_id
     open_loaded(graph, state, f"imported {upload.name}")
@@ -139,13 +139,13 @@ def unknown_model_warning(page: PageContext, graph: nx.DiGraph) -> None:
     if unknown:
         st.warning(
             "This graph's features come from transcoders this atlas does not have ("
-            + ", ".join(markdown_text(name, 60) for name in unknown)
+            + ", ".join(md(name, 60) for name in unknown)
             + "): it is drawn, but its features have no examples or pages here."
         )
     differ = other_weights(graph, page.atlas.meta)
     if differ:
         st.warning(
             "This graph was computed with other weights than this atlas was built from ("
-            + ", ".join(markdown_text(name, 60) for name in differ)
+            + ", ".join(md(name, 60) for name in differ)
             + "): the examples shown for its features may not describe them."
         )

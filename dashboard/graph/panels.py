@@ -13,9 +13,9 @@ from analysis.graphs.intervention import intervene
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy
 from dashboard.browse.examples_view import show_examples
 from dashboard.browse.feature_queries import feature_view
-from dashboard.browse.token_html import markdown_text, visible
 from dashboard.graph.state import GraphState, GraphStateError
 from dashboard.shell.page import PageContext
+from dashboard.shell.plain_text import md, visible
 
 EXAMPLE_WIDTH = 5
 
@@ -36,7 +36,7 @@ def node_name(graph: nx.DiGraph, node: str, state: GraphState) -> str:
 def node_panel(page: PageContext, graph: nx.DiGraph, node: str, state: GraphState) -> None:
     """What a click on ``node`` opens."""
     data = graph.nodes[node]
-    st.markdown(f"**{markdown_text(node_name(graph, node, state), 120)}**")
+    st.markdown(f"**{md(node_name(graph, node, state), 120)}**")
     facts = [
         f"{key} {data[key]:.3f}"
         for key in ("activation", "influence", "probability")
@@ -78,13 +78,11 @@ def pins_editor(graph: nx.DiGraph, state: GraphState) -> None:
     if not state.pins:
         st.caption("No pinned nodes: click a node in the graph and press Pin to build a subgraph.")
         return
-    st.markdown(
-        "**Pinned:** " + ", ".join(markdown_text(node_name(graph, p, state), 60) for p in state.pins if p in graph)
-    )
+    st.markdown("**Pinned:** " + ", ".join(md(node_name(graph, p, state), 60) for p in state.pins if p in graph))
     for name, members in state.supernodes.items():
         st.markdown(
-            f"**Supernode {markdown_text(name, 60)}:** "
-            + ", ".join(markdown_text(node_name(graph, m, state), 60) for m in members if m in graph)
+            f"**Supernode {md(name, 60)}:** "
+            + ", ".join(md(node_name(graph, m, state), 60) for m in members if m in graph)
         )
     with st.form("graph_supernode_form", clear_on_submit=True):
         cols = st.columns([2, 4, 1], vertical_alignment="bottom")
@@ -98,7 +96,7 @@ def pins_editor(graph: nx.DiGraph, state: GraphState) -> None:
             try:
                 state.group(name, members)
             except GraphStateError as error:
-                st.error(str(error))
+                st.error(md(error))
             else:
                 st.rerun()
 
@@ -125,7 +123,7 @@ def intervention_panel(live: LiveModel, result: AttributionResult, graph: nx.DiG
     try:
         outcome = intervene(live, result, keys, 0.0 if how == "ablate" else float(factor))
     except (LiveInputError, LiveModelBusy) as error:
-        st.error(str(error))
+        st.error(md(error))
         return
     st.markdown("**Target logits** (demeaned, as the graph measures them)")
     st.dataframe(

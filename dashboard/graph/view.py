@@ -12,7 +12,7 @@ import networkx as nx
 import numpy as np
 import plotly.graph_objects as go
 
-from dashboard.browse.token_html import visible
+from dashboard.shell.plain_text import visible
 
 MAX_DRAWN_NODES = 400
 MAX_DRAWN_EDGES = 1500

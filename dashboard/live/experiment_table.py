@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.shell.page import PageContext
+from dashboard.shell.plain_text import plain_frame
 
 ROWS = 200
 
@@ -23,7 +24,7 @@ def chosen_experiment(
         created_at=recorded["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S"), id=recorded["id"].str[:8]
     )
     selection = st.dataframe(
-        shown[["created_at", "reviewer", "title", "id"]],
+        plain_frame(shown[["created_at", "reviewer", "title", "id"]]),
         hide_index=True,
         width="stretch",
         on_select="rerun",

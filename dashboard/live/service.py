@@ -13,6 +13,7 @@ import streamlit as st
 
 from analysis.errors import SAEscopeError
 from analysis.live_model import LiveModel, LiveSpecs, load_live
+from dashboard.shell.plain_text import md
 from dashboard.shell.workspace import Atlas
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def require_live(atlas: Atlas) -> LiveModel:
     live = load_for(atlas)
     if isinstance(live, str):
         st.warning(
-            f"This page runs the model, and it is disabled for this atlas: {live}. Browsing still works.", icon="⏸️"
+            f"This page runs the model, and it is disabled for this atlas: {md(live)}. Browsing still works.", icon="⏸️"
         )
         st.stop()
     changed = [
@@ -59,7 +60,7 @@ def require_live(atlas: Atlas) -> LiveModel:
     if live.model_hash != atlas.meta["model"]["content_hash"] or changed:
         st.warning(
             "The model or SAEs on disk are not the ones this atlas was built from "
-            f"({', '.join(changed) or 'model'}): the atlas's statistics may not describe what runs here."
+            f"({', '.join(md(name) for name in changed) or 'model'}): the atlas's statistics may not describe what runs here."
         )
     return live
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from dashboard.browse.token_html import highlighted_tokens
+from dashboard.shell.plain_text import md
 from dashboard.shell.workspace import Atlas
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def text_test_panel(atlas: Atlas, sae_name: str, latent: int, scale: float) -> f
     if result is None:
         return None
     if isinstance(result, str):
-        st.error(result)
+        st.error(md(result))
         return None
     if result.cut:
         st.warning(f"The text is longer than the model's context: its first {result.cut} tokens were left out.")

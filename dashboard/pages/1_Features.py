@@ -8,9 +8,11 @@ import streamlit as st
 from dashboard.browse.feature_queries import SORTS, feature_table  # noqa: E402
 from dashboard.browse.filter_controls import filter_controls, url_params, write_url  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
+from dashboard.shell.plain_text import option, plain_frame  # noqa: E402
 from dashboard.shell.url_state import integer, read_sort  # noqa: E402
 
 PAGE_SIZE = 50
+MAX_PAGE = 10**9  # a page number from the URL beyond this is clamped (the last page is shown)
 
 page = open_page("Features")
 params = url_params()
@@ -20,7 +22,7 @@ if "features_sort" not in st.session_state:
     st.session_state["features_sort"] = read_sort(params)
 sort = sort_column.selectbox("Sort by", list(SORTS), key="features_sort")
 if "features_page" not in st.session_state:
-    st.session_state["features_page"] = max(integer(params, "page", 1), 1)
+    st.session_state["features_page"] = min(max(integer(params, "page", 1), 1), MAX_PAGE)
     st.session_state["features_last_query"] = (flt, sort)
 if st.session_state["features_last_query"] != (flt, sort):
     st.session_state["features_page"] = 1  # a new filter or order starts at its first page
@@ -37,7 +39,7 @@ write_url(page, flt, sort=sort if sort != "feature" else "", page=page_number if
 st.caption(f"{result.total:,} features match · showing {len(result.rows)} · select a row to open it")
 shown = result.rows.drop(columns=["sae"]).fillna({"label": "", "reviewer": ""})
 selection = st.dataframe(
-    shown,
+    plain_frame(shown),
     hide_index=True,
     width="stretch",
     height=min(38 + 35 * len(shown), 900),
@@ -62,7 +64,7 @@ if rows:
 with st.form("open_feature"):
     cols = st.columns([2, 2, 1])
     names = list(page.atlas.saes["name"])
-    sae_name = cols[0].selectbox("SAE", names)
+    sae_name = cols[0].selectbox("SAE", names, format_func=option)
     latent = cols[1].number_input("Feature number", min_value=0, step=1)
     if cols[2].form_submit_button("Open feature"):
         st.switch_page("pages/2_Feature.py", query_params=page.feature_params(page.atlas.sae_index(sae_name), latent))

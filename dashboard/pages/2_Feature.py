@@ -12,10 +12,10 @@ from dashboard.browse import charts as charts  # noqa: E402
 from dashboard.browse.examples_view import CONTEXT_WIDTHS, show_examples  # noqa: E402
 from dashboard.browse.feature_queries import FeatureView, feature_view  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
-from dashboard.browse.token_html import markdown_text, visible  # noqa: E402
 from dashboard.browse.triage_panel import triage_panel  # noqa: E402
 from dashboard.live.text_test_panel import text_test_panel  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
+from dashboard.shell.plain_text import md, option, plain_frame, visible  # noqa: E402
 from dashboard.shell.url_state import integer, text  # noqa: E402
 from dashboard.userdata import UserDataError  # noqa: E402
 
@@ -28,11 +28,11 @@ def _chosen_feature(page: PageContext) -> tuple[int, int]:
     sae_name, latent = text(params, "sae"), integer(params, "latent")
     sae = page.atlas.sae_index(sae_name)
     if sae is None or latent is None:
-        names = ", ".join(page.atlas.saes["name"])
+        names = ", ".join(md(name) for name in page.atlas.saes["name"])
         _refuse(
             page,
-            f"Choose a feature: the link needs sae= (one of {names}) and latent=; got sae={sae_name!r}, "
-            f"latent={text(params, 'latent')!r}.",
+            f"Choose a feature: the link needs sae= (one of {names}) and latent=; got sae='{md(sae_name, 80)}', "
+            f"latent='{md(text(params, 'latent'), 80)}'.",
         )
     return sae, latent
 
@@ -76,8 +76,8 @@ def _neighbours(page: PageContext, view: FeatureView) -> None:
         if rows:
             st.markdown(f"**{title}** (decoder cosine)")
         for row in rows:
-            label = markdown_text(
-                f"{row['other_name']} #{row['other_latent']} · {row['cosine']:.2f} · {row['other_label'] or ''}"
+            label = md(
+                f"{row['other_name']} #{row['other_latent']} · {row['cosine']:.2f} · {row['other_label'] or ''}", 80
             )
             st.page_link(
                 "pages/2_Feature.py",
@@ -92,7 +92,7 @@ def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
         st.caption("No lists yet: create one on the Lists page.")
         return
     with st.form(f"add_to_list_{sae}_{latent}"):
-        name = st.selectbox("List", list(lists["name"]))
+        name = st.selectbox("List", list(lists["name"]), format_func=option)
         note = st.text_input("Note on this feature")
         if st.form_submit_button("Add to list", disabled=page.read_only or not page.reviewer):
             row = page.atlas.sae_row(sae)
@@ -100,9 +100,9 @@ def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
                 page.workspace.store.add_to_list(
                     name, str(row["content_hash"]), str(row["name"]), latent, page.reviewer, note
                 )
-                st.toast(f"Added to {name}")
+                st.toast(f"Added to {md(name)}")
             except UserDataError as error:
-                st.error(str(error))
+                st.error(md(error))
 
 
 page = open_page("Feature")
@@ -111,12 +111,13 @@ sae_row = page.atlas.sae_row(sae)
 view = feature_view(page.workspace, page.atlas, sae, latent)
 if view is None:
     _refuse(
-        page, f"{sae_row['name']} has no feature {latent}: its features are numbered 0 to {int(sae_row['d_sae']) - 1}."
+        page,
+        f"{md(sae_row['name'])} has no feature {latent}: its features are numbered 0 to {int(sae_row['d_sae']) - 1}.",
     )
 
 stats, token_text = view.stats, page.atlas.token_text
 back, steer, previous, following = st.columns([4, 1, 1, 1])
-back.subheader(markdown_text(f"{sae_row['name']} · feature {latent}"))
+back.subheader(md(f"{sae_row['name']} · feature {latent}", 80))
 steer.page_link(
     "pages/5_Steer.py",
     label="Steer ↗",
@@ -139,7 +140,7 @@ st.html(
     f"automatic</span>{reviewer_label}</div>"
 )
 writes = sae_row["hook_name_out"] if pd.notna(sae_row["hook_name_out"]) else sae_row["hook_name"]
-st.caption(f"reads {sae_row['hook_name']} · writes {writes} · {sae_row['architecture']}")
+st.caption(f"reads {md(sae_row['hook_name'])} · writes {md(writes)} · {md(sae_row['architecture'])}")
 
 cols = st.columns(4)
 cols[0].metric("Density", f"{stats['density']:.3e}", help="share of non-special tokens where it fires")
@@ -177,7 +178,7 @@ with right:
     st.subheader("Nearest features")
     _neighbours(page, view)
     st.subheader("Where its examples come from")
-    st.dataframe(view.domains(), hide_index=True)
+    st.dataframe(plain_frame(view.domains()), hide_index=True)
     st.subheader("Lists")
     _add_to_list(page, sae, latent)
     st.subheader("Audit log")
@@ -185,11 +186,14 @@ with right:
     if history.empty:
         st.caption("No edits yet.")
     else:
-        st.table(
-            history[["changed_at", "reviewer", "action", "field", "old_value", "new_value"]]
-            .head(AUDIT_ROWS_SHOWN)
-            .assign(changed_at=lambda h: h["changed_at"].dt.strftime("%Y-%m-%d %H:%M:%S")),
+        st.dataframe(  # not st.table, which reads markdown in its cells
+            plain_frame(
+                history[["changed_at", "reviewer", "action", "field", "old_value", "new_value"]]
+                .head(AUDIT_ROWS_SHOWN)
+                .assign(changed_at=lambda h: h["changed_at"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+            ),
             hide_index=True,
+            key="audit_log",
         )
         if len(history) > AUDIT_ROWS_SHOWN:
             st.caption(

@@ -10,9 +10,9 @@ import streamlit as st
 from dashboard.browse.examples_view import show_examples  # noqa: E402
 from dashboard.browse.feature_queries import feature_view, next_in_queue, queue_progress  # noqa: E402
 from dashboard.browse.filter_controls import filter_controls, url_params, write_url  # noqa: E402
-from dashboard.browse.token_html import markdown_text, visible  # noqa: E402
 from dashboard.browse.triage_panel import triage_panel  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
+from dashboard.shell.plain_text import md, visible  # noqa: E402
 from dashboard.shell.url_state import integer, text  # noqa: E402
 
 EXAMPLE_WIDTH = 16
@@ -35,13 +35,21 @@ if following is None:
     st.success("Every feature in this queue has been reviewed." if total else "No feature matches this filter.")
     st.stop()
 sae, latent = following
-write_url(page, flt, sae=str(page.atlas.sae_row(sae)["name"]), latent=latent)
-
 view = feature_view(page.workspace, page.atlas, sae, latent)
+if view is None:  # a link naming a latent the SAE does not have
+    st.error(
+        f"{md(page.atlas.sae_row(sae)['name'])} has no feature {latent}: its features are numbered 0 to "
+        f"{len(page.atlas.feature_rows[sae]) - 1}."
+    )
+    st.page_link(
+        "pages/3_Triage.py", label="Start the queue at its first unreviewed feature", query_params=page.link_params()
+    )
+    st.stop()
+write_url(page, flt, sae=str(page.atlas.sae_row(sae)["name"]), latent=latent)
 stats = view.stats
 examples_column, form_column = st.columns([3, 2], gap="large")
 with examples_column:
-    st.subheader(markdown_text(f"{page.atlas.sae_row(sae)['name']} · feature {latent}"))
+    st.subheader(md(f"{page.atlas.sae_row(sae)['name']} · feature {latent}", 80))
     st.html(
         f"<div>{html.escape(visible(stats['label'] or 'no automatic label', spaces=False))} "
         f'<span style="font-size: 0.75rem; color: #777;">(automatic)</span> · density {stats["density"]:.2e} · '

@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard.browse.exports import as_csv, as_json  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
+from dashboard.shell.plain_text import md, option, plain_frame  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
 from dashboard.userdata import UserDataError  # noqa: E402
 
@@ -28,7 +29,7 @@ def _create_list(page: PageContext) -> None:
             try:
                 created = page.workspace.store.create_list(name, page.reviewer, description)
             except UserDataError as error:
-                st.error(str(error))
+                st.error(md(error))
             else:
                 st.query_params["list"] = created.name
                 st.rerun()
@@ -42,7 +43,7 @@ def _show_list(page: PageContext, name: str) -> None:
     st.caption(f"{len(items)} features")
     hashes = dict(zip(page.atlas.saes["content_hash"], page.atlas.saes["sae"]))
     selection = st.dataframe(
-        items.drop(columns=["list", "sae_hash"]),
+        plain_frame(items.drop(columns=["list", "sae_hash"])),
         hide_index=True,
         on_select="rerun",
         selection_mode="single-row",
@@ -56,11 +57,11 @@ def _show_list(page: PageContext, name: str) -> None:
                 "pages/2_Feature.py",
                 query_params=page.feature_params(int(hashes[item["sae_hash"]]), int(item["latent"])),
             )
-        st.warning(f"{item['sae_name']} is not in this atlas; open an atlas built from it to see the feature.")
+        st.warning(f"{md(item['sae_name'])} is not in this atlas; open an atlas built from it to see the feature.")
     if len(items) and not page.read_only and page.reviewer:
         with st.form(f"remove_from_{name}"):
             choices = [f"{r.sae_name} #{r.latent}" for r in items.itertuples()]
-            chosen = st.selectbox("Feature", choices)
+            chosen = st.selectbox("Feature", choices, format_func=option)
             if st.form_submit_button("Remove from the list"):
                 item = items.iloc[choices.index(chosen)]
                 store.remove_from_list(name, item["sae_hash"], int(item["latent"]), page.reviewer)
@@ -74,14 +75,14 @@ left, right = st.columns([1, 2], gap="large")
 with left:
     _create_list(page)
     if not lists.empty:
-        st.dataframe(lists, hide_index=True, key="all_lists")
+        st.dataframe(plain_frame(lists), hide_index=True, key="all_lists")
 with right:
     if lists.empty:
         st.info("No lists yet. Create one, then add features to it from their feature pages.")
     else:
         names = list(lists["name"])
         wanted = text(url_params(), "list", names[0])
-        name = st.selectbox("List", names, index=names.index(wanted) if wanted in names else 0)
+        name = st.selectbox("List", names, index=names.index(wanted) if wanted in names else 0, format_func=option)
         st.query_params["list"] = name
         _show_list(page, name)
 

@@ -12,9 +12,9 @@ from analysis.steering import SteeringResult, default_coefficient, stream_compar
 from analysis.steering_methods import DEFAULT_METHOD, METHODS  # noqa: E402
 from analysis.steering_target import MAX_COEFFICIENT, SteeringTarget  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
-from dashboard.browse.token_html import markdown_text  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
+from dashboard.shell.plain_text import md, option  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
 from dashboard.steer.history import steering_history  # noqa: E402
 from dashboard.steer.targets import coefficient_key, latent_summary, set_coefficients  # noqa: E402
@@ -36,11 +36,11 @@ def _initial_targets(page: PageContext) -> list[SteeringTarget]:
         if not summary:
             bad.append(value)
             continue
-        if parsed.coefficient is None:
-            parsed = parsed.with_coefficient(default_coefficient(summary.max_act))
-        chosen.append(parsed)
+        coefficient = parsed.coefficient if parsed.coefficient is not None else default_coefficient(summary.max_act)
+        coefficient = min(max(coefficient, -MAX_COEFFICIENT), MAX_COEFFICIENT)  # the number field's range
+        chosen.append(parsed.with_coefficient(coefficient))
     if bad:
-        st.error("Left out of the link, as this atlas has no such feature: " + ", ".join(markdown_text(b) for b in bad))
+        st.error("Left out of the link, as this atlas has no such feature: " + ", ".join(md(b, 80) for b in bad))
     return chosen
 
 
@@ -70,7 +70,7 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[SteeringTarget]:
         name, slider, number, remove = st.columns([3, 4, 2, 1], vertical_alignment="bottom")
         name.page_link(
             "pages/2_Feature.py",
-            label=markdown_text(f"{target.sae} #{target.latent} · {summary.label}", 60),
+            label=md(f"{target.sae} #{target.latent} · {summary.label}", 60),
             query_params=page.link_params(sae=target.sae, latent=target.latent),
         )
         slider.slider(
@@ -95,12 +95,12 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[SteeringTarget]:
             kept.append(target.with_coefficient(float(st.session_state[key])))
     with st.form("add_latent"):
         cols = st.columns([3, 2, 1], vertical_alignment="bottom")
-        sae_name = cols[0].selectbox("SAE", list(live.saes))
+        sae_name = cols[0].selectbox("SAE", list(live.saes), format_func=option)
         latent = cols[1].number_input("Feature number", min_value=0, step=1)
         if cols[2].form_submit_button("Add"):
             summary = latent_summary(page.workspace, page.atlas, sae_name, int(latent))
             if summary is None:
-                st.error(f"{sae_name} has no feature {int(latent)} in this atlas.")
+                st.error(f"{md(sae_name)} has no feature {int(latent)} in this atlas.")
             elif all((t.sae, t.latent) != (sae_name, int(latent)) for t in kept):
                 kept.append(SteeringTarget(sae_name, int(latent), default_coefficient(summary.max_act)))
     if kept != targets:
@@ -154,7 +154,7 @@ def _generate(
     try:
         stream = stream_comparison(live, prompt, targets, method, settings)
     except LiveInputError as error:
-        st.error(str(error))
+        st.error(md(error))
         return
     left, right = st.columns(2)
     left.markdown("**Default**")
@@ -169,7 +169,7 @@ def _generate(
             default_box.html(completion_html(prompt, default, divergence, generating=True))
             steered_box.html(completion_html(prompt, steered, divergence, generating=True))
     except LiveModelBusy as error:
-        st.error(str(error))
+        st.error(md(error))
         return
     finally:
         stream.close()  # a rerun (the user pressed Stop) leaves from here too, releasing the model
@@ -182,7 +182,7 @@ def _generate(
         return
     run_id = page.workspace.store.record_experiment("steering", page.reviewer, prompt[:80], live.model_hash, record)
     st.caption(
-        f"Recorded as run {run_id[:8]} under {page.reviewer or 'anonymous'} "
+        f"Recorded as run {run_id[:8]} under {md(page.reviewer or 'anonymous')} "
         f"({state.seconds:.1f} s, {len(state.steered_ids)} tokens each)."
     )
 

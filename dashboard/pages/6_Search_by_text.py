@@ -14,9 +14,9 @@ from analysis.steering_target import SteeringTarget  # noqa: E402
 from analysis.text_activations import search_text  # noqa: E402
 from dashboard.browse.atlas_lookups import atlas_densities, atlas_labels  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
-from dashboard.browse.token_html import visible  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
+from dashboard.shell.plain_text import md, option, plain_frame, visible  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
 
 MAX_TEXT_CHARS = 20_000
@@ -47,7 +47,7 @@ query = st.text_area(
 )
 atlas_saes = [name for name in page.atlas.saes["name"] if name in live.saes]
 cols = st.columns([3, 1, 1, 1, 1])
-chosen_saes = cols[0].multiselect("SAEs", atlas_saes, default=atlas_saes)
+chosen_saes = cols[0].multiselect("SAEs", atlas_saes, default=atlas_saes, format_func=option)
 top_n = cols[1].number_input("show", 1, 500, 25)
 max_density_text = cols[2].text_input("max density", placeholder="e.g. 0.01", help="hide latents denser than this")
 per_token = cols[3].toggle("per token", help="the top latents of each token instead of the sum")
@@ -58,7 +58,7 @@ if query.strip():
     try:
         ids, cut = live.tokenize(query)
     except LiveInputError as error:
-        st.error(str(error))
+        st.error(md(error))
         st.stop()
     strings = live.token_strings(ids[0])
     labels = [f"{i}: {visible(s)}" for i, s in enumerate(strings)]
@@ -70,7 +70,7 @@ if query.strip():
 try:
     max_density = float(max_density_text) if max_density_text.strip() else None
 except ValueError:
-    st.error(f"max density must be a number, not {max_density_text!r}")
+    st.error(f"max density must be a number, not '{md(max_density_text, 80)}'")
     st.stop()
 st.query_params.from_dict(page.link_params(text=query[:2000]) if query else page.link_params())
 
@@ -89,7 +89,7 @@ if query.strip() and chosen_saes:
             saes=chosen_saes,
         )
     except (LiveInputError, LiveModelBusy) as error:
-        st.error(str(error))
+        st.error(md(error))
         st.stop()
     labels_by_key = atlas_labels(page.workspace, page.atlas, [(h.sae, h.latent) for h in hits])
     table = pd.DataFrame(
@@ -111,7 +111,7 @@ if query.strip() and chosen_saes:
         + ("the top latents of each token" if per_token else "activation summed over the chosen tokens")
     )
     st.dataframe(
-        table,
+        plain_frame(table),
         hide_index=True,
         width="stretch",
         column_config={

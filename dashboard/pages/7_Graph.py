@@ -5,6 +5,7 @@ export and import. Saved and imported graphs open without the model."""
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import networkx as nx
@@ -29,6 +30,7 @@ from dashboard.graph.state import GraphState, subgraph  # noqa: E402
 from dashboard.graph.view import MAX_DRAWN_NODES, filtered, graph_figure  # noqa: E402
 from dashboard.live.service import load_for  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
+from dashboard.shell.plain_text import md  # noqa: E402
 from dashboard.shell.url_state import integer, text  # noqa: E402
 
 DEFAULT_PROMPT = "And God said, Let there be light: and there was"
@@ -39,14 +41,16 @@ TARGET_HELP = [
     "logit(token) − logit(versus)",
 ]
 NODE_THRESHOLD, EDGE_THRESHOLD, MAX_FEATURES = (0.5, 0.95, 0.8), (0.65, 0.98, 0.98), 200
+MAX_FEATURES_LIMIT = 2000
 
 
 def _number_in_url(key: str, bounds: tuple[float, float, float]) -> float:
     low, high, default = bounds
     try:
-        return min(max(float(text(url_params(), key, str(default))), low), high)
+        value = float(text(url_params(), key, str(default)))
     except ValueError:
         return default
+    return min(max(value, low), high) if math.isfinite(value) else default
 
 
 def _seed_from_url() -> None:
@@ -61,7 +65,9 @@ def _seed_from_url() -> None:
     st.session_state["graph_token"], st.session_state["graph_versus"] = token, versus
     st.session_state["graph_node_threshold"] = _number_in_url("node_threshold", NODE_THRESHOLD)
     st.session_state["graph_edge_threshold"] = _number_in_url("edge_threshold", EDGE_THRESHOLD)
-    st.session_state["graph_max_features"] = max(1, integer(params, "max_features", MAX_FEATURES) or MAX_FEATURES)
+    st.session_state["graph_max_features"] = min(
+        max(1, integer(params, "max_features", MAX_FEATURES) or MAX_FEATURES), MAX_FEATURES_LIMIT
+    )
     st.session_state["graph_max_density"] = text(params, "max_density")
     if "prompt" in params:
         st.session_state["graph_request"] = _request()
@@ -123,7 +129,7 @@ def _compute(live: LiveModel) -> tuple[tuple, AttributionResult] | None:
                 state="complete",
             )
     except (LiveInputError, LiveModelBusy, GraphSetupError) as error:
-        st.error(str(error))
+        st.error(md(error))
         return None
     return key, result
 
@@ -147,7 +153,7 @@ def _pruning_controls(fixed: bool) -> tuple[float, float, int, float | None]:
         help="keep the edges holding this share of the influence",
     )
     max_features = cols[2].number_input(
-        "max feature nodes", 1, 2000, key="graph_max_features", help="the most influential are drawn"
+        "max feature nodes", 1, MAX_FEATURES_LIMIT, key="graph_max_features", help="the most influential are drawn"
     )
     density_text = cols[3].text_input(
         "max density",
@@ -158,7 +164,7 @@ def _pruning_controls(fixed: bool) -> tuple[float, float, int, float | None]:
     try:
         max_density = float(density_text) if density_text.strip() else None
     except ValueError:
-        st.warning(f"max density: {density_text!r} is not a number; ignored.")
+        st.warning(f"max density: '{md(density_text, 80)}' is not a number; ignored.")
         max_density = None
     return node_threshold, edge_threshold, int(max_features), max_density
 
@@ -266,10 +272,10 @@ _seed_from_url()
 live = load_for(page.atlas)
 problem = None
 if isinstance(live, str):
-    st.warning(f"Graphs cannot be computed for this atlas: {live}. Saved and imported graphs still open.", icon="⏸️")
+    st.warning(f"Graphs cannot be computed for this atlas: {md(live)}. Saved and imported graphs still open.", icon="⏸️")
     live = None
 elif (problem := setup_problem(live, page.atlas)) is not None:
-    st.warning(f"This atlas's SAEs cannot make attribution graphs: {problem}.\n\n{ADD_TRANSCODERS}", icon="🧩")
+    st.warning(f"This atlas's SAEs cannot make attribution graphs: {md(problem)}.\n\n{ADD_TRANSCODERS}", icon="🧩")
 if live is not None and problem is None:
     st.caption(f"Live model on **{live.device}** · transcoders of every layer · graphs cached for this server")
     _prompt_form()
@@ -282,7 +288,7 @@ _write_url(page, st.session_state.get("graph_request") if loaded is None else No
 graph: nx.DiGraph | None = None
 if loaded is not None:
     graph = loaded.graph
-    st.info(f"Showing the {loaded.origin} graph as it was pruned; compute a graph to change its thresholds.")
+    st.info(f"Showing the {md(loaded.origin)} graph as it was pruned; compute a graph to change its thresholds.")
     unknown_model_warning(page, graph)
     state = _state_for(loaded.origin)
 elif computed is not None:

@@ -11,6 +11,7 @@ import streamlit as st
 from analysis.atlas.schema import AtlasError
 from analysis.errors import SAEscopeError
 from analysis.paths import DEMO_ATLAS
+from dashboard.shell.plain_text import md, option
 from dashboard.shell.settings import Settings, load_settings
 from dashboard.shell.workspace import Atlas, Workspace
 
@@ -58,7 +59,7 @@ def open_page(title: str) -> PageContext:
         settings = load_settings()
         workspace = _workspace(settings)
     except SAEscopeError as error:  # settings, user data
-        st.error(str(error))
+        st.error(md(error))
         st.stop()
     for notice in settings.notices:
         st.caption(notice)
@@ -70,10 +71,13 @@ def open_page(title: str) -> PageContext:
         st.stop()
     key = st.query_params.get("atlas", next(iter(catalog)))
     if key not in catalog:
-        st.error(f"Unknown atlas {key!r}; opening {next(iter(catalog))!r} instead.")
+        st.error(f"Unknown atlas '{md(key, 200)}'; opening '{md(next(iter(catalog)))}' instead.")
         key = next(iter(catalog))
     chosen = st.sidebar.selectbox(
-        "Atlas", list(catalog), index=list(catalog).index(key), format_func=lambda k: f"{k} ({catalog[k].name})"
+        "Atlas",
+        list(catalog),
+        index=list(catalog).index(key),
+        format_func=lambda k: option(f"{k} ({catalog[k].name})"),
     )
     if chosen != key:
         st.query_params.from_dict({"atlas": chosen})
@@ -81,7 +85,7 @@ def open_page(title: str) -> PageContext:
     try:
         atlas = workspace.atlas(catalog[key])
     except AtlasError as error:
-        st.error(str(error))
+        st.error(md(error))
         st.stop()
     reviewer = "" if settings.read_only else _reviewer_input()
     st.title(title)

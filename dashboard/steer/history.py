@@ -8,9 +8,9 @@ import json
 import streamlit as st
 
 from analysis.steering_target import SteeringTarget
-from dashboard.browse.token_html import markdown_text
 from dashboard.live.experiment_table import chosen_experiment
 from dashboard.shell.page import PageContext
+from dashboard.shell.plain_text import md
 from dashboard.steer.targets import set_coefficients
 from dashboard.steer.view import completion_html, prompt_shown
 from dashboard.userdata import UserDataError
@@ -44,12 +44,12 @@ def steering_history(page: PageContext) -> None:
     try:
         experiment = page.workspace.store.experiment(chosen)
     except UserDataError as error:
-        st.error(str(error))
+        st.error(md(error))
         return
     record = experiment["record"]
     features = ", ".join(f"{t['sae']} #{t['latent']} × {t['coefficient']:g}" for t in record["targets"])
     st.markdown(
-        markdown_text(
+        md(
             f"{record['method']}: {features} · seed {record['settings']['seed']} · "
             f"temperature {record['settings']['temperature']:g}",
             300,

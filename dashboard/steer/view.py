@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from dashboard.browse.token_html import visible
+from dashboard.shell.plain_text import visible
 
 DIVERGED_STYLE = "background: rgba(214, 39, 40, 0.18); border-bottom: 2px solid #d62728;"
 FIRST_DIVERGED_STYLE = DIVERGED_STYLE + " outline: 2px solid #d62728; font-weight: 600;"
@@ -55,7 +55,7 @@ def completion_html(prompt: str, tokens: Sequence[str], divergence: int | None, 
 
 def shift_chart(tokens: Sequence[str], before: Sequence[float], after: Sequence[float]) -> go.Figure:
     """Next-token probabilities at the first divergence, without and with steering."""
-    labels = [visible(token) for token in tokens]
+    labels = [html.escape(visible(token)) for token in tokens]  # plotly reads HTML tags in tick labels
     figure = go.Figure(
         [
             go.Bar(
