@@ -469,7 +469,7 @@ def test_atlases_attached_to_the_connection_join_with_annotations(store, tmp_pat
 
 
 def test_a_write_that_keeps_conflicting_gives_up_with_a_clear_message(store, monkeypatch):
-    import dashboard.userdata as userdata
+    import dashboard.userdata.transactions as userdata
 
     monkeypatch.setattr(userdata, "MAX_ATTEMPTS", 4)  # the real bound takes seconds to exhaust
     store.annotate(SAE_A, "s", 1, "alice", label="before")
