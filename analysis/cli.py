@@ -487,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="options for `streamlit run`")
     dashboard.set_defaults(handler=_run_dashboard)
+
+    from analysis.users import add_users_command
+
+    add_users_command(commands)
     return parser
 
 

@@ -677,7 +677,8 @@ def test_a_version_1_file_gains_the_experiments_table_and_keeps_its_labels(tmp_p
     store.annotate(SAE_A, "s", 3, "alice", label="kept")
     store.close()
     with duckdb.connect(str(path)) as connection:  # make it what version 1 wrote
-        connection.execute("DROP TABLE experiments")
+        for later in ("experiments", "accounts", "atlas_access"):  # the tables versions 2 and 3 added
+            connection.execute(f"DROP TABLE {later}")
         connection.execute("UPDATE user_meta SET value = '1' WHERE key = 'schema_version'")
     reader = open_user_store(path, read_only=True)  # read-only: no migration, no experiments
     assert reader.experiments("steering").empty

@@ -9,13 +9,14 @@ atlas built from it; ``sae_name`` is kept alongside for display and export only.
 The package's parts: :mod:`.database` (one DuckDB instance per file and process),
 :mod:`.transactions` (reads, retried write transactions, the read-only guard), :mod:`.schema`
 (tables and ordered migrations), :mod:`.validation` (checks of what users hand in), and the
-store's operations by concern (:mod:`.annotations`, :mod:`.lists`, :mod:`.experiments`), put
+store's operations by concern (:mod:`.annotations`, :mod:`.lists`, :mod:`.experiments`, :mod:`.accounts` with :mod:`.passwords`), put
 together in :mod:`.store`. Write only through the store: its rules (never UPDATE a row, one
 transaction per change, an audit row per changed field) are what make concurrent edits safe.
 
 Torch-free on purpose (stdlib, duckdb, pandas): the dashboard's pages import it.
 """
 
+from dashboard.userdata.accounts import Account
 from dashboard.userdata.errors import EditConflict, ReadOnlyError, UserDataError
 from dashboard.userdata.records import UNSET, Annotation, FeatureList, ListItem
 from dashboard.userdata.schema import SCHEMA_VERSION
@@ -32,6 +33,7 @@ from dashboard.userdata.validation import (
     MAX_REVIEWER,
     MAX_SAE_NAME,
     MAX_TAG,
+    ROLES,
     SEED_AUTHOR,
     SEED_TAGS,
     STATUSES,
@@ -50,11 +52,13 @@ __all__ = [
     "MAX_REVIEWER",
     "MAX_SAE_NAME",
     "MAX_TAG",
+    "ROLES",
     "SCHEMA_VERSION",
     "SEED_AUTHOR",
     "SEED_TAGS",
     "STATUSES",
     "UNSET",
+    "Account",
     "Annotation",
     "EditConflict",
     "FeatureList",

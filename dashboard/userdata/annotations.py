@@ -17,10 +17,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import cast
 
+import duckdb
 import pandas as pd
 
 from dashboard.userdata.base import StoreBase
-from dashboard.userdata.errors import UserDataError
+from dashboard.userdata.errors import EditConflict, UserDataError
 from dashboard.userdata.records import UNSET, Annotation, Unset
 from dashboard.userdata.transactions import writes
 from dashboard.userdata.validation import (
@@ -98,12 +99,17 @@ class Annotations(StoreBase):
         tags: Iterable[str] | None | Unset = UNSET,
         notes: str | None | Unset = UNSET,
         confidence: str | None | Unset = UNSET,
+        expected: datetime | None | Unset = UNSET,
     ) -> Annotation:
         """Change the given fields of a feature's annotation (others stay as they are).
 
         One transaction writes the row and one audit row per field whose value changes (an
         unchanged field is not logged; nothing changed writes nothing), all sharing one
         ``edit_id`` so :meth:`undo` can revert the save as a whole. Text is stored as given.
+
+        ``expected`` is the ``updated_at`` the editor saw when the form opened (None: the feature was
+        untouched). If the feature changed since, nothing is written and :class:`EditConflict` says
+        who changed what, so a form never overwrites or drops anything without the user choosing.
         """
         what = "save the annotation"
         sae_hash, latent = valid_feature_key(sae_hash, latent)
@@ -140,6 +146,8 @@ class Annotations(StoreBase):
                         f"(known: {', '.join(sorted(known))})"
                     )
             current, exists = self._annotation_in(cursor, sae_hash, latent)
+            if expected is not UNSET and current.updated_at != expected:
+                raise self._conflict(cursor, current, expected)
             changed = {field: value for field, value in wanted.items() if getattr(current, field) != value}
             if not changed:
                 return current
@@ -165,6 +173,25 @@ class Annotations(StoreBase):
             return updated
 
         return self._write(what, work)
+
+    def _conflict(self, cursor: duckdb.DuckDBPyConnection, current: Annotation, since: datetime | None) -> EditConflict:
+        """The edit conflict for a save whose form saw the feature as of ``since``."""
+        rows = cursor.execute(
+            f"""SELECT epoch_us(changed_at) AS changed_at, reviewer, action, field, old_value, new_value
+                FROM {self._db.table("audit")}
+                WHERE sae_hash = ? AND latent = ? AND action IN ('edit', 'undo') AND field IS NOT NULL
+                  AND (?::TIMESTAMPTZ IS NULL OR changed_at > ?::TIMESTAMPTZ) ORDER BY id""",
+            [current.sae_hash, current.latent, since, since],
+        ).df()
+        rows["changed_at"] = pd.to_datetime(rows["changed_at"], unit="us", utc=True)
+        who = ", ".join(dict.fromkeys(rows["reviewer"])) or current.reviewer or "someone"
+        fields = ", ".join(dict.fromkeys(rows["field"])) or "it"
+        when = current.updated_at.strftime("%H:%M:%S UTC") if current.updated_at else "just now"
+        return EditConflict(
+            f"{who} changed this feature ({fields}) at {when}, after you opened it; nothing of yours was saved yet",
+            current,
+            rows,
+        )
 
     @writes("undo the change")
     def undo(self, sae_hash: str, latent: int, reviewer: str) -> Annotation | None:

@@ -20,9 +20,9 @@ from dashboard.userdata.validation import CONFIDENCES, SEED_AUTHOR, SEED_TAGS, S
 Qualify = Callable[[str], str]  # a table name -> its name qualified with the file's catalog
 Migration = Callable[[duckdb.DuckDBPyConnection, Qualify], None]
 
-SCHEMA_VERSION = 2  # 2 added the experiments table (steering runs, later graphs)
+SCHEMA_VERSION = 3  # 2 added the experiments table (steering runs, later graphs); 3 accounts and atlas access
 VERSION_1_TABLES = ("annotations", "audit", "tag_vocabulary", "lists", "list_items")
-TABLES = ("user_meta", *VERSION_1_TABLES, "experiments")
+TABLES = ("user_meta", *VERSION_1_TABLES, "experiments", "accounts", "atlas_access")
 
 
 def _create_version_1(cursor: duckdb.DuckDBPyConnection, t: Qualify) -> None:
@@ -70,7 +70,19 @@ def _add_experiments(cursor: duckdb.DuckDBPyConnection, t: Qualify) -> None:
         record VARCHAR NOT NULL)""")
 
 
-MIGRATIONS: dict[int, Migration] = {1: _add_experiments}  # from version N to N + 1, applied in order
+def _add_accounts(cursor: duckdb.DuckDBPyConnection, t: Qualify) -> None:
+    """2 -> 3. Local accounts (role, scrypt hash) and who may open which atlas. No rows in
+    ``accounts`` means no local sign-in; no rows for an atlas means every signed-in user may open it."""
+    cursor.execute(f"""CREATE TABLE {t("accounts")} (
+        name VARCHAR PRIMARY KEY, role VARCHAR NOT NULL CHECK (role IN ('viewer', 'reviewer', 'admin')),
+        password_hash VARCHAR NOT NULL, created_by VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL)""")
+    # ``principal`` is 'user:<name>' or 'role:<role>'.
+    cursor.execute(f"""CREATE TABLE {t("atlas_access")} (
+        atlas VARCHAR NOT NULL, principal VARCHAR NOT NULL, granted_by VARCHAR NOT NULL,
+        granted_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (atlas, principal))""")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_experiments, 2: _add_accounts}  # from version N to N + 1, applied in order
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION)), "one migration per version step"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from dashboard.userdata.accounts import Accounts
 from dashboard.userdata.annotations import Annotations
 from dashboard.userdata.database import Database
 from dashboard.userdata.errors import UserDataError
@@ -16,8 +17,8 @@ _databases: dict[Path, Database] = {}
 _stores_lock = threading.Lock()
 
 
-class UserStore(Annotations, Lists, Experiments):
-    """Annotations, tags, lists, experiments and the audit log of one user-data file. Thread-safe: share it."""
+class UserStore(Annotations, Lists, Experiments, Accounts):
+    """Annotations, tags, lists, experiments, accounts and the audit log of one user-data file. Thread-safe: share it."""
 
     def close(self) -> None:
         """Close the file (releasing its lock) and forget it, so the next open reads it afresh."""

@@ -22,6 +22,8 @@ FIELDS = ("status", "label", "tags", "notes", "confidence")  # what `annotate` e
 EXPERIMENT_KINDS = ("steering", "graph")
 ANONYMOUS = "anonymous"  # who an experiment is recorded under when no reviewer name was given
 
+ROLES = ("viewer", "reviewer", "admin")  # each can do what the one before can, and more
+
 MAX_LABEL = 500
 MAX_NOTES = 5000
 MAX_REVIEWER = 100
@@ -32,6 +34,7 @@ MAX_DESCRIPTION = 2000
 
 _TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -135,3 +138,27 @@ def from_epoch_us(epoch_us: None) -> None: ...
 def from_epoch_us(epoch_us: int | None) -> datetime | None:
     """A time DuckDB handed over as ``epoch_us(...)`` (microseconds, exact) as an aware UTC datetime."""
     return None if epoch_us is None else _EPOCH + timedelta(microseconds=epoch_us)
+
+
+def valid_account_name(name: object) -> str:
+    """A sign-in name: 1 to 100 of ASCII letters, digits, '.', '_', '@', '+', '-' (an e-mail address
+    fits), so no two names look alike and none hides characters (no bidi controls, no zero-width)."""
+    if not isinstance(name, str) or not _ACCOUNT_NAME.fullmatch(name.strip()):
+        raise UserDataError(
+            f"{name!r} is not a valid user name: use 1 to 100 ASCII letters, digits, '.', '_', '@', '+' or '-', "
+            "starting with a letter or digit"
+        )
+    return name.strip()
+
+
+def valid_role(role: object) -> str:
+    if role not in ROLES:
+        raise UserDataError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    return str(role)
+
+
+def valid_principal(principal: object) -> str:
+    """Who an atlas is opened to: a user name, or ``role:<role>``; returned as 'user:<name>' or 'role:<role>'."""
+    if isinstance(principal, str) and principal.startswith("role:"):
+        return "role:" + valid_role(principal.removeprefix("role:"))
+    return "user:" + valid_account_name(principal.removeprefix("user:") if isinstance(principal, str) else principal)
