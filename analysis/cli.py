@@ -308,10 +308,15 @@ def _run_graph(args: argparse.Namespace) -> int:
 def _run_dashboard(args: argparse.Namespace) -> int:
     """Streamlit on the dashboard, from the checkout root so ``.streamlit/`` configures it; extra
     arguments go to ``streamlit run`` (``saescope dashboard --server.port 8600``)."""
+    import os
     import subprocess
 
-    from analysis.paths import DASHBOARD_HOME, REPO_ROOT
+    from analysis.paths import DASHBOARD_HOME, REPO_ROOT, STREAMLIT_DIR
+    from dashboard.shell.exposure import refusal_for_command
 
+    if refusal := refusal_for_command(args.streamlit_args, STREAMLIT_DIR, os.environ):
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     command = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_HOME), *args.streamlit_args]
     try:
         return subprocess.call(command, cwd=REPO_ROOT)

@@ -61,7 +61,7 @@ def _save(page: PageContext, prefix: str, sae_hash: str, sae_name: str, latent: 
         return None
     st.session_state[f"{prefix}_base"] = saved
     st.session_state.pop(f"{prefix}_conflict", None)
-    st.session_state[f"{prefix}_flash"] = f"Saved {sae_name} #{latent} as {page.user.name}."
+    st.session_state[f"{prefix}_flash"] = f"Saved feature #{latent} as {page.user.name}."  # names are [A-Za-z0-9._@+-]
     st.toast(f"Saved {sae_name} #{latent}")
     return saved
 
@@ -69,7 +69,8 @@ def _save(page: PageContext, prefix: str, sae_hash: str, sae_name: str, latent: 
 def _conflict_panel(page: PageContext, prefix: str, sae_hash: str, sae_name: str, latent: int) -> Annotation | None:
     """Who changed what since the form opened, and the user's choice: overwrite, or keep theirs."""
     conflict: EditConflict = st.session_state[f"{prefix}_conflict"]
-    st.warning(f"Not saved yet: {conflict}. Your values are still in the form.", icon="⚠️")
+    st.warning("Not saved yet: this feature changed after you opened it. Your values are still in the form.", icon="⚠️")
+    st.text(str(conflict))  # names and values as plain text, never markdown
     if len(conflict.changes):
         st.dataframe(
             conflict.changes[["changed_at", "reviewer", "action", "field", "old_value", "new_value"]], hide_index=True
@@ -99,10 +100,7 @@ def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Sa
     if flash := st.session_state.pop(f"{prefix}_flash", None):
         st.success(flash)
     if current.updated_at != base.updated_at and f"{prefix}_conflict" not in st.session_state:
-        st.info(
-            f"{current.reviewer} changed this feature after you opened it; saving will show you what changed "
-            "and let you choose.",
-        )
+        st.info("This feature changed after you opened it; saving will show you what changed and let you choose.")
     with st.form(prefix, border=True):
         st.radio("Status", STATUSES, key=f"{prefix}_status", horizontal=True, disabled=locked)
         st.text_input("Label", key=f"{prefix}_label", max_chars=500, disabled=locked)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dashboard.shell.settings import Settings
@@ -49,3 +49,39 @@ def refusal_to_serve(address: str | None, settings: Settings, has_accounts: bool
         "([auth] in .streamlit/secrets.toml) or a trusted proxy header (auth_header), or serve on "
         "127.0.0.1 (server.address in .streamlit/config.toml). See docs/SECURITY.md."
     )
+
+
+def _address_from(streamlit_args: list[str], environ: Mapping[str, str], config_file: Path) -> str | None:
+    """The address ``streamlit run`` will bind, by Streamlit's precedence: command line, environment, config file."""
+    for index, arg in enumerate(streamlit_args):
+        if arg.startswith("--server.address="):
+            return arg.split("=", 1)[1]
+        if arg == "--server.address" and index + 1 < len(streamlit_args):
+            return streamlit_args[index + 1]
+    if "STREAMLIT_SERVER_ADDRESS" in environ:
+        return environ["STREAMLIT_SERVER_ADDRESS"]
+    try:
+        return tomllib.loads(config_file.read_text()).get("server", {}).get("address")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+
+
+def refusal_for_command(streamlit_args: list[str], streamlit_dir: Path, environ: Mapping[str, str]) -> str | None:
+    """``saescope dashboard``'s check before it starts Streamlit (the app checks again at each page)."""
+    from dashboard.shell.settings import load_settings
+    from dashboard.userdata import UserDataError, open_user_store
+
+    address = _address_from(streamlit_args, environ, streamlit_dir / "config.toml")
+    if is_loopback(address):
+        return None
+    settings = load_settings(environ)
+    oidc = oidc_configured([streamlit_dir / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"])
+    try:
+        store = open_user_store(settings.user_db, read_only=True)
+        try:
+            has_accounts = store.has_accounts()
+        finally:
+            store.close()
+    except UserDataError as error:
+        return f"cannot check the user-data file for accounts before serving on a network: {error}"
+    return refusal_to_serve(address, settings, has_accounts, oidc)
