@@ -16,7 +16,7 @@ from tests.test_browser_dashboard import _click_text, _settle
 
 FEATURE_URL = "/Feature?atlas=demo&sae=resid-L2&latent=9"
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _sign_in_and_open(browser, url: str, name: str) -> None:
