@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +16,11 @@ if TYPE_CHECKING:  # the CLI imports torch only for the subcommand that needs it
 
     from analysis.live_model import LiveModel
 
+from analysis.errors import SAEscopeError, UsageError
 from analysis.paths import DEMO_ATLAS, DEMO_DIR, DEMO_MODEL, DEMO_SAES
+from analysis.steering_methods import DEFAULT_METHOD, METHODS
+
+VERBOSE_HELP = "log debug lines, and print tracebacks for errors in the input too"
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -23,7 +29,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     stages = args.stages.split(",")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     paths = BundlePaths(Path(args.out))
     with paths.build_lock():
         _run_stages(paths, stages, args.minutes, set(args.only.split(",")) if args.only else None)
@@ -152,10 +158,10 @@ def _run_steer(args: argparse.Namespace) -> int:
     from analysis.live_model import LiveSpecs, load_live
     from analysis.sampling import GenerationSettings
     from analysis.steering import steer
-    from analysis.steering_hooks import SteeringTarget
+    from analysis.steering_target import SteeringTarget
 
     # Everything the user typed is checked before the model loads, so a typo costs no waiting.
-    targets = [SteeringTarget.parse(text) for text in args.feature]
+    targets = [SteeringTarget.parse(text, require_coefficient=True) for text in args.feature]
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -189,7 +195,7 @@ def _parse_positions(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"--positions must be token positions separated by commas, like 3,4; not {text!r}") from None
+        raise UsageError(f"--positions must be token positions separated by commas, like 3,4; not {text!r}") from None
 
 
 def _search_report(
@@ -333,6 +339,7 @@ def _model_arguments(parser: argparse.ArgumentParser, sae_kind: str = "SAE") -> 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saescope", description="SAEscope: model-side commands.")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="<subcommand>")
 
     demo = commands.add_parser(
@@ -442,10 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument(
         "--method",
-        default="additive",
-        help="additive (add COEF × decoder row, default), replace "
-        "(set the component along it to COEF) or clamp (set the "
-        "latent to COEF through the SAE)",
+        default=DEFAULT_METHOD,
+        choices=list(METHODS),
+        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})",
     )
     st.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
     st.add_argument("--temperature", type=float, default=0.5, help="0 is greedy (default 0.5)")
@@ -488,23 +494,60 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = commands.add_parser(
         "dashboard",
         help="open the dashboard (Streamlit) on the demo atlas and any in SAESCOPE_ATLAS_DIR",
-        description="Start the Streamlit dashboard; arguments after the subcommand go to `streamlit run`.",
+        description="Start the Streamlit dashboard; other arguments go to `streamlit run`, e.g. --server.port 8600.",
+        usage="saescope dashboard [-h] [--verbose] [STREAMLIT RUN OPTIONS ...]",
     )
-    dashboard.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="options for `streamlit run`")
     dashboard.set_defaults(handler=_run_dashboard)
 
     from analysis.users import add_users_command
 
     add_users_command(commands)
+    for subcommand in commands.choices.values():  # also after the subcommand; SUPPRESS keeps one given before
+        subcommand.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from analysis.errors import USER_ERRORS
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time, like logging's last-resort handler, so a
+    handler set up by one ``main()`` call never writes to a stream that has since been replaced."""
 
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure_logging(verbose: bool) -> None:
+    """SAEscope's own log lines (progress, what was loaded) to stderr, plain, from INFO up; with
+    ``--verbose`` from DEBUG up and with their source. stdout is left to the results a command prints.
+    Libraries keep Python's default (their warnings only), so ``--verbose`` is not a flood of torch."""
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    for name in ("analysis", "dashboard"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]  # replaced, not added to: main() may run more than once in a process
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. The project's own errors (``SAEscopeError``: bad input, unusable files) are one
+    line and exit code 2, their traceback only with ``--verbose``; anything else is a bug and keeps its traceback."""
+    parser = build_parser()
+    # `dashboard` passes what it does not know to `streamlit run` (argparse's REMAINDER would refuse
+    # `--server.port 8600` as an unknown option of its own); every other subcommand refuses it.
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "dashboard":
+        args.streamlit_args = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    configure_logging(args.verbose)
     try:
         return args.handler(args)
-    except USER_ERRORS as error:
+    except (SAEscopeError, argparse.ArgumentError) as error:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from analysis.errors import SAEscopeError
 
-class DeviceError(ValueError):
+
+class DeviceError(SAEscopeError, ValueError):
     """A requested device that this machine does not have."""
 
 

@@ -15,7 +15,9 @@ def stop_layer(hooks: Sequence[str]) -> int | None:
     """The block to stop before: one past the deepest ``blocks.L.`` hook; None (run every block)
     when any hook lies outside the blocks (``hook_embed``, ``ln_final``...)."""
     layers = [re.match(r"blocks\.(\d+)\.", hook) for hook in hooks]
-    return None if not all(layers) else max(int(m.group(1)) for m in layers) + 1
+    if not all(layers):
+        return None
+    return max(int(m.group(1)) for m in layers if m is not None) + 1
 
 
 def run_to_hooks(model: HookedTransformer, tokens: torch.Tensor, hooks: Sequence[str]) -> ActivationCache:

@@ -17,8 +17,11 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from analysis.content_hash import model_hash, sae_hash
+from analysis.errors import SAEscopeError
+from analysis.live_errors import LiveInputError
 from analysis.model_loading import LoadedModel, ModelLoadError, load_model, resolve_model_path
 from analysis.paths import REPO_ROOT
 from analysis.sae_loading import LoadedSAE, SAELoadError, check_fits, load_saes
@@ -27,11 +30,7 @@ MAX_WAITING = 4  # callers queued behind the one running; more are told the mode
 WAIT_SECONDS = 120.0
 
 
-class LiveInputError(ValueError):
-    """Input a live computation cannot take (empty prompt, unknown latent, ...), said in one line."""
-
-
-class LiveModelBusy(RuntimeError):
+class LiveModelBusy(SAEscopeError, RuntimeError):
     """Too many callers are already waiting for the model, or the wait took too long."""
 
 
@@ -89,8 +88,10 @@ class LiveModel:
         return self.loaded.device
 
     @property
-    def tokenizer(self):
-        return self.loaded.model.tokenizer
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        tokenizer = self.loaded.model.tokenizer
+        assert tokenizer is not None, "models are loaded with their tokenizer"
+        return tokenizer
 
     @property
     def n_ctx(self) -> int:

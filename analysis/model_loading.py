@@ -19,11 +19,12 @@ from transformer_lens import HookedTransformer
 from transformer_lens import loading_from_pretrained as tl_loading
 
 from analysis.devices import pick_device
+from analysis.errors import SAEscopeError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(SAEscopeError, ValueError):
     """A model spec that cannot be loaded, with a message that says what to do."""
 
 

@@ -18,11 +18,13 @@ from sae_lens.registry import SAE_CLASS_REGISTRY
 from sae_lens.saes.transcoder import Transcoder
 from transformer_lens import HookedTransformer
 
+from analysis.errors import SAEscopeError
+
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 
 
-class SAELoadError(ValueError):
+class SAELoadError(SAEscopeError, ValueError):
     """An SAE spec that cannot be loaded or does not fit the model, with a message that says why."""
 
 

@@ -8,6 +8,7 @@ Special tokens (BOS/EOS/pad) are left out of every per-token statistic.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -81,11 +82,13 @@ class QualitySums:
         )
 
     def explained_variance(self) -> float:
+        assert self.target_sum is not None, "no tokens added yet"
         mean = self.target_sum / self.tokens
         total_variance = self.target_sq_sum - self.tokens * float(mean.pow(2).sum())
         return 1.0 - self.residual_sq / total_variance
 
     def result(self, name: str) -> SAEQuality:
+        assert self.fired is not None, "no tokens added yet"
         ce = {key: value / self.ce_predictions for key, value in self.ce_sums.items()}
         return SAEQuality(
             name=name,
@@ -103,7 +106,7 @@ class QualitySums:
         )
 
 
-def _splice_hooks(loaded: LoadedSAE, replacement: str) -> list[tuple[str, object]]:
+def _splice_hooks(loaded: LoadedSAE, replacement: str) -> list[tuple[str | Callable, Callable]]:
     """Forward hooks that replace the SAE's output hook with its reconstruction (or zeros)."""
     write_hook = loaded.hook_name_out or loaded.hook_name
     captured: dict[str, torch.Tensor] = {}
@@ -118,7 +121,7 @@ def _splice_hooks(loaded: LoadedSAE, replacement: str) -> list[tuple[str, object
         source = captured["input"] if loaded.is_transcoder else activation
         return loaded.sae.decode(loaded.sae.encode(source)).to(activation.dtype)
 
-    hooks: list[tuple[str, object]] = [(write_hook, replace)]
+    hooks: list[tuple[str | Callable, Callable]] = [(write_hook, replace)]
     if loaded.is_transcoder and replacement != "zero":
         hooks.insert(0, (loaded.hook_name, capture))
     return hooks
@@ -159,11 +162,12 @@ def measure_batch(
     """Add one batch of windows ([n, context], each starting with BOS) to every SAE's sums."""
     hooks = sorted(
         {s.hook_name for s in saes}
-        | {s.hook_name_out for s in saes if s.is_transcoder}
+        | {s.hook_name_out for s in saes if s.hook_name_out is not None}
         | {f"blocks.{b}.hook_resid_pre" for s in saes if (b := _block_of(s.hook_name)) is not None}
     )
     keep = ~torch.isin(tokens, special)
     clean_loss, cache = model.run_with_cache(tokens, return_type="loss", loss_per_token=True, names_filter=hooks)
+    assert isinstance(clean_loss, torch.Tensor)
     for loaded, acc in zip(saes, sums):
         source = cache[loaded.hook_name][keep]
         target = cache[loaded.hook_name_out][keep] if loaded.is_transcoder else source

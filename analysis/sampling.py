@@ -1,5 +1,15 @@
-"""Our own token-by-token sampling loop, because transformer-lens's ``generate`` cannot stream and
-cannot run two completions in lockstep with hooks on only one of them.
+"""Our own token-by-token sampling loop. transformer-lens 3.2.1 does stream (``generate_stream``
+yields tokens as they come), but steering needs what it does not give, read off its source
+(``HookedTransformer.generate_stream``, ``utilities/logits_utils.sample_logits``):
+- two completions in lockstep with hooks on only one: it runs its whole loop under whatever hooks
+  are on the model, so a default and a steered generator interleaved would both be steered, and a
+  batch of two with a row-wise hook moves the default row's logits (see analysis/steering.py);
+- a seeded generator per completion: it samples with ``Categorical(...).sample()`` from torch's
+  global random state, shared by both completions and by every session in the process;
+- a penalty over generated tokens only: its ``freq_penalty`` counts the prompt's tokens too, is
+  applied after the temperature division and only when positive;
+- the logits of each step (the next-token distributions at the first difference): it yields tokens.
+So ``Completion`` below runs one forward per step under its own hooks and samples with ``sample_next``.
 
 Choices, kept close to what Neuronpedia's steering and OpenAI's API do:
 - frequency penalty, OpenAI style: ``logit -= penalty * count``, where count is how often that token
@@ -25,7 +35,7 @@ from analysis.live_model import LiveInputError
 MAX_NEW_TOKENS = 256
 MAX_FREQUENCY_PENALTY = 2.0  # OpenAI's range is [-2, 2]
 
-ForwardHook = tuple[str, Callable[..., torch.Tensor]]  # (hook name, function), as model.hooks takes them
+ForwardHook = tuple[str, Callable[..., torch.Tensor | None]]  # (hook name, function), as model.hooks takes them
 
 
 def _number(value: object, name: str) -> float:

@@ -15,14 +15,16 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
 from analysis.live_model import LiveInputError, LiveModel
 from analysis.sampling import Completion, GenerationSettings
-from analysis.steering_hooks import MAX_COEFFICIENT, SteeringTarget, steering_hooks
+from analysis.steering_hooks import steering_hooks
+from analysis.steering_methods import DEFAULT_METHOD
+from analysis.steering_target import MAX_COEFFICIENT, SteeringTarget
 
 # Default slider value = this × the latent's largest activation in the atlas (see default_coefficient).
 # Measured on the demo (additive, 20 new tokens, default settings, 14 latents of density 0.5-5 %
@@ -145,10 +147,10 @@ def stream_comparison(
     live: LiveModel,
     prompt: str,
     targets: Sequence[SteeringTarget],
-    method: str = "additive",
+    method: str = DEFAULT_METHOD,
     settings: GenerationSettings = GenerationSettings(),
     stop: threading.Event | None = None,
-) -> Iterator[SteeringProgress | SteeringResult]:
+) -> Generator[SteeringProgress | SteeringResult, None, None]:
     """Default and steered completions of ``prompt``, one token of each per step: yields a
     SteeringProgress after every step and the SteeringResult last. Bad input raises LiveInputError
     here, before anything runs; setting ``stop`` ends it early with ``interrupted`` set."""
@@ -167,7 +169,7 @@ def _compare(
     settings: GenerationSettings,
     hooks: list,
     stop: threading.Event | None,
-) -> Iterator[SteeringProgress | SteeringResult]:
+) -> Generator[SteeringProgress | SteeringResult, None, None]:
     decode = live.tokenizer.decode
     with live.exclusive():
         started = time.perf_counter()
@@ -217,7 +219,7 @@ def steer(
     live: LiveModel,
     prompt: str,
     targets: Sequence[SteeringTarget],
-    method: str = "additive",
+    method: str = DEFAULT_METHOD,
     settings: GenerationSettings = GenerationSettings(),
     stop: threading.Event | None = None,
 ) -> SteeringResult:
@@ -232,7 +234,7 @@ def generate(
     prompt: str,
     settings: GenerationSettings = GenerationSettings(),
     targets: Sequence[SteeringTarget] = (),
-    method: str = "additive",
+    method: str = DEFAULT_METHOD,
     stop: threading.Event | None = None,
 ) -> Generation:
     """One completion, plain (no targets) or steered: the same loop and seed as either row of a comparison."""

@@ -92,7 +92,7 @@ def _percentiles(call: Callable[[], object], runs: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--atlas", type=Path, default=Path("/tmp/synthetic_1m.duckdb"))
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--annotations", type=int, default=300)
@@ -108,6 +108,7 @@ def main() -> None:
             )
             .fetchone()
         )
+        assert rows is not None
         print(
             f"atlas {args.atlas}: {rows[0]:,} latents, {rows[1]:,} example rows; {args.runs} runs per query; "
             f"load average {_load()}"

@@ -57,7 +57,7 @@ def timed(live, prompt: str, settings: GraphSettings) -> tuple[float, float, int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--settings", default="16:1024,16:512,128:512,16:all", help="batch:max_feature_nodes, ...")
     parser.add_argument("--lengths", default="8,16,32")
     parser.add_argument("--repeats", type=int, default=2)

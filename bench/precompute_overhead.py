@@ -33,7 +33,7 @@ def bare_seconds(job: Precompute, batch: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tokens", type=int, default=65536)
     parser.add_argument("--sae", action="append", default=None)
     parser.add_argument("--batch", type=int, default=128)

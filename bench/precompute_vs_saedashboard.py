@@ -107,7 +107,7 @@ def compare(ours: dict, theirs: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sae", type=Path, default=DEMO / "saes" / "resid-L2")
     parser.add_argument("--windows", type=int, default=256, help="windows of 128 tokens from the demo held-out stream")
     parser.add_argument("--latents", type=int, default=64, help="latents SAEDashboard computes (evenly spaced)")

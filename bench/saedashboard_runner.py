@@ -1,3 +1,5 @@
+# pyright: reportMissingImports=false, reportArgumentType=false
+# (runs in SAEDashboard's own virtual environment, not the project's; see the docstring)
 """Run the reference tool SAEDashboard (PyPI ``sae-dashboard``) on our demo model + one SAE, offline.
 
 Run it with the SAEDashboard venv's python, NOT the project's venv (see
@@ -192,7 +194,7 @@ def sae_formula(x, w):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--model", default="data/demo/model")
     ap.add_argument("--sae", default="data/demo/saes/resid-L2")
     ap.add_argument("--windows", required=True, help="int64 .npy [n_windows, seq] of token ids")

@@ -22,7 +22,9 @@ import torch
 from analysis.live_model import LiveModel, LiveSpecs, load_live  # noqa: E402
 from analysis.sampling import Completion, GenerationSettings  # noqa: E402
 from analysis.steering import stream_comparison  # noqa: E402
-from analysis.steering_hooks import METHODS, SteeringTarget, steering_hooks  # noqa: E402
+from analysis.steering_hooks import steering_hooks  # noqa: E402
+from analysis.steering_methods import METHODS  # noqa: E402
+from analysis.steering_target import SteeringTarget  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
 PROMPT = "And the king said unto his servants, Go ye and"
@@ -72,7 +74,7 @@ def bench(device: str, settings: GenerationSettings, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per completion")
     parser.add_argument("--repeats", type=int, default=9, help="plain/steered pairs per method (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

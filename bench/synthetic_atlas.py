@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from analysis.atlas.schema import SCHEMA_VERSION, TABLES, open_atlas  # noqa: E402
 from analysis.atlas.store import DENSITY_BINS, DERIVED_TABLES, SAES_SCHEMA, SQL_MACROS, write_neighbours  # noqa: E402
+from analysis.errors import SAEscopeError
 from analysis.sae_metrics import DENSE_FRACTION  # noqa: E402
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "data" / "demo" / "atlas.duckdb"
@@ -85,7 +86,7 @@ ORDER_KEYS = {  # each table's documented primary order, as one comparable key
 }
 
 
-class SyntheticAtlasError(RuntimeError):
+class SyntheticAtlasError(SAEscopeError, RuntimeError):
     """The synthetic atlas differs from the real schema, is out of order, or its macros do not read it."""
 
 
@@ -699,7 +700,7 @@ def build_synthetic_atlas(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--saes", type=int, default=8)
     parser.add_argument("--latents", type=int, default=1_000_000)

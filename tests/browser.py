@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from selenium import webdriver
@@ -26,12 +26,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def streamlit_server(app: Path, cwd: Path, timeout: float = 60) -> Iterator[str]:
+def streamlit_server(app: Path, cwd: Path, timeout: float = 60) -> AbstractContextManager[str]:
     """Run ``streamlit run app`` on a free port until the context exits; yields its URL."""
+    return served([sys.executable, "-m", "streamlit", "run", str(app)], cwd, timeout)
+
+
+@contextmanager
+def served(command: list[str], cwd: Path, timeout: float = 60) -> Iterator[str]:
+    """Run a command that starts Streamlit, given a free port, until the context exits; yields its URL."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port), "--server.headless", "true"],
+        [*command, "--server.port", str(port), "--server.headless", "true"],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

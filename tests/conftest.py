@@ -9,15 +9,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.paths import DEMO_DIR
+from analysis.paths import DEMO_DIR, REPO_ROOT
+from tests.tracked_files import changed_paths, snapshot
+
+TRACKED_BEFORE = pytest.StashKey[dict[str, str] | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[TRACKED_BEFORE] = snapshot(REPO_ROOT)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Tests never modify tracked files: a session that did fails, naming the files (skipped outside a git checkout)."""
+    before = session.config.stash.get(TRACKED_BEFORE, None)
+    if before is None:
+        return
+    changed = changed_paths(before, snapshot(REPO_ROOT) or {})
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"the tests changed tracked files (write under tmp_path instead): {', '.join(changed)}"
+        if reporter is not None:
+            reporter.write_line(f"\n{message}", red=True)  # after the progress line, which has no newline yet
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _user_data_in_a_temporary_folder(tmp_path_factory) -> None:
     """No test writes to the real ~/.local/share/saescope; servers started by tests inherit this."""
     os.environ["SAESCOPE_USER_DB"] = str(tmp_path_factory.mktemp("userdata") / "userdata.duckdb")
-    os.environ.pop("SAESCOPE_READ_ONLY", None)
-    os.environ.pop("SAESCOPE_ATLAS_DIR", None)
+    for name in ("SAESCOPE_READ_ONLY", "SAESCOPE_ATLAS_DIR", "GLASSBOX_READ_ONLY", "GLASSBOX_ATLAS_DIR"):
+        os.environ.pop(name, None)  # the old names too: a developer's GLASSBOX_READ_ONLY=1 would still apply
 
 
 @pytest.fixture
@@ -62,8 +83,9 @@ def heldout_windows(demo_model):
 
 
 @pytest.fixture(scope="session")
-def demo_live(demo_dir):
-    """The demo model with every demo SAE and transcoder, as the live pages load it."""
+def live(demo_dir):
+    """The demo model with every demo SAE and transcoder, as the live pages load it; loaded once per
+    session, shared by every test that runs it (none changes it for good)."""
     from analysis.live_model import LiveSpecs, load_live
 
     return load_live(LiveSpecs(model=str(demo_dir / "model"), saes=(str(demo_dir / "saes"),)), device="cpu")

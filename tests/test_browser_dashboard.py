@@ -1,11 +1,13 @@
 """The dashboard end to end in a real browser: a real `streamlit run` server and headless Debian
 Chromium. Home -> feature table -> a feature, labelled, reloaded (the label and its audit entry are
-still there); every page is screenshotted into docs/screenshots/ for the README; a hostile atlas's
-tokens show as text and run nothing."""
+still there); every page is screenshotted into a temporary folder (and over the README's in
+docs/screenshots/ with SAESCOPE_UPDATE_SCREENSHOTS=1); a hostile atlas's tokens show as text and run nothing."""
 
 from __future__ import annotations
 
 import getpass
+import os
+import shutil
 import time
 from urllib.parse import parse_qs, urlparse
 
@@ -20,7 +22,9 @@ from analysis.paths import REPO_ROOT
 from tests.browser import chromium, streamlit_server, wait_for_text
 from tests.dashboard_app import make_hostile_atlas
 
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+pytestmark = [pytest.mark.browser, pytest.mark.model, pytest.mark.slow]
+
+README_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 ROW_Y = 122  # px from the grid's top to the middle of its second data row
 LABEL = "verbs of placing: put / let <b>not bold</b>"
 
@@ -38,14 +42,23 @@ def _settle(browser, seconds: float = 1.5) -> None:
     time.sleep(seconds)
 
 
-def _shoot(browser, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    """A folder for this module's screenshots; with SAESCOPE_UPDATE_SCREENSHOTS=1 they then replace the README's."""
+    folder = tmp_path_factory.mktemp("screenshots")
+    yield folder
+    if os.environ.get("SAESCOPE_UPDATE_SCREENSHOTS") == "1":
+        for shot in folder.glob("*.png"):
+            shutil.copyfile(shot, README_SCREENSHOTS / shot.name)
+
+
+def _shoot(browser, folder, name: str) -> None:
     height = browser.execute_script(
         "const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]'); return m.scrollHeight;"
     )
     browser.set_window_size(1400, min(max(int(height) + 80, 900), 3000))
     time.sleep(1)
-    browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    assert browser.save_screenshot(str(folder / f"{name}.png"))
     browser.set_window_size(1400, 1000)
 
 
@@ -69,17 +82,17 @@ def served_dashboard(tmp_path, monkeypatch):
         yield url, browser
 
 
-def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashboard):
+def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashboard, screenshots):
     url, browser = served_dashboard
     browser.get(url)
     wait_for_text(browser, "SAEs and transcoders", timeout=60)
     _settle(browser)
-    _shoot(browser, "home")
+    _shoot(browser, screenshots, "home")
 
     _click_text(browser, "p", "Browse the features")
     wait_for_text(browser, "features match")
     _settle(browser)
-    _shoot(browser, "features")
+    _shoot(browser, screenshots, "features")
 
     grid = browser.find_element(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
     browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", grid)
@@ -108,16 +121,16 @@ def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashbo
     audit = browser.find_element(By.CSS_SELECTOR, '[data-testid="stTable"]').text
     assert getpass.getuser() in audit and LABEL in audit and "status" in audit and "unreviewed" in audit
     assert not browser.find_elements(By.XPATH, "//b[text()='not bold']")
-    _shoot(browser, "feature")
+    _shoot(browser, screenshots, "feature")
 
     browser.get(f"{url}/Triage?atlas=demo&sae=transcoder-L1&min_density=0.001")
     wait_for_text(browser, "reviewed", timeout=60)
     _settle(browser)
-    _shoot(browser, "triage")
+    _shoot(browser, screenshots, "triage")
     browser.get(f"{url}/Lists?atlas=demo")
     wait_for_text(browser, "Exports", timeout=60)
     _settle(browser)
-    _shoot(browser, "lists")
+    _shoot(browser, screenshots, "lists")
 
 
 def test_hostile_tokens_are_shown_as_text_and_run_nothing(served_dashboard):
@@ -133,7 +146,7 @@ def test_hostile_tokens_are_shown_as_text_and_run_nothing(served_dashboard):
         _ = browser.switch_to.alert.text
 
 
-def test_steering_turns_the_text_toward_a_latents_domain_in_the_browser(served_dashboard):
+def test_steering_turns_the_text_toward_a_latents_domain_in_the_browser(served_dashboard, screenshots):
     """resid-L2 #938 promotes ' LORD', ' children', ' congregation': steered, a software prompt
     drifts into the Bible's words; the run is recorded and listed in the history."""
     url, browser = served_dashboard
@@ -151,12 +164,12 @@ def test_steering_turns_the_text_toward_a_latents_domain_in_the_browser(served_d
     steered = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stHtml"]')[1].text
     assert any(word in steered for word in ("LORD", "children", "congregation", "Israel", "God")), steered
     assert "Next-token distribution at the first difference" in body
-    _shoot(browser, "steer")
+    _shoot(browser, screenshots, "steer")
 
     browser.get(f"{url}/Search_by_text?atlas=demo&text=And%20the%20LORD%20spake%20unto%20Moses")
     wait_for_text(browser, "activation summed over the chosen tokens", timeout=90)
     _settle(browser)
-    _shoot(browser, "search")
+    _shoot(browser, screenshots, "search")
 
 
 def _click_point(browser, trace_name: str, index: int) -> None:
@@ -185,7 +198,9 @@ def _choose(browser, label: str, option: str) -> None:
     box.send_keys(Keys.ENTER)
 
 
-def test_a_graph_computed_in_the_browser_gets_a_supernode_of_two_clicked_nodes_and_is_saved(served_dashboard):
+def test_a_graph_computed_in_the_browser_gets_a_supernode_of_two_clicked_nodes_and_is_saved(
+    served_dashboard, screenshots
+):
     url, browser = served_dashboard
     browser.get(f"{url}/Graph?atlas=demo&prompt=And%20God%20said%2C%20Let%20there%20be%20light")
     wait_for_text(browser, "nodes and", timeout=120)
@@ -209,4 +224,4 @@ def test_a_graph_computed_in_the_browser_gets_a_supernode_of_two_clicked_nodes_a
     assert all(name.split(" · ")[0] in body for name in names)
     _settle(browser)
     browser.execute_script("document.querySelector('[data-testid=\"stMain\"]').scrollTo(0, 0);")
-    _shoot(browser, "graph")
+    _shoot(browser, screenshots, "graph")

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from analysis.paths import REPO_ROOT
 from tests.browser import chromium, streamlit_server, wait_for_text
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_home_page_renders_the_demo_model_and_saes_in_chromium(demo_metrics):

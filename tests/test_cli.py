@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
 from analysis.cli import build_parser
+from analysis.paths import REPO_ROOT
+from analysis.steering_methods import DEFAULT_METHOD, METHODS
+from tests.browser import served
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -21,9 +25,27 @@ def test_every_subcommand_has_help():
     for name in subcommands:
         result = run_cli(name, "--help")
         assert result.returncode == 0, result.stderr
-        assert "usage: python -m analysis " + name in result.stdout
+        assert "usage: saescope " + name in result.stdout
 
 
+def test_help_imports_no_heavy_dependency():
+    """``saescope --help`` and every ``saescope <subcommand> --help`` answer at once: no torch, no Streamlit."""
+    code = """
+import contextlib, io, sys
+from analysis.cli import build_parser, main
+for argv in [["--help"]] + [[name, "--help"] for name in build_parser()._subparsers._group_actions[0].choices]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(argv)
+heavy = {"torch", "streamlit", "transformer_lens", "sae_lens", "circuit_tracer", "transformers", "duckdb", "pandas", "numpy"}
+print(sorted(heavy & set(sys.modules)))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.model
+@pytest.mark.slow
 def test_info_describes_the_demo_model_and_saes():
     result = run_cli("info", "--device", "cpu")
     assert result.returncode == 0, result.stderr
@@ -36,6 +58,8 @@ def test_info_describes_the_demo_model_and_saes():
     assert "sae         resid-L2: jumprelu, hook blocks.2.hook_resid_pre, d_in 256, d_sae 1024" in result.stdout
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_info_as_json(demo_dir):
     result = run_cli("info", "--json", "--model", str(demo_dir / "model"), "--sae", str(demo_dir / "saes" / "resid-L2"))
     assert result.returncode == 0, result.stderr
@@ -45,6 +69,8 @@ def test_info_as_json(demo_dir):
     assert info["saes"][0]["hook"] == "blocks.2.hook_resid_pre"
 
 
+@pytest.mark.model
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -59,3 +85,35 @@ def test_bad_input_is_one_clear_line(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_before_or_after_the_subcommand_adds_the_traceback(where):
+    args = ["demo", "--stages", "bake"]
+    result = run_cli(*(["--verbose", *args] if where == "before" else [*args, "--verbose"]))
+    assert result.returncode == 2
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert "analysis.errors.UsageError: unknown stage(s) bake" in result.stderr
+    assert result.stderr.endswith("error: unknown stage(s) bake; choose from tokenizer, model, saes, report\n")
+
+
+def test_unknown_arguments_are_refused():
+    result = run_cli("info", "--bogus", "1")
+    assert result.returncode == 2 and "unrecognized arguments: --bogus 1" in result.stderr
+
+
+@pytest.mark.slow
+def test_dashboard_starts_streamlit_with_the_options_given_after_it():
+    """The port the server answers on is the one given after ``dashboard``."""
+    with served([sys.executable, "-m", "analysis", "dashboard", "--verbose"], REPO_ROOT) as url:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as response:
+            assert response.read() == b"ok"
+
+
+def test_steer_offers_exactly_the_registered_methods_with_their_help():
+    steer = build_parser()._subparsers._group_actions[0].choices["steer"]
+    (method,) = [action for action in steer._actions if action.dest == "method"]
+    assert method.choices == list(METHODS) and method.default == DEFAULT_METHOD
+    assert all(f"{m.name}: {m.summary}" in method.help for m in METHODS.values())
+    refused = run_cli("steer", "--prompt", "x", "--feature", "resid-L2:1:1", "--method", "multiply")
+    assert refused.returncode == 2 and "invalid choice: 'multiply'" in refused.stderr

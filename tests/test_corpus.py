@@ -26,5 +26,6 @@ def test_split_depends_only_on_the_document_id():
 
 
 @pytest.mark.skipif(bool(corpus.missing_packages()), reason="the corpus's Debian packages are not installed here")
+@pytest.mark.slow
 def test_rebuilt_corpus_matches_the_committed_manifest(demo_dir):
     corpus.verify_manifest(corpus.build_documents(), demo_dir / "corpus_manifest.jsonl.gz")

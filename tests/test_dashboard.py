@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis.atlas.schema import open_atlas, read_meta
@@ -39,6 +40,7 @@ def test_browse_code_does_not_import_torch():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_browse_pages_run_without_importing_torch(tmp_path):
     """Home, Features, a Feature page (with its Steer link and text-test form), Triage and Lists,
     each run in a fresh interpreter: none of them may load torch."""

@@ -19,12 +19,14 @@ from dashboard.graph.files import (
 )
 from dashboard.graph.state import GraphState, GraphStateError, subgraph
 
+pytestmark = pytest.mark.model
+
 PROMPT = "And God said, Let there be light"
 
 
 @pytest.fixture(scope="module")
-def result(demo_live):
-    return compute_graph(demo_live, PROMPT, settings=GraphSettings(max_feature_nodes=128))
+def result(live):
+    return compute_graph(live, PROMPT, settings=GraphSettings(max_feature_nodes=128))
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +62,10 @@ def test_node_link_json_reads_back_to_the_same_graph_and_state(graph):
     assert back.graph["replacement_score"] == graph.graph["replacement_score"]
 
 
-def test_neuronpedia_json_reads_back_to_the_same_nodes_edges_and_qparams(demo_live, result, graph, demo_dir):
+def test_neuronpedia_json_reads_back_to_the_same_nodes_edges_and_qparams(live, result, graph, demo_dir):
     state = reader_state(graph)
     data = json.loads(
-        neuronpedia_json(result, demo_live.tokenizer, "light", 0.8, 0.98, str(demo_dir / "atlas.duckdb"), state)
+        neuronpedia_json(result, live.tokenizer, "light", 0.8, 0.98, str(demo_dir / "atlas.duckdb"), state)
     )
     ids = neuronpedia_ids(result)
     first, second = two_features(graph)
@@ -103,9 +105,9 @@ def test_broken_graph_files_are_refused_with_what_is_wrong(content, message):
         read_graph_file(content)
 
 
-def test_a_neuronpedia_graph_of_another_model_names_its_scan(demo_live, result, demo_dir):
+def test_a_neuronpedia_graph_of_another_model_names_its_scan(live, result, demo_dir):
     data = json.loads(
-        neuronpedia_json(result, demo_live.tokenizer, "x", 0.8, 0.98, str(demo_dir / "atlas.duckdb"), GraphState())
+        neuronpedia_json(result, live.tokenizer, "x", 0.8, 0.98, str(demo_dir / "atlas.duckdb"), GraphState())
     )
     del data["metadata"]["transcoder_list"]
     data["metadata"]["scan"] = "gemma-2-2b"  # what Neuronpedia's own files hold

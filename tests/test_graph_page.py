@@ -15,6 +15,8 @@ from dashboard.graph.state import GraphState
 from dashboard.userdata import open_user_store
 from tests.dashboard_app import by_label, make_atlas_of_saes, page
 
+pytestmark = pytest.mark.model
+
 GRAPH = "pages/7_Graph.py"
 PROMPT = "And God said, Let there be light"
 
@@ -248,10 +250,10 @@ def upload(app, name: str, content: bytes):
     return app
 
 
-def test_an_exported_graph_imports_with_the_same_nodes_and_broken_files_get_a_message(user_db, demo_live, demo_dir):
+def test_an_exported_graph_imports_with_the_same_nodes_and_broken_files_get_a_message(user_db, live, demo_dir):
     computed = page(GRAPH, prompt=PROMPT)
     assert {b.label for b in computed.download_button} == {"networkx node-link JSON", "Neuronpedia graph JSON"}
-    graph = to_networkx(compute_graph(demo_live, PROMPT), atlas=demo_dir / "atlas.duckdb")
+    graph = to_networkx(compute_graph(live, PROMPT), atlas=demo_dir / "atlas.duckdb")
     first, second = sorted(drawn_nodes(computed, "feature"))[:2]
     state = GraphState(pins=[first, second], supernodes={"light words": [first, second]})
     content = node_link_json(graph, state)
@@ -282,10 +284,8 @@ def test_an_exported_graph_imports_with_the_same_nodes_and_broken_files_get_a_me
     ]
 
 
-def test_ablating_the_feature_with_the_largest_edge_to_the_top_logit_lowers_it_as_predicted(
-    user_db, demo_live, demo_dir
-):
-    graph = to_networkx(compute_graph(demo_live, PROMPT), atlas=demo_dir / "atlas.duckdb")
+def test_ablating_the_feature_with_the_largest_edge_to_the_top_logit_lowers_it_as_predicted(user_db, live, demo_dir):
+    graph = to_networkx(compute_graph(live, PROMPT), atlas=demo_dir / "atlas.duckdb")
     logits = [n for n, d in graph.nodes(data=True) if d["kind"] == "logit"]
     top = max(logits, key=lambda n: graph.nodes[n]["probability"])
     strongest, weight = max(

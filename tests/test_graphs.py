@@ -23,12 +23,9 @@ from analysis.graphs import (
 from analysis.graphs.intervention import intervene
 from analysis.live_model import LiveInputError, LiveSpecs, load_live
 
+pytestmark = pytest.mark.model
+
 PROMPT = "And God said, Let there be light: and there was"
-
-
-@pytest.fixture(scope="module")
-def live(demo_dir):
-    return load_live(LiveSpecs(model=str(demo_dir / "model"), saes=(str(demo_dir / "saes"),)), device="cpu")
 
 
 @pytest.fixture(scope="module")

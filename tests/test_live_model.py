@@ -10,10 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import duckdb
 import pytest
 
-from analysis.live_model import LiveInputError, LiveModelBusy, LiveSpecs, load_live
+from analysis.live_model import LiveInputError, LiveModelBusy, LiveSpecs
 from analysis.sampling import GenerationSettings
 from analysis.steering import generate
-from analysis.steering_hooks import SteeringTarget
+from analysis.steering_target import SteeringTarget
+
+pytestmark = pytest.mark.model
 
 SETTINGS = GenerationSettings(max_new_tokens=12, temperature=0.8, seed=3)
 
@@ -22,11 +24,6 @@ SETTINGS = GenerationSettings(max_new_tokens=12, temperature=0.8, seed=3)
 def atlas_meta(demo_dir) -> dict:
     with duckdb.connect(str(demo_dir / "atlas.duckdb"), read_only=True) as atlas:
         return {key: json.loads(value) for key, value in atlas.execute("SELECT key, value FROM meta").fetchall()}
-
-
-@pytest.fixture(scope="module")
-def live(atlas_meta):
-    return load_live(LiveSpecs.from_atlas_meta(atlas_meta), device="cpu")
 
 
 def test_an_atlas_names_the_model_and_saes_it_was_built_from(live, atlas_meta, demo_dir):

@@ -9,8 +9,11 @@ import duckdb
 import pytest
 
 from analysis.paths import DEMO_DIR
+from analysis.steering_methods import DEFAULT_METHOD, METHODS
 from dashboard.userdata import open_user_store
 from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page
+
+pytestmark = pytest.mark.model
 
 STEER, SEARCH, FEATURE = "pages/5_Steer.py", "pages/6_Search_by_text.py", "pages/2_Feature.py"
 
@@ -42,6 +45,13 @@ def test_steering_from_a_link_streams_both_completions_and_records_the_run(user_
     assert record["model_hash"] == atlas_value("SELECT value->>'content_hash' FROM meta WHERE key = 'model'", [])[0]
     assert record["divergence"]["next_tokens"], "the distribution shift at the first difference is kept"
     assert app.query_params["steer"] == "transcoder-L3:5:40"
+
+
+def test_the_method_choice_offers_exactly_the_registered_methods(user_db):
+    app = page(STEER, steer="resid-L2:3:5", method="clamp")
+    method = by_label(app.radio, "Method")
+    assert list(method.options) == list(METHODS) and method.value == "clamp"
+    assert page(STEER, steer="resid-L2:3:5", method="multiply").radio[0].value == DEFAULT_METHOD
 
 
 def test_a_recorded_run_runs_again_to_the_same_text(user_db):
@@ -91,7 +101,8 @@ def test_live_pages_say_why_they_are_off_when_the_model_is_not_here(user_db, tmp
     assert not feature.exception and not feature.error, "browsing still works"
 
 
-def test_a_model_that_fails_to_load_is_reported_not_raised(user_db, tmp_path, monkeypatch):
+def test_a_model_that_fails_to_load_is_reported_not_raised(user_db, tmp_path, monkeypatch, caplog):
+    """One line on the page; the traceback in the server's log."""
     broken = tmp_path / "broken-model"
     shutil.copytree(DEMO_DIR / "model", broken)
     (broken / "model.safetensors").write_bytes(b"these are not weights" * 10)
@@ -100,6 +111,8 @@ def test_a_model_that_fails_to_load_is_reported_not_raised(user_db, tmp_path, mo
     app = page(STEER, atlas="broken", steer="resid-L2:3:5")
     assert not app.exception
     assert any("could not be loaded" in w.value for w in app.warning), [w.value for w in app.warning]
+    [record] = [r for r in caplog.records if r.name == "dashboard.live.service"]
+    assert record.levelname == "ERROR" and str(broken) in record.getMessage() and record.exc_info is not None
 
 
 def test_search_by_text_lists_the_latents_a_text_excites_with_links(user_db):

@@ -11,6 +11,8 @@ import torch
 from analysis.devices import DeviceError, pick_device
 from analysis.model_loading import ModelLoadError, load_model, resolve_model_path
 
+pytestmark = pytest.mark.model
+
 
 def test_demo_model_has_standard_hook_names(demo_model):
     hooks = demo_model.model.hook_dict
@@ -32,6 +34,7 @@ def test_loaded_model_computes_what_the_hugging_face_model_computes(demo_model, 
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_demo_model_generates_text_of_its_domains(demo_model):
     text = demo_model.model.generate("And the LORD said unto Moses,", max_new_tokens=20, do_sample=False, verbose=False)
     assert text.startswith("And the LORD said unto Moses,")

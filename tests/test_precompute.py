@@ -17,6 +17,8 @@ import pytest
 from analysis.atlas.schema import SCHEMA_VERSION, AtlasError, open_atlas, read_meta
 from analysis.paths import DEMO_DIR, REPO_ROOT
 
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 SAE = str(DEMO_DIR / "saes" / "transcoder-L0")
 TOKENS = 16 * 128
 
@@ -59,6 +61,8 @@ def atlas(tmp_path_factory) -> Path:
     result = precompute(out)
     assert result.returncode == 0, result.stderr
     assert "2,048 tokens, 1 SAEs, 512 features" in result.stdout
+    assert len(result.stdout.splitlines()) == 1  # the result on stdout; progress and log lines on stderr
+    assert "corpus demo: " in result.stderr and f"writing {out}" in result.stderr
     return out
 
 

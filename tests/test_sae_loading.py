@@ -13,6 +13,8 @@ from sae_lens.saes.sae import SAEMetadata
 from analysis.sae_loading import SAELoadError, check_fits, load_saes
 from analysis.sae_metrics import evaluate_saes
 
+pytestmark = pytest.mark.model
+
 
 def test_demo_folder_holds_a_transcoder_per_layer_and_a_residual_sae(demo_saes, demo_model):
     n_layers = demo_model.model.cfg.n_layers
@@ -24,6 +26,7 @@ def test_demo_folder_holds_a_transcoder_per_layer_and_a_residual_sae(demo_saes, 
     check_fits(demo_model.model, demo_saes)
 
 
+@pytest.mark.slow
 def test_demo_saes_reproduce_their_reported_quality(demo_model, demo_saes, heldout_windows, demo_metrics):
     tokenizer = demo_model.model.tokenizer
     measured = evaluate_saes(demo_model.model, demo_saes, heldout_windows, tokenizer.all_special_ids)
@@ -34,6 +37,7 @@ def test_demo_saes_reproduce_their_reported_quality(demo_model, demo_saes, heldo
         assert quality.explained_variance >= 0.7 - 0.05
 
 
+@pytest.mark.slow
 def test_a_real_activation_encodes_sparsely_and_decodes_close(demo_model, demo_saes):
     residual = next(s for s in demo_saes if not s.is_transcoder)
     _, cache = demo_model.model.run_with_cache("def parse(path):\n    return open(path).read()")
@@ -78,6 +82,7 @@ def test_unknown_architecture_is_a_clear_error(tmp_path, demo_dir):
         load_saes(str(folder))
 
 
+@pytest.mark.slow
 def test_release_that_is_not_downloaded_says_how_to_fix_it():
     with pytest.raises(SAELoadError, match="not available offline"):
         load_saes("gpt2-small-res-jb/blocks.8.hook_resid_pre")

@@ -221,7 +221,7 @@ def test_an_atlas_restricted_to_a_user_is_hidden_from_others_and_refused_by_url(
 
 @pytest.mark.slow  # a subprocess imports torch
 def test_a_network_address_without_sign_in_is_refused_by_the_command_and_the_app(user_db):
-    result = saescope("dashboard", "--", "--server.address", "0.0.0.0")
+    result = saescope("dashboard", "--server.address", "0.0.0.0")
     assert result.returncode == 2 and "refuses to serve on address 0.0.0.0 without sign-in" in result.stderr
     streamlit_config.set_option("server.address", "0.0.0.0")
     try:

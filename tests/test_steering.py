@@ -12,7 +12,7 @@ import duckdb
 import pytest
 import torch
 
-from analysis.live_model import LiveInputError, LiveSpecs, load_live
+from analysis.live_model import LiveInputError
 from analysis.sampling import Completion, GenerationSettings
 from analysis.steering import (
     DEFAULT_COEFFICIENT_MULTIPLIER,
@@ -23,15 +23,14 @@ from analysis.steering import (
     steer,
     stream_comparison,
 )
-from analysis.steering_hooks import SteeringTarget, steering_hooks
+from analysis.steering_hooks import steering_hooks
+from analysis.steering_methods import METHODS
+from analysis.steering_target import SteeringTarget
+
+pytestmark = pytest.mark.model
 
 PROMPT = "And the king said unto his servants,"
 SHORT = GenerationSettings(max_new_tokens=8)
-
-
-@pytest.fixture(scope="module")
-def live(demo_dir):
-    return load_live(LiveSpecs(model=str(demo_dir / "model"), saes=(str(demo_dir / "saes"),)), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +176,7 @@ def test_bad_input_is_a_one_line_live_input_error(live, make_call, message):
 
 
 def test_unknown_method_is_refused(live):
-    with pytest.raises(LiveInputError, match="choose from additive, replace, clamp"):
+    with pytest.raises(LiveInputError, match="choose from " + ", ".join(METHODS)):
         steer(live, PROMPT, [SteeringTarget("resid-L2", 7, 1.0)], "multiply", SHORT)
 
 
@@ -242,6 +241,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_prints_the_record_as_json():
     result = run_cli(
         "--prompt", PROMPT, "--feature", "transcoder-L2:204:40", "--max-new-tokens", "6", "--device", "cpu", "--json"
@@ -252,6 +252,7 @@ def test_cli_prints_the_record_as_json():
     assert len(record["default"]["ids"]) == len(record["steered"]["ids"]) == 6
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_clear_line():
     result = run_cli("--prompt", PROMPT, "--feature", "resid-L2:abc:1")
     assert result.returncode == 2

@@ -16,16 +16,13 @@ from analysis import text_activations
 from analysis.atlas.sae_lookup import atlas_densities, atlas_labels
 from analysis.atlas.schema import open_atlas
 from analysis.cli import main
-from analysis.live_model import LiveInputError, LiveSpecs, load_live
+from analysis.live_model import LiveInputError
 from analysis.paths import DEMO_DIR, REPO_ROOT
 from analysis.text_activations import encode_text, latent_activations, search_text
 
+pytestmark = pytest.mark.model
+
 TEXT = "In the beginning God created the heaven and the earth. The quick brown fox jumps over the lazy dog."
-
-
-@pytest.fixture(scope="module")
-def live():
-    return load_live(LiveSpecs(model=str(DEMO_DIR / "model"), saes=(str(DEMO_DIR / "saes"),)), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +196,7 @@ def search_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_prints_hits_with_labels_as_json():
     result = search_cli("--text", TEXT, "--top", "5", "--max-density", "0.01", "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr
@@ -219,6 +217,7 @@ def test_cli_prints_a_table_per_token(capsys):
     assert len(lines) == 4 and all(line.startswith("2 ' the'") for line in lines[1:])  # "In the beginning"
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2():
     result = search_cli("--text", "x", "--positions", "3,x")
     assert result.returncode == 2 and "Traceback" not in result.stderr

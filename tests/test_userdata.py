@@ -488,6 +488,7 @@ def test_a_write_that_keeps_conflicting_gives_up_with_a_clear_message(store, mon
 # --- concurrency ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_concurrent_sessions_lose_nothing(tmp_path):
     """20 sessions hammer 30 features for CONCURRENCY_SECONDS: conflicts happen, are retried, and the
     audit log ends up holding every save exactly once, consistent with the final annotations."""

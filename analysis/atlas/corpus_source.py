@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from analysis.demo import corpus as demo_corpus
+from analysis.errors import SAEscopeError
 from analysis.paths import DEMO_DIR as DEMO_ROOT
 
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text"}
 
 
-class CorpusError(ValueError):
+class CorpusError(SAEscopeError, ValueError):
     """A corpus spec that cannot be read, or gives no tokens."""
 
 

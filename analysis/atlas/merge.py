@@ -19,11 +19,12 @@ from analysis.atlas.corpus_source import load_corpus
 from analysis.atlas.schema import open_atlas
 from analysis.atlas.store import AtlasContent, SAEResult, read_partial, write_atlas
 from analysis.atlas.weight_stats import LogitEffects
+from analysis.errors import SAEscopeError
 
 _RUN_KEYS = ("model", "saes", "corpus", "context", "top_k", "seed", "total_windows", "quality_stride")
 
 
-class MergeError(ValueError):
+class MergeError(SAEscopeError, ValueError):
     """Partial atlases that cannot be merged."""
 
 

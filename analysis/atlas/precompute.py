@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -23,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from analysis.atlas.corpus_source import CorpusTokens, load_corpus
 from analysis.atlas.feature_stats import FeatureStats
 from analysis.atlas.store import AtlasContent, AtlasWriteError, SAEResult, write_atlas
 from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual_directions
 from analysis.content_hash import model_hash, sae_hash
+from analysis.errors import SAEscopeError
 from analysis.hooked_forward import run_to_hooks
 from analysis.model_loading import LoadedModel, load_model
 from analysis.paths import REPO_ROOT
@@ -37,8 +40,10 @@ from analysis.sae_metrics import QualitySums, measure_batch
 
 MIN_QUALITY_STRIDE = 100
 
+log = logging.getLogger(__name__)
 
-class PrecomputeError(ValueError):
+
+class PrecomputeError(SAEscopeError, ValueError):
     """Bad precompute input, reported as one line."""
 
 
@@ -121,6 +126,13 @@ class Precompute:
         self.model = self.loaded.model
         self.saes: list[LoadedSAE] = [s for spec in config.saes for s in load_saes(spec, device=self.loaded.device)]
         check_fits(self.model, self.saes)
+        log.info(
+            "model %s (%s) on %s; SAEs %s",
+            config.model,
+            self.loaded.architecture,
+            self.loaded.device,
+            ", ".join(s.name for s in self.saes),
+        )
         names = [s.name for s in self.saes]
         if len(set(names)) != len(names):
             raise PrecomputeError(f"two SAEs share a name ({names}); give each a distinct folder name")
@@ -143,6 +155,17 @@ class Precompute:
         self.hooks = sorted({s.hook_name for s in self.saes})
         self.checkpoint_path = config.out.with_name(config.out.name + ".checkpoint")
         self.checkpointed_windows = -1  # windows done in the checkpoint on disk (-1: none of this run)
+        log.info(
+            "corpus %s: %s tokens in %s documents; %s of its %s windows of %s tokens, shard %s/%s",
+            config.corpus,
+            f"{len(self.corpus.stream):,}",
+            f"{len(self.corpus.doc_ids):,}",
+            f"{len(self.window_ids):,}",
+            f"{self.total_windows:,}",
+            config.context,
+            index,
+            count,
+        )
 
     def _check_arguments(self) -> None:
         config = self.config
@@ -201,6 +224,7 @@ class Precompute:
         state.stats = [s.to(self.loaded.device) for s in state.stats]
         state.token_counts = state.token_counts.to(self.loaded.device)
         self.checkpointed_windows = state.done
+        log.info("resuming from %s: %s windows already done", self.checkpoint_path, f"{state.done:,}")
         return state
 
     def save_checkpoint(self, state: RunState) -> None:
@@ -210,6 +234,7 @@ class Precompute:
             torch.save(state, temporary)
             os.replace(temporary, self.checkpoint_path)
             self.checkpointed_windows = state.done
+            log.debug("checkpoint %s: %s windows done", self.checkpoint_path, f"{state.done:,}")
         except (OSError, RuntimeError) as error:  # torch reports a failed write as a RuntimeError
             temporary.unlink(missing_ok=True)
             kept = "the previous checkpoint is intact" if self.checkpoint_path.exists() else "no checkpoint yet"
@@ -265,7 +290,7 @@ class Precompute:
                         raise
                     batch = max(1, batch // 2)
                     torch.cuda.empty_cache()
-                    progress.write(f"out of memory: batch lowered to {batch} windows")
+                    log.warning("out of memory: batch lowered to %s windows", batch)
                     continue
                 state.done += len(ids)
                 state.seconds += time.monotonic() - started
@@ -279,6 +304,7 @@ class Precompute:
 
     def finish(self, state: RunState) -> AtlasContent:
         """The atlas content: running statistics plus what the weights say about each latent."""
+        log.info("pass done in %.1f s; logit effects, neighbours and labels from the weights", state.seconds)
         directions = [residual_directions(self.model, s) for s in self.saes]
         neighbours = nearest_latents(directions) if any(d is not None for d in directions) else [{} for _ in self.saes]
         results = [
@@ -318,10 +344,12 @@ def run_precompute(config: PrecomputeConfig) -> dict:
     """Build the atlas at ``config.out``; returns the summary printed at the end."""
     started = time.monotonic()
     job = Precompute(config)
-    state = job.stream()
+    with logging_redirect_tqdm([logging.getLogger("analysis")]):  # log lines above the progress bar, not in it
+        state = job.stream()
     if job.checkpointed_windows != state.done:
         job.save_checkpoint(state)  # the pass is the expensive part: keep it until the atlas is on disk
     content = job.finish(state)
+    log.info("writing %s", config.out)
     try:
         write_atlas(config.out, content)
     except AtlasWriteError as error:

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import duckdb
 
+from analysis.errors import SAEscopeError
+
 SCHEMA_VERSION = 3
 TABLES = ("meta", "saes", "features", "examples", "windows", "documents", "tokens", "neighbours", "label_terms")
 
 
-class AtlasError(ValueError):
+class AtlasError(SAEscopeError, ValueError):
     """An atlas file that cannot be read: missing, corrupt, unfinished, or of another schema version."""
 
 

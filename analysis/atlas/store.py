@@ -23,6 +23,7 @@ from analysis.atlas.feature_stats import EMPTY_KEY, FeatureStats
 from analysis.atlas.labels import TEMPLATE_PATTERN, automatic_labels, enriched_tokens
 from analysis.atlas.schema import SCHEMA_VERSION, open_atlas, read_meta
 from analysis.atlas.weight_stats import LogitEffects
+from analysis.errors import SAEscopeError
 from analysis.sae_metrics import DENSE_FRACTION, QualitySums
 
 DENSITY_BINS = np.linspace(-8, 0, 49)  # log10 density edges for the per-SAE histogram across latents
@@ -296,7 +297,7 @@ def _neighbour_table(sae: int, result: SAEResult) -> pa.Table:
     return pa.concat_tables(parts) if parts else None
 
 
-class AtlasWriteError(ValueError):
+class AtlasWriteError(SAEscopeError, ValueError):
     """The atlas could not be written (disk full, no permission); nothing was left at its path."""
 
 

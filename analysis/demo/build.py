@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from analysis.demo import corpus
+from analysis.demo.corpus import DemoBuildError
+from analysis.token_ids import special_token_id
 
 if TYPE_CHECKING:  # the training code imports torch and sae-lens; only build_saes needs it, at call time
     from analysis.demo.sae_training import TrainingSettings
@@ -47,7 +49,7 @@ class BundlePaths:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(f"another demo build is running on {self.root}; wait for it to finish") from None
+                raise DemoBuildError(f"another demo build is running on {self.root}; wait for it to finish") from None
             yield
 
     def read_metrics(self) -> dict:
@@ -127,7 +129,7 @@ def build_saes(paths: BundlePaths, settings: TrainingSettings | None = None, onl
     specs = [s for s in demo_dictionaries(loaded.model.cfg.n_layers) if only is None or s.name in only]
     hooks = sorted({s.hook_in for s in specs} | {s.hook_out for s in specs if s.hook_out})
     n_windows = settings.activation_tokens // (settings.context - 1)
-    windows = context_windows(train, n_windows, settings.context, tokenizer.bos_token_id, settings.seed)
+    windows = context_windows(train, n_windows, settings.context, special_token_id(tokenizer, "bos"), settings.seed)
     activations = collect_activations(loaded.model, windows, hooks, special_token_ids(tokenizer))
     del loaded
     for spec in specs:
@@ -164,7 +166,7 @@ def evaluate_bundle(paths: BundlePaths) -> None:
     saes = load_saes(str(paths.saes))
     check_fits(loaded.model, saes)
     tokenizer = loaded.model.tokenizer
-    windows = context_windows(heldout, EVAL_WINDOWS, 128, tokenizer.bos_token_id, seed=1)
+    windows = context_windows(heldout, EVAL_WINDOWS, 128, special_token_id(tokenizer, "bos"), seed=1)
     qualities = evaluate_saes(loaded.model, saes, windows, special_token_ids(tokenizer), ce_windows=CE_WINDOWS)
     paths.write_metrics(
         {

@@ -17,8 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from analysis.errors import SAEscopeError
+
 HELDOUT_PERCENT = 18
 CHUNK_CHARS = 6000
+
+
+class DemoBuildError(SAEscopeError, RuntimeError):
+    """The demo bundle cannot be built here: missing packages, a differing corpus, a build already running."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,7 @@ def build_documents() -> list[Document]:
     """All corpus documents, in a fixed order, each domain capped at its ``max_chars``."""
     lacking = missing_packages()
     if lacking:
-        raise RuntimeError(
+        raise DemoBuildError(
             f"the demo corpus needs Debian packages that are not installed: apt-get install {' '.join(lacking)}"
         )
     documents: list[Document] = []
@@ -227,6 +233,6 @@ def verify_manifest(documents: list[Document], path: Path) -> None:
     expected = [(row["doc_id"], row["sha256"]) for row in recorded]
     if rebuilt != expected:
         differing = sum(a != b for a, b in zip(rebuilt, expected)) + abs(len(rebuilt) - len(expected))
-        raise RuntimeError(
+        raise DemoBuildError(
             f"the corpus rebuilt here differs from {path} in {differing} documents (different Debian package versions?)"
         )

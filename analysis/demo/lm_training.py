@@ -17,6 +17,8 @@ import torch
 from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from analysis.token_ids import special_token_id
+
 
 @dataclass(frozen=True)
 class LMSettings:
@@ -87,12 +89,12 @@ def train_language_model(
         n_embd=settings.d_model,
         n_layer=settings.n_layer,
         n_head=settings.n_head,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=special_token_id(tokenizer, "bos"),
+        eos_token_id=special_token_id(tokenizer, "eos"),
         pad_token_id=tokenizer.pad_token_id,
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = GPT2LMHeadModel(config).to(device)
+    model = GPT2LMHeadModel(config).to(device)  # pyright: ignore[reportArgumentType]  (transformers' wrapper hides Module.to's signature)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -100,7 +102,7 @@ def train_language_model(
         lr=settings.peak_lr,
         betas=(0.9, 0.95),
     )
-    bos = tokenizer.bos_token_id
+    bos = special_token_id(tokenizer, "bos")
 
     def step(lr: float) -> float:
         for group in optimizer.param_groups:

@@ -135,7 +135,8 @@ def train_dictionary(
     torch.manual_seed(settings.seed)
     x = activations[spec.hook_in]
     d_in = x.shape[1]
-    is_transcoder = spec.hook_out is not None
+    hook_out = spec.hook_out
+    is_transcoder = hook_out is not None
     metadata = SAEMetadata(
         model_name=model_name,
         hook_name=spec.hook_in,
@@ -154,7 +155,7 @@ def train_dictionary(
     )
     sae_class = BatchTopKTrainingTranscoder if is_transcoder else BatchTopKTrainingSAE
     sae = sae_class(cfg)
-    data = torch.cat([x, activations[spec.hook_out]], dim=1) if is_transcoder else x
+    data = torch.cat([x, activations[hook_out]], dim=1) if hook_out is not None else x
     steps = settings.training_tokens // settings.batch_size
     lr = spec.lr or settings.lr
     trainer_cfg = SAETrainerConfig(
@@ -174,7 +175,7 @@ def train_dictionary(
     target = out_dir / spec.name
     sae.save_inference_model(target)
     if is_transcoder:
-        _mark_as_transcoder(target / "cfg.json", d_out=activations[spec.hook_out].shape[1])
+        _mark_as_transcoder(target / "cfg.json", d_out=activations[hook_out].shape[1])
     return target
 
 

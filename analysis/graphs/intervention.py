@@ -76,7 +76,9 @@ def _target_value(live: LiveModel, result: AttributionResult, vocab_idx: int, lo
     logit difference (circuit-tracer numbers it beyond the vocabulary) logit(token) - logit(versus)."""
     if vocab_idx < result.graph.cfg.d_vocab:
         return float(logits[vocab_idx] - logits.mean())
-    first, second = (token_id(live.tokenizer, text) for text in (result.target.token, result.target.versus))
+    token, versus = result.target.token, result.target.versus
+    assert token is not None and versus is not None, "only a logit difference is numbered beyond the vocabulary"
+    first, second = token_id(live.tokenizer, token), token_id(live.tokenizer, versus)
     return float(logits[first] - logits[second])
 
 

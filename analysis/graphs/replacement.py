@@ -19,10 +19,11 @@ from circuit_tracer.replacement_model.replacement_model_transformerlens import T
 from circuit_tracer.transcoder import SingleLayerTranscoder, TranscoderSet
 from circuit_tracer.transcoder.activation_functions import JumpReLU
 
+from analysis.errors import SAEscopeError
 from analysis.live_model import LiveModel
+from analysis.sae_capabilities import Capability, missing
 from analysis.sae_loading import LoadedSAE
 
-SUPPORTED_ARCHITECTURES = ("transcoder", "jumprelu_transcoder")
 _LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 # circuit-tracer wraps these modules, which renames their weights in the state dict.
 _WRAPPED = (".old_mlp", ".old_unembed")
@@ -31,7 +32,7 @@ _cache: dict[int, TransformerLensReplacementModel] = {}
 atexit.register(_cache.clear)
 
 
-class GraphSetupError(ValueError):
+class GraphSetupError(SAEscopeError, ValueError):
     """The loaded transcoders cannot make a replacement model, with a message that says why."""
 
 
@@ -78,13 +79,9 @@ def to_single_layer(loaded: LoadedSAE, layer: int, width: int) -> SingleLayerTra
     threshold, so they never fire and never become nodes. Latent ids below ``d_sae`` are unchanged.
     """
     cfg = loaded.sae.cfg
-    if loaded.architecture not in SUPPORTED_ARCHITECTURES:
-        raise GraphSetupError(
-            f"transcoder {loaded.name!r} has architecture {loaded.architecture!r}; graphs support "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    if cfg.apply_b_dec_to_input or cfg.normalize_activations != "none":
-        raise GraphSetupError(f"transcoder {loaded.name!r} preprocesses its input, which circuit-tracer cannot express")
+    problem = missing(loaded, Capability.GRAPH_COMPATIBLE)
+    if problem:
+        raise GraphSetupError(problem)
     weights = {name: tensor.detach().float() for name, tensor in loaded.sae.state_dict().items()}
     pad = width - cfg.d_sae
     d_in = cfg.d_in

@@ -8,13 +8,14 @@ import json
 
 import networkx as nx
 
+from analysis.errors import SAEscopeError
 from analysis.graphs import AttributionResult, from_neuronpedia, to_neuronpedia
 from dashboard.graph.state import GraphState
 
 NODE_KINDS = ("embedding", "feature", "error", "logit")
 
 
-class GraphFileError(ValueError):
+class GraphFileError(SAEscopeError, ValueError):
     """A graph file that cannot be read, with what is wrong with it."""
 
 

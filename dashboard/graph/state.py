@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from analysis.errors import SAEscopeError
 
-class GraphStateError(ValueError):
+
+class GraphStateError(SAEscopeError, ValueError):
     """A pin, supernode or label that does not fit the graph, with a message saying why."""
 
 

@@ -7,12 +7,15 @@ module (the feature page imports it only when someone tests text).
 
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
+from analysis.errors import SAEscopeError
 from analysis.live_model import LiveModel, LiveSpecs, load_live
-from analysis.model_loading import ModelLoadError
-from analysis.sae_loading import SAELoadError
 from dashboard.shell.workspace import Atlas
+
+log = logging.getLogger(__name__)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -34,7 +37,9 @@ def load_for(atlas: Atlas) -> LiveModel | str:
     try:
         with st.spinner("Loading the model and its SAEs (once per server)…"):
             return _load(specs)
-    except (ModelLoadError, SAELoadError, ValueError, RuntimeError, OSError) as error:
+    except (SAEscopeError, ValueError, RuntimeError, OSError) as error:
+        # The page shows one line; the server's log keeps the traceback, which a broken checkpoint needs.
+        log.exception("the live model %s with SAEs %s could not be loaded", specs.model, specs.saes)
         return f"the model could not be loaded: {error}"
 
 

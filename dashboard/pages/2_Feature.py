@@ -7,6 +7,7 @@ import html
 import pandas as pd
 import streamlit as st
 
+from analysis.steering_target import SteeringTarget  # noqa: E402
 from dashboard.browse import charts as charts  # noqa: E402
 from dashboard.browse.examples_view import CONTEXT_WIDTHS, show_examples  # noqa: E402
 from dashboard.browse.feature_queries import FeatureView, feature_view  # noqa: E402
@@ -16,7 +17,6 @@ from dashboard.browse.triage_panel import triage_panel  # noqa: E402
 from dashboard.live.text_test_panel import text_test_panel  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
 from dashboard.shell.url_state import integer, text  # noqa: E402
-from dashboard.steer.targets import ChosenLatent  # noqa: E402
 from dashboard.userdata import UserDataError  # noqa: E402
 
 AUDIT_ROWS_SHOWN = 20
@@ -118,7 +118,7 @@ back.subheader(markdown_text(f"{sae_row['name']} · feature {latent}"))
 steer.page_link(
     "pages/5_Steer.py",
     label="Steer ↗",
-    query_params=page.link_params(steer=ChosenLatent(str(sae_row["name"]), latent).url_value()),
+    query_params=page.link_params(steer=SteeringTarget(str(sae_row["name"]), latent).as_text()),
 )
 if latent > 0:
     previous.page_link("pages/2_Feature.py", label="← previous", query_params=page.feature_params(sae, latent - 1))

@@ -9,35 +9,36 @@ import streamlit as st
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
 from analysis.sampling import MAX_FREQUENCY_PENALTY, MAX_NEW_TOKENS, GenerationSettings  # noqa: E402
 from analysis.steering import SteeringResult, default_coefficient, stream_comparison  # noqa: E402
-from analysis.steering_hooks import MAX_COEFFICIENT, METHODS, SteeringTarget  # noqa: E402
+from analysis.steering_methods import DEFAULT_METHOD, METHODS  # noqa: E402
+from analysis.steering_target import MAX_COEFFICIENT, SteeringTarget  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.browse.token_html import markdown_text  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
 from dashboard.steer.history import steering_history  # noqa: E402
-from dashboard.steer.targets import ChosenLatent, coefficient_key, latent_summary, parse_url_value, set_coefficients  # noqa: E402
+from dashboard.steer.targets import coefficient_key, latent_summary, set_coefficients  # noqa: E402
 from dashboard.steer.view import completion_html, first_difference, prompt_shown, shift_chart  # noqa: E402
 
-METHOD_HELP = {
-    "additive": "add coefficient × the decoder direction at the SAE's hook, on every token",
-    "replace": "set the component along the (unit) decoder direction to the coefficient",
-    "clamp": "encode, set the latent to the coefficient, decode, add back the SAE's error",
-}
 DEFAULT_PROMPT = "In the beginning"
 
 
-def _initial_targets(page: PageContext) -> list[ChosenLatent]:
+def _initial_targets(page: PageContext) -> list[SteeringTarget]:
     """The latents in the URL, each with its coefficient or the default for its atlas max."""
     chosen, bad = [], []
     for value in url_params().get("steer", []):
-        parsed = parse_url_value(value)
-        summary = parsed and latent_summary(page.workspace, page.atlas, parsed.sae_name, parsed.latent)
+        try:
+            parsed = SteeringTarget.parse(value)
+        except LiveInputError:
+            bad.append(value)
+            continue
+        summary = latent_summary(page.workspace, page.atlas, parsed.sae, parsed.latent)
         if not summary:
             bad.append(value)
             continue
-        coefficient = parsed.coefficient if parsed.coefficient is not None else default_coefficient(summary.max_act)
-        chosen.append(ChosenLatent(parsed.sae_name, parsed.latent, coefficient))
+        if parsed.coefficient is None:
+            parsed = parsed.with_coefficient(default_coefficient(summary.max_act))
+        chosen.append(parsed)
     if bad:
         st.error("Left out of the link, as this atlas has no such feature: " + ", ".join(markdown_text(b) for b in bad))
     return chosen
@@ -52,16 +53,16 @@ def _targets_from_url_when_new(page: PageContext) -> None:
         set_coefficients(st.session_state["steer_targets"])
 
 
-def _targets_editor(page: PageContext, live: LiveModel) -> list[ChosenLatent]:
+def _targets_editor(page: PageContext, live: LiveModel) -> list[SteeringTarget]:
     """The latents to steer with a coefficient each (slider and number field), add and remove."""
     _targets_from_url_when_new(page)
-    targets: list[ChosenLatent] = st.session_state["steer_targets"]
+    targets: list[SteeringTarget] = st.session_state["steer_targets"]
     st.subheader("Features to steer")
     if not targets:
         st.caption("None yet: add one below, or press Steer on a feature's page.")
     kept = []
     for target in targets:
-        summary = latent_summary(page.workspace, page.atlas, target.sae_name, target.latent)
+        summary = latent_summary(page.workspace, page.atlas, target.sae, target.latent)
         key = coefficient_key(target)
         st.session_state.setdefault(key, float(target.coefficient))
         st.session_state.setdefault(key + "_slider", st.session_state[key])
@@ -69,8 +70,8 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[ChosenLatent]:
         name, slider, number, remove = st.columns([3, 4, 2, 1], vertical_alignment="bottom")
         name.page_link(
             "pages/2_Feature.py",
-            label=markdown_text(f"{target.sae_name} #{target.latent} · {summary.label}", 60),
-            query_params=page.link_params(sae=target.sae_name, latent=target.latent),
+            label=markdown_text(f"{target.sae} #{target.latent} · {summary.label}", 60),
+            query_params=page.link_params(sae=target.sae, latent=target.latent),
         )
         slider.slider(
             "coefficient",
@@ -91,7 +92,7 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[ChosenLatent]:
             args=(key, key + "_slider"),
         )
         if not remove.button("✕", key=f"remove_{key}", help="stop steering this feature"):
-            kept.append(ChosenLatent(target.sae_name, target.latent, float(st.session_state[key])))
+            kept.append(target.with_coefficient(float(st.session_state[key])))
     with st.form("add_latent"):
         cols = st.columns([3, 2, 1], vertical_alignment="bottom")
         sae_name = cols[0].selectbox("SAE", list(live.saes))
@@ -100,8 +101,8 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[ChosenLatent]:
             summary = latent_summary(page.workspace, page.atlas, sae_name, int(latent))
             if summary is None:
                 st.error(f"{sae_name} has no feature {int(latent)} in this atlas.")
-            elif all((t.sae_name, t.latent) != (sae_name, int(latent)) for t in kept):
-                kept.append(ChosenLatent(sae_name, int(latent), default_coefficient(summary.max_act)))
+            elif all((t.sae, t.latent) != (sae_name, int(latent)) for t in kept):
+                kept.append(SteeringTarget(sae_name, int(latent), default_coefficient(summary.max_act)))
     if kept != targets:
         st.session_state["steer_targets"] = kept
         st.rerun()
@@ -115,14 +116,14 @@ def _copy(source: str, destination: str) -> None:
 def _settings() -> tuple[str, GenerationSettings]:
     """Method and generation settings; their widget keys are what a history re-run sets."""
     defaults = GenerationSettings()
-    method_in_url = text(url_params(), "method", "additive")
+    method_in_url = text(url_params(), "method", DEFAULT_METHOD)
     for key, value in (
-        ("steer_method", method_in_url if method_in_url in METHODS else "additive"),
+        ("steer_method", method_in_url if method_in_url in METHODS else DEFAULT_METHOD),
         *((f"steer_{name}", value) for name, value in vars(defaults).items()),
     ):
         st.session_state.setdefault(key, value)
     method = st.radio(
-        "Method", METHODS, horizontal=True, key="steer_method", captions=[METHOD_HELP[m] for m in METHODS]
+        "Method", list(METHODS), horizontal=True, key="steer_method", captions=[m.summary for m in METHODS.values()]
     )
     with st.expander("Generation settings"):
         cols = st.columns(6)
@@ -145,15 +146,13 @@ def _generate(
     page: PageContext,
     live: LiveModel,
     prompt: str,
-    targets: list[ChosenLatent],
+    targets: list[SteeringTarget],
     method: str,
     settings: GenerationSettings,
 ) -> None:
     """Stream both completions into two columns, then the distribution shift; record the run."""
     try:
-        stream = stream_comparison(
-            live, prompt, [SteeringTarget(t.sae_name, t.latent, t.coefficient) for t in targets], method, settings
-        )
+        stream = stream_comparison(live, prompt, targets, method, settings)
     except LiveInputError as error:
         st.error(str(error))
         return
@@ -212,8 +211,8 @@ def _show_result_details(record: dict) -> None:
     )
 
 
-def _write_url(page: PageContext, targets: list[ChosenLatent], method: str) -> None:
-    written = [t.url_value() for t in targets]
+def _write_url(page: PageContext, targets: list[SteeringTarget], method: str) -> None:
+    written = [t.as_text() for t in targets]
     st.session_state["steer_url_written"] = written
     st.query_params.from_dict(page.link_params(steer=written, method=method))
 

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.live_model import LiveInputError, LiveModelBusy  # noqa: E402
+from analysis.steering_target import SteeringTarget  # noqa: E402
 from analysis.text_activations import search_text  # noqa: E402
 from dashboard.browse.atlas_lookups import atlas_densities, atlas_labels  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
@@ -17,7 +18,6 @@ from dashboard.browse.token_html import visible  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
-from dashboard.steer.targets import ChosenLatent  # noqa: E402
 
 MAX_TEXT_CHARS = 20_000
 
@@ -27,7 +27,7 @@ def _feature_url(atlas_key: str, sae: str, latent: int) -> str:
 
 
 def _steer_url(atlas_key: str, sae: str, latent: int) -> str:
-    return "Steer?" + urlencode({"atlas": atlas_key, "steer": ChosenLatent(sae, latent).url_value()})
+    return "Steer?" + urlencode({"atlas": atlas_key, "steer": SteeringTarget(sae, latent).as_text()})
 
 
 def _token_cell(strings: list[str], position: int) -> str:

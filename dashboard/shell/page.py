@@ -10,12 +10,12 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.atlas.schema import AtlasError
+from analysis.errors import SAEscopeError
 from analysis.paths import DEMO_ATLAS
 from dashboard.shell.identity import ActingStore, Identity, visible_atlases
 from dashboard.shell.settings import Settings, load_settings
 from dashboard.shell.signin import current_identity, sign_out
 from dashboard.shell.workspace import Atlas, Workspace
-from dashboard.userdata import UserDataError
 
 DEMO_KEY = "demo"
 
@@ -62,7 +62,7 @@ def open_page(title: str) -> PageContext:
     try:
         settings = load_settings()
         workspace = _workspace(settings)
-    except (ValueError, UserDataError) as error:
+    except SAEscopeError as error:  # settings, user data
         st.error(str(error))
         st.stop()
     for notice in settings.notices:

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.errors import SAEscopeError
 from analysis.paths import STREAMLIT_DIR
 
 SETTINGS_FILE = STREAMLIT_DIR / "saescope.toml"
@@ -36,6 +37,10 @@ DEFAULT_USER_DB = Path.home() / ".local" / "share" / "saescope" / "userdata.duck
 OLD_DEFAULT_USER_DB = Path.home() / ".local" / "share" / "glassbox" / "userdata.duckdb"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 PREFIX, OLD_PREFIX = "SAESCOPE_", "GLASSBOX_"
+
+
+class SettingsError(SAEscopeError, ValueError):
+    """A settings file that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ def _file_settings(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ValueError(f"could not read the dashboard settings in {path}: {error}") from None
+        raise SettingsError(f"could not read the dashboard settings in {path}: {error}") from None
 
 
 def _env(environ: Mapping[str, str], name: str, notices: list[str]) -> str | None:
@@ -91,14 +96,14 @@ def load_settings(
     auth_header = (_env(environ, "AUTH_HEADER", notices) or file.get("auth_header") or "").strip() or None
     default_role = _env(environ, "DEFAULT_ROLE", notices) or file.get("default_role") or "viewer"
     if default_role not in ("viewer", "reviewer", "admin"):
-        raise ValueError(f"default_role must be viewer, reviewer or admin, not {default_role!r}")
+        raise SettingsError(f"default_role must be viewer, reviewer or admin, not {default_role!r}")
     minutes = _env(environ, "SESSION_MINUTES", notices) or file.get("session_minutes") or 480
     try:
         session_minutes = float(minutes)
     except (TypeError, ValueError):
         session_minutes = -1.0
     if not session_minutes > 0:
-        raise ValueError(f"session_minutes must be a positive number of minutes, not {minutes!r}")
+        raise SettingsError(f"session_minutes must be a positive number of minutes, not {minutes!r}")
     return Settings(
         auth_header=auth_header,
         default_role=default_role,

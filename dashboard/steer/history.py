@@ -7,10 +7,11 @@ import json
 
 import streamlit as st
 
+from analysis.steering_target import SteeringTarget
 from dashboard.browse.token_html import markdown_text
 from dashboard.live.experiment_table import chosen_experiment
 from dashboard.shell.page import PageContext
-from dashboard.steer.targets import ChosenLatent, set_coefficients
+from dashboard.steer.targets import set_coefficients
 from dashboard.steer.view import completion_html, prompt_shown
 from dashboard.userdata import UserDataError
 
@@ -18,7 +19,7 @@ from dashboard.userdata import UserDataError
 def load_record_into_page(record: dict) -> None:
     """Put a recorded run's features, prompt, method and settings into the Steer page's widgets and
     ask it to generate (a button callback: widget state may only be set before widgets are drawn)."""
-    targets = [ChosenLatent(t["sae"], int(t["latent"]), float(t["coefficient"])) for t in record["targets"]]
+    targets = [SteeringTarget(t["sae"], int(t["latent"]), float(t["coefficient"])) for t in record["targets"]]
     st.session_state["steer_targets"] = targets
     set_coefficients(targets)
     st.session_state["steer_prompt"] = record["prompt"]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from analysis.errors import SAEscopeError
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from dashboard.userdata.records import Annotation
 
 
-class UserDataError(ValueError):
+class UserDataError(SAEscopeError, ValueError):
     """A user-data operation that cannot be done: bad input, an unreadable or foreign file, a lock."""
 
 
