@@ -51,7 +51,7 @@ def sign_in(app: AppTest, name: str, password: str = PASSWORD) -> AppTest:
     by_label(app.text_input, "User name").set_value(name)
     by_label(app.text_input, "Password").set_value(password)
     by_label(app.button, "Sign in").click()
-    return app.run()
+    return app.run(timeout=180)  # signing in reruns the page, which may then compute (a graph, a model load)
 
 
 def by_label(widgets, label: str):
