@@ -314,10 +314,15 @@ def _run_graph(args: argparse.Namespace) -> int:
 def _run_dashboard(args: argparse.Namespace) -> int:
     """Streamlit on the dashboard, from the checkout root so ``.streamlit/`` configures it; extra
     arguments go to ``streamlit run`` (``saescope dashboard --server.port 8600``)."""
+    import os
     import subprocess
 
-    from analysis.paths import DASHBOARD_HOME, REPO_ROOT
+    from analysis.paths import DASHBOARD_HOME, REPO_ROOT, STREAMLIT_DIR
+    from dashboard.shell.exposure import refusal_for_command
 
+    if refusal := refusal_for_command(args.streamlit_args, STREAMLIT_DIR, os.environ):
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     command = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_HOME), *args.streamlit_args]
     try:
         return subprocess.call(command, cwd=REPO_ROOT)
@@ -493,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
         usage="saescope dashboard [-h] [--verbose] [STREAMLIT RUN OPTIONS ...]",
     )
     dashboard.set_defaults(handler=_run_dashboard)
+
+    from analysis.users import add_users_command
+
+    add_users_command(commands)
     for subcommand in commands.choices.values():  # also after the subcommand; SUPPRESS keeps one given before
         subcommand.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser

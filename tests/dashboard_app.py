@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import duckdb
 from streamlit.testing.v1 import AppTest
 
 from analysis.paths import DEMO_DIR, REPO_ROOT
+from dashboard.userdata import open_user_store
 
 HOME = str(REPO_ROOT / "dashboard" / "Home.py")
 HOSTILE_TOKEN = "<img src=x onerror=alert(1)>"
@@ -17,16 +19,39 @@ HOSTILE_TOKEN_2 = '"&\u202e\x07</div><script>alert(2)</script>'
 HOSTILE_LABEL = "<script>alert('label')</script> & \" **bold** [x](javascript:alert(3))"
 
 
-def page(path: str | None = None, reviewer: str | None = None, **query: str) -> AppTest:
-    """A dashboard page (Home when ``path`` is None) with a query string, run once."""
+PASSWORD = "correct horse battery"
+
+
+def page(path: str | None = None, user: str | None = None, role: str = "reviewer", **query: str) -> AppTest:
+    """A dashboard page (Home when ``path`` is None) with a query string, run once; with ``user``,
+    signed in as that user (an account with ``role`` in the test's user-data file), as a user does."""
     app = AppTest.from_file(HOME, default_timeout=60)
     if path:
         app.switch_page(path)
     for key, value in query.items():
         app.query_params[key] = value
-    if reviewer:
-        app.session_state["reviewer"] = reviewer
-    return app.run()
+    if not user:
+        return app.run()
+    ensure_account(user, role)
+    return sign_in(app.run(), user)
+
+
+def ensure_account(name: str, role: str = "reviewer", password: str = PASSWORD) -> None:
+    """An account in the user-data file the dashboard uses (SAESCOPE_USER_DB), with this role."""
+    store = open_user_store(os.environ["SAESCOPE_USER_DB"])
+    account = store.account(name)
+    if account is None:
+        store.add_account(name, role, password, "test-setup")
+    elif account.role != role:
+        store.set_role(name, role, "test-setup")
+
+
+def sign_in(app: AppTest, name: str, password: str = PASSWORD) -> AppTest:
+    """Fill and submit the sign-in form the page shows."""
+    by_label(app.text_input, "User name").set_value(name)
+    by_label(app.text_input, "Password").set_value(password)
+    by_label(app.button, "Sign in").click()
+    return app.run(timeout=180)  # signing in reruns the page, which may then compute (a graph, a model load)
 
 
 def by_label(widgets, label: str):

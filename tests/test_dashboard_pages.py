@@ -3,6 +3,7 @@ it, undo, lists and exports, read-only mode, bad links and hostile text."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 
@@ -109,7 +110,7 @@ def test_opening_a_feature_from_the_table_shows_its_examples_and_statistics(user
 
 
 def test_labelling_a_feature_is_audited_and_undo_restores_it(user_db):
-    app = page(FEATURE, reviewer="alice", sae="resid-L2", latent="17")
+    app = page(FEATURE, user="alice", sae="resid-L2", latent="17")
     by_label(app.radio, "Status").set_value("interpretable")
     by_label(app.text_input, "Label").set_value("the verb 'put' / 'let'")
     by_label(app.multiselect, "Tags").set_value(["spurious-correlation"])
@@ -134,14 +135,18 @@ def test_labelling_a_feature_is_audited_and_undo_restores_it(user_db):
     assert list(history["action"]).count("undo") == 3 and list(history["action"]).count("edit") == 3
 
 
-def test_edits_need_a_reviewer_name(user_db):
+def test_with_no_sign_in_configured_edits_are_the_local_users_and_nobody_types_a_name(user_db):
     app = page(FEATURE, sae="resid-L2", latent="3")
-    assert by_label(app.button, "Save").disabled
-    assert any("Enter your name as Reviewer" in w.value for w in app.warning)
+    assert not [w for w in app.text_input if w.label == "Reviewer"]
+    by_label(app.text_input, "Label").set_value("mine")
+    by_label(app.button, "Save").click().run()
+    assert not app.exception and not app.error
+    local = open_user_store(user_db).annotation(sae_hash("resid-L2"), 3).reviewer
+    assert local == getpass.getuser() and any(f"Signed in as {local}" in t.value for t in app.text)
 
 
 def test_triage_walks_the_unreviewed_queue_and_counts_progress(user_db):
-    app = page(TRIAGE, reviewer="bob", sae="transcoder-L0", min_density="0.01")
+    app = page(TRIAGE, user="bob", sae="transcoder-L0", min_density="0.01")
     first = (app.query_params["sae"], int(app.query_params["latent"]))
     queue = atlas_sql("SELECT latent FROM features WHERE sae = 1 AND density >= 0.01 ORDER BY latent")
     assert first == ("transcoder-L0", queue[0][0])
@@ -155,11 +160,11 @@ def test_triage_walks_the_unreviewed_queue_and_counts_progress(user_db):
 
 
 def test_lists_collect_features_and_export_with_labels(user_db):
-    app = page(LISTS, reviewer="carol")
+    app = page(LISTS, user="carol")
     by_label(app.text_input, "New list name").set_value("deception-candidates")
     by_label(app.button, "Create list").click().run()
     assert not app.exception and app.query_params["list"] == "deception-candidates"
-    feature = page(FEATURE, reviewer="carol", sae="transcoder-L3", latent="11")
+    feature = page(FEATURE, user="carol", sae="transcoder-L3", latent="11")
     by_label(feature.text_input, "Note on this feature").set_value("check with the red team")
     by_label(feature.button, "Add to list").click().run()
     store = open_user_store(user_db)
@@ -173,7 +178,7 @@ def test_lists_collect_features_and_export_with_labels(user_db):
     from io import StringIO
 
     assert json.loads(pd.read_csv(StringIO(as_csv(items).decode()))["tags"][0]) == ["deception", "pii"]
-    lists_page = page(LISTS, reviewer="carol", list="deception-candidates")
+    lists_page = page(LISTS, user="carol", list="deception-candidates")
     assert list(lists_page.dataframe[-1].value["latent"]) == [11]
     assert [b.proto.label for b in lists_page.get("download_button")] == [
         "Download this list (CSV)",
@@ -187,7 +192,7 @@ def test_lists_collect_features_and_export_with_labels(user_db):
 
 def test_read_only_mode_shows_a_banner_and_allows_no_edit(user_db, monkeypatch):
     monkeypatch.setenv("SAESCOPE_READ_ONLY", "1")
-    app = page(FEATURE, reviewer="dave", sae="resid-L2", latent="17")
+    app = page(FEATURE, user="dave", sae="resid-L2", latent="17")
     assert any("Read-only mode" in i.value for i in app.info)
     assert by_label(app.button, "Save").disabled and by_label(app.button, "Undo my last change").disabled
     assert not [w for w in app.text_input if w.label == "Reviewer"]

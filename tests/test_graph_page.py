@@ -197,7 +197,7 @@ def saved_ids(user_db) -> list[str]:
 
 
 def test_a_saved_graph_reopens_with_its_supernode_and_can_be_deleted(user_db):
-    app = page(GRAPH, reviewer="dana", prompt=PROMPT)
+    app = page(GRAPH, user="dana", prompt=PROMPT)
     first, second = pin_two_into_a_supernode(app)
     nodes = node_count(app)
     by_label(app.text_input, "Title").set_value("light, grouped")
@@ -208,7 +208,7 @@ def test_a_saved_graph_reopens_with_its_supernode_and_can_be_deleted(user_db):
     assert record["state"]["supernodes"] == {"light words": [first, second]}
     assert record["view"]["node_threshold"] == 0.8 and len(record["graph"]["nodes"]) == nodes
 
-    fresh = page(GRAPH)  # another session: nothing computed, the saved graph opens from the store
+    fresh = page(GRAPH, user="dana")  # another session: nothing computed, the saved graph opens from the store
     assert not fresh.get("plotly_chart")
     fresh.session_state["graph_library"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     fresh.run()
@@ -223,7 +223,9 @@ def test_a_saved_graph_reopens_with_its_supernode_and_can_be_deleted(user_db):
     by_label(fresh.button, "Delete").click().run()
     assert saved_ids(user_db) == []
     audit = open_user_store(user_db).audit_frame()
-    assert list(audit["action"]) == ["experiment_delete"]
+    assert list(audit.query("action.str.startswith('experiment')")[["action", "reviewer"]].itertuples(index=False)) == [
+        ("experiment_delete", "dana")
+    ]
 
 
 def test_read_only_mode_saves_and_deletes_nothing(user_db, monkeypatch):

@@ -30,7 +30,7 @@ def generate(app):
 
 
 def test_steering_from_a_link_streams_both_completions_and_records_the_run(user_db):
-    app = page(STEER, reviewer="dana", steer="transcoder-L3:5:40", method="additive")
+    app = page(STEER, user="dana", steer="transcoder-L3:5:40", method="additive")
     assert not app.exception and not app.error
     assert any("Live model on **cpu**" in c.value for c in app.caption)
     assert by_label(app.number_input, "coefficient").value == 40.0

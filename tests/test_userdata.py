@@ -469,7 +469,7 @@ def test_atlases_attached_to_the_connection_join_with_annotations(store, tmp_pat
 
 
 def test_a_write_that_keeps_conflicting_gives_up_with_a_clear_message(store, monkeypatch):
-    import dashboard.userdata as userdata
+    import dashboard.userdata.transactions as userdata
 
     monkeypatch.setattr(userdata, "MAX_ATTEMPTS", 4)  # the real bound takes seconds to exhaust
     store.annotate(SAE_A, "s", 1, "alice", label="before")
@@ -678,7 +678,8 @@ def test_a_version_1_file_gains_the_experiments_table_and_keeps_its_labels(tmp_p
     store.annotate(SAE_A, "s", 3, "alice", label="kept")
     store.close()
     with duckdb.connect(str(path)) as connection:  # make it what version 1 wrote
-        connection.execute("DROP TABLE experiments")
+        for later in ("experiments", "accounts", "atlas_access"):  # the tables versions 2 and 3 added
+            connection.execute(f"DROP TABLE {later}")
         connection.execute("UPDATE user_meta SET value = '1' WHERE key = 'schema_version'")
     reader = open_user_store(path, read_only=True)  # read-only: no migration, no experiments
     assert reader.experiments("steering").empty

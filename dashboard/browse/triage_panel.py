@@ -1,5 +1,12 @@
 """The triage form for one feature (status, label, tags, notes, confidence) with save and undo,
-shared by the Feature and Triage pages; every save goes through the user store, which audits it."""
+shared by the Feature and Triage pages; every save goes through the user store as the signed-in
+user, which audits it.
+
+No silent loss: the form remembers the version of the feature it opened on (``base``), and a save
+is refused by the store when somebody changed the feature since (:class:`EditConflict`). The user's
+typed values stay in the form; the panel shows who changed what and lets them overwrite with theirs
+or keep the other's. Widgets have stable keys, so another session's save never resets the form.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,9 @@ import streamlit as st
 
 from dashboard.shell.page import PageContext
 from dashboard.shell.plain_text import md, option
-from dashboard.userdata import CONFIDENCES, STATUSES, Annotation, UserDataError
+from dashboard.userdata import CONFIDENCES, STATUSES, Annotation, EditConflict, UserDataError
+
+NO_CONFIDENCE = "—"
 
 
 def _feature_key(page: PageContext, sae: int) -> tuple[str, str]:
@@ -15,66 +24,110 @@ def _feature_key(page: PageContext, sae: int) -> tuple[str, str]:
     return str(row["content_hash"]), str(row["name"])
 
 
+def _open_form(prefix: str, annotation: Annotation, vocabulary: list[str]) -> None:
+    """Fill the form's widgets with ``annotation`` and remember it as the version the form is based on."""
+    state = st.session_state
+    state[f"{prefix}_base"] = annotation
+    state[f"{prefix}_status"] = annotation.status
+    state[f"{prefix}_label"] = annotation.label
+    state[f"{prefix}_tags"] = [t for t in annotation.tags if t in vocabulary]
+    state[f"{prefix}_notes"] = annotation.notes
+    state[f"{prefix}_confidence"] = annotation.confidence or NO_CONFIDENCE
+    state.pop(f"{prefix}_conflict", None)
+    state.pop(f"{prefix}_reload", None)
+
+
+def _typed(prefix: str) -> dict:
+    """The values in the form as last submitted (the user's, kept through a conflict)."""
+    state = st.session_state
+    confidence = state[f"{prefix}_confidence"]
+    return {
+        "status": state[f"{prefix}_status"],
+        "label": state[f"{prefix}_label"],
+        "tags": state[f"{prefix}_tags"],
+        "notes": state[f"{prefix}_notes"],
+        "confidence": None if confidence == NO_CONFIDENCE else confidence,
+    }
+
+
+def _save(page: PageContext, prefix: str, sae_hash: str, sae_name: str, latent: int, expected) -> Annotation | None:
+    """Save the form against ``expected``; on a conflict keep it for the user to resolve."""
+    try:
+        saved = page.store.annotate(sae_hash, sae_name, latent, expected=expected, **_typed(prefix))
+    except EditConflict as conflict:
+        st.session_state[f"{prefix}_conflict"] = conflict
+        return None
+    except UserDataError as error:
+        st.error(str(error))
+        return None
+    st.session_state[f"{prefix}_base"] = saved
+    st.session_state.pop(f"{prefix}_conflict", None)
+    st.session_state[f"{prefix}_flash"] = f"Saved feature #{latent} as {page.user.name}."  # names are [A-Za-z0-9._@+-]
+    st.toast(f"Saved {sae_name} #{latent}")
+    return saved
+
+
+def _conflict_panel(page: PageContext, prefix: str, sae_hash: str, sae_name: str, latent: int) -> Annotation | None:
+    """Who changed what since the form opened, and the user's choice: overwrite, or keep theirs."""
+    conflict: EditConflict = st.session_state[f"{prefix}_conflict"]
+    st.warning("Not saved yet: this feature changed after you opened it. Your values are still in the form.", icon="⚠️")
+    st.text(str(conflict))  # names and values as plain text, never markdown
+    if len(conflict.changes):
+        st.dataframe(
+            conflict.changes[["changed_at", "reviewer", "action", "field", "old_value", "new_value"]], hide_index=True
+        )
+    mine, theirs = st.columns(2)
+    if mine.button("Overwrite with mine", key=f"{prefix}_overwrite", type="primary"):
+        return _save(page, prefix, sae_hash, sae_name, latent, conflict.current.updated_at)
+    if theirs.button("Keep theirs", key=f"{prefix}_keep"):
+        st.session_state[f"{prefix}_reload"] = True
+        st.rerun()
+    return None
+
+
 def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Save") -> Annotation | None:
     """Draw the form; returns the saved annotation after a save (the caller reruns or moves on)."""
     sae_hash, sae_name = _feature_key(page, sae)
     store = page.workspace.store
     current = store.annotation(sae_hash, latent)
-    locked = page.read_only or not page.reviewer
-    if page.read_only:
-        st.caption("Read-only mode: annotations are shown, not editable.")
-    elif not page.reviewer:
-        st.warning("Enter your name as Reviewer in the sidebar to label features.")
-    key = f"triage_{sae}_{latent}_{current.updated_at}"  # fresh widgets whenever the stored annotation changes
     vocabulary = store.tags()
-    with st.form(key, border=True):
-        status = st.radio("Status", STATUSES, index=STATUSES.index(current.status), horizontal=True, disabled=locked)
-        label = st.text_input("Label", value=current.label, max_chars=500, disabled=locked)
-        tags = st.multiselect(
-            "Tags",
-            vocabulary,
-            default=[t for t in current.tags if t in vocabulary],
-            disabled=locked,
-            format_func=option,
-        )
-        notes = st.text_area("Notes", value=current.notes, max_chars=5000, height=80, disabled=locked)
-        options = ["—", *CONFIDENCES]
-        confidence = st.select_slider(
-            "Confidence", options, value=current.confidence if current.confidence else "—", disabled=locked
-        )
-        saved = st.form_submit_button(save_label, type="primary", disabled=locked)
-    changed = None
-    if saved:
-        try:
-            changed = store.annotate(
-                sae_hash,
-                sae_name,
-                latent,
-                page.reviewer,
-                status=status,
-                label=label,
-                tags=tags,
-                notes=notes,
-                confidence=None if confidence == "—" else confidence,
-            )
-            st.toast(f"Saved {md(sae_name)} #{latent}")
-        except UserDataError as error:
-            st.error(md(error))
+    prefix = f"triage_{sae}_{latent}"
+    if st.session_state.get(f"{prefix}_reload") or f"{prefix}_status" not in st.session_state:
+        _open_form(prefix, current, vocabulary)
+    base: Annotation = st.session_state[f"{prefix}_base"]
+    locked = page.read_only
+    if locked:
+        st.caption(f"{page.user.name} ({page.user.role}): annotations are shown, not editable.")
+    if flash := st.session_state.pop(f"{prefix}_flash", None):
+        st.success(flash)
+    if current.updated_at != base.updated_at and f"{prefix}_conflict" not in st.session_state:
+        st.info("This feature changed after you opened it; saving will show you what changed and let you choose.")
+    with st.form(prefix, border=True):
+        st.radio("Status", STATUSES, key=f"{prefix}_status", horizontal=True, disabled=locked)
+        st.text_input("Label", key=f"{prefix}_label", max_chars=500, disabled=locked)
+        st.multiselect("Tags", vocabulary, key=f"{prefix}_tags", disabled=locked, format_func=option)
+        st.text_area("Notes", key=f"{prefix}_notes", max_chars=5000, height=80, disabled=locked)
+        st.select_slider("Confidence", [NO_CONFIDENCE, *CONFIDENCES], key=f"{prefix}_confidence", disabled=locked)
+        submitted = st.form_submit_button(save_label, type="primary", disabled=locked)
+    changed = _save(page, prefix, sae_hash, sae_name, latent, base.updated_at) if submitted else None
+    if f"{prefix}_conflict" in st.session_state:
+        changed = _conflict_panel(page, prefix, sae_hash, sae_name, latent) or changed
     undo_column, tag_column = st.columns(2)
     if undo_column.button("Undo my last change", key=f"undo_{sae}_{latent}", disabled=locked):
         try:
-            restored = store.undo(sae_hash, latent, page.reviewer)
+            restored = page.store.undo(sae_hash, latent)
         except UserDataError as error:
             st.error(md(error))
         else:
             st.toast("Undone" if restored else "Nothing of yours to undo on this feature")
             if restored:
+                st.session_state[f"{prefix}_reload"] = True
                 st.rerun()
     with tag_column.popover("New tag", disabled=locked):
         new_tag = st.text_input("Tag name", key=f"new_tag_{sae}_{latent}")
         if st.button("Add to the vocabulary", key=f"add_tag_{sae}_{latent}") and new_tag.strip():
             try:
-                st.toast(f"Added tag {md(store.add_tag(new_tag, page.reviewer))}")
+                st.toast(f"Added tag {md(page.store.add_tag(new_tag))}")
             except UserDataError as error:
                 st.error(md(error))
     return changed

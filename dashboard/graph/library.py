@@ -58,13 +58,11 @@ def save_form(page: PageContext, graph: nx.DiGraph, state: GraphState, view: dic
         title = cols[0].text_input("Title", value=title[:80], max_chars=200)
         if cols[1].form_submit_button("Save graph"):
             try:
-                saved = page.workspace.store.record_experiment(
-                    "graph", page.reviewer, title, model_hash, graph_record(graph, state, view)
-                )
+                saved = page.store.record_experiment("graph", title, model_hash, graph_record(graph, state, view))
             except UserDataError as error:
                 st.error(md(error))
             else:
-                st.success(f"Saved as graph {saved[:8]} under {md(page.reviewer or 'anonymous')}.")
+                st.success(f"Saved as graph {saved[:8]} under {md(page.user.name)}.")
 
 
 def saved_graphs(page: PageContext) -> None:
@@ -91,7 +89,7 @@ def saved_graphs(page: PageContext) -> None:
         st.rerun()
     if cols[1].button("Delete", key="graph_delete_saved", disabled=page.read_only):
         try:
-            page.workspace.store.delete_experiment(chosen, page.reviewer)
+            page.store.delete_experiment(chosen)
         except UserDataError as error:
             st.error(md(error))
             return

@@ -94,12 +94,10 @@ def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
     with st.form(f"add_to_list_{sae}_{latent}"):
         name = st.selectbox("List", list(lists["name"]), format_func=option)
         note = st.text_input("Note on this feature")
-        if st.form_submit_button("Add to list", disabled=page.read_only or not page.reviewer):
+        if st.form_submit_button("Add to list", disabled=page.read_only):
             row = page.atlas.sae_row(sae)
             try:
-                page.workspace.store.add_to_list(
-                    name, str(row["content_hash"]), str(row["name"]), latent, page.reviewer, note
-                )
+                page.store.add_to_list(name, str(row["content_hash"]), str(row["name"]), latent, note)
                 st.toast(f"Added to {md(name)}")
             except UserDataError as error:
                 st.error(md(error))

@@ -25,16 +25,14 @@ def _create_list(page: PageContext) -> None:
     with st.form("create_list", clear_on_submit=True):
         name = st.text_input("New list name")
         description = st.text_input("What the list is for")
-        if st.form_submit_button("Create list", disabled=page.read_only or not page.reviewer):
+        if st.form_submit_button("Create list", disabled=page.read_only):
             try:
-                created = page.workspace.store.create_list(name, page.reviewer, description)
+                created = page.store.create_list(name, description)
             except UserDataError as error:
                 st.error(md(error))
             else:
                 st.query_params["list"] = created.name
                 st.rerun()
-    if not page.read_only and not page.reviewer:
-        st.caption("Enter your name as Reviewer in the sidebar to create lists.")
 
 
 def _show_list(page: PageContext, name: str) -> None:
@@ -58,13 +56,13 @@ def _show_list(page: PageContext, name: str) -> None:
                 query_params=page.feature_params(int(hashes[item["sae_hash"]]), int(item["latent"])),
             )
         st.warning(f"{md(item['sae_name'])} is not in this atlas; open an atlas built from it to see the feature.")
-    if len(items) and not page.read_only and page.reviewer:
+    if len(items) and not page.read_only:
         with st.form(f"remove_from_{name}"):
             choices = [f"{r.sae_name} #{r.latent}" for r in items.itertuples()]
             chosen = st.selectbox("Feature", choices, format_func=option)
             if st.form_submit_button("Remove from the list"):
                 item = items.iloc[choices.index(chosen)]
-                store.remove_from_list(name, item["sae_hash"], int(item["latent"]), page.reviewer)
+                page.store.remove_from_list(name, item["sae_hash"], int(item["latent"]))
                 st.rerun()
     _downloads("Download this list", items, f"list-{name}", f"list_{name}")
 

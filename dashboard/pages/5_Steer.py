@@ -180,9 +180,9 @@ def _generate(
     if page.read_only:
         st.caption("Read-only mode: this run is not recorded.")
         return
-    run_id = page.workspace.store.record_experiment("steering", page.reviewer, prompt[:80], live.model_hash, record)
+    run_id = page.store.record_experiment("steering", prompt[:80], live.model_hash, record)
     st.caption(
-        f"Recorded as run {run_id[:8]} under {md(page.reviewer or 'anonymous')} "
+        f"Recorded as run {run_id[:8]} under {md(page.user.name)} "
         f"({state.seconds:.1f} s, {len(state.steered_ids)} tokens each)."
     )
 

@@ -1,5 +1,6 @@
-"""What every page does first: page config, the read-only banner, the atlas in use (from the URL,
-chosen in the sidebar), and the reviewer's name for edits."""
+"""What every page does first: page config, sign-in (the signed-in user is the reviewer of every
+edit), the read-only banner, and the atlas in use (from the URL, chosen in the sidebar, among those
+the user may open)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import streamlit as st
 from analysis.atlas.schema import AtlasError
 from analysis.errors import SAEscopeError
 from analysis.paths import DEMO_ATLAS
+from dashboard.shell.identity import ActingStore, Identity, visible_atlases
 from dashboard.shell.plain_text import md, option
 from dashboard.shell.settings import Settings, load_settings
+from dashboard.shell.signin import current_identity, sign_out
 from dashboard.shell.workspace import Atlas, Workspace
 
 DEMO_KEY = "demo"
@@ -28,8 +31,10 @@ class PageContext:
     workspace: Workspace
     atlas: Atlas
     atlas_key: str
-    read_only: bool
-    reviewer: str  # empty until the user gives a name
+    read_only: bool  # the server is read-only, or the user's role may not write
+    reviewer: str  # the signed-in user's name when they may write, else empty
+    user: Identity
+    store: ActingStore  # writes as the signed-in user; read through workspace.store
 
     def link_params(self, **extra: str | int | list[str]) -> dict[str, str | list[str]]:
         """Query parameters for a link that keeps this atlas."""
@@ -63,15 +68,27 @@ def open_page(title: str) -> PageContext:
         st.stop()
     for notice in settings.notices:
         st.caption(notice)
+    user = current_identity(settings, workspace.store)
+    _signed_in_sidebar(user)
+    read_only = settings.read_only or not user.at_least("reviewer")
     if settings.read_only:
         st.info("Read-only mode: browsing only; labels, tags, notes and lists cannot be changed.", icon="🔒")
-    catalog = atlas_catalog(workspace)
+    elif read_only:
+        st.info(f"Signed in as {user.role}: browsing only; labels, tags, notes and lists cannot be changed.", icon="🔒")
+    everything = atlas_catalog(workspace)
+    shown = visible_atlases(user, everything, workspace.store.atlas_grants())
+    catalog = {key: everything[key] for key in shown}
     if not catalog:
-        st.error("No atlas to open: build one with `python -m analysis precompute` and set SAESCOPE_ATLAS_DIR.")
+        st.error(
+            "No atlas you may open: build one with `python -m analysis precompute` and set SAESCOPE_ATLAS_DIR, "
+            "or ask an admin for access."
+        )
         st.stop()
     key = st.query_params.get("atlas", next(iter(catalog)))
     if key not in catalog:
-        st.error(f"Unknown atlas '{md(key, 200)}'; opening '{md(next(iter(catalog)))}' instead.")
+        st.error(
+            f"Unknown atlas '{md(key, 200)}' (or one you may not open); opening '{md(next(iter(catalog)))}' instead."
+        )
         key = next(iter(catalog))
     chosen = st.sidebar.selectbox(
         "Atlas",
@@ -87,18 +104,22 @@ def open_page(title: str) -> PageContext:
     except AtlasError as error:
         st.error(md(error))
         st.stop()
-    reviewer = "" if settings.read_only else _reviewer_input()
     st.title(title)
-    return PageContext(workspace=workspace, atlas=atlas, atlas_key=key, read_only=settings.read_only, reviewer=reviewer)
-
-
-def _reviewer_input() -> str:
-    """The reviewer's name, kept in ``st.session_state["reviewer"]`` across pages (Streamlit
-    forgets a widget's own state when another page is shown)."""
-    if "reviewer_name" not in st.session_state:
-        st.session_state["reviewer_name"] = st.session_state.get("reviewer", "")
-    name = st.sidebar.text_input(
-        "Reviewer", key="reviewer_name", help="Every edit is recorded under this name in the audit log."
+    return PageContext(
+        workspace=workspace,
+        atlas=atlas,
+        atlas_key=key,
+        read_only=read_only,
+        reviewer="" if read_only else user.name,
+        user=user,
+        store=ActingStore(workspace.store, user),
     )
-    st.session_state["reviewer"] = name
-    return name.strip()
+
+
+def _signed_in_sidebar(user: Identity) -> None:
+    """Who is signed in (every edit is recorded under this name), and a way out."""
+    where = "" if user.source != "local" else " (no sign-in configured: this machine only)"
+    st.sidebar.text(f"Signed in as {user.name} · {user.role}{where}")  # text: never rendered as markdown
+    if user.source in ("account", "oidc") and st.sidebar.button("Sign out", key="sign_out"):
+        sign_out()
+        st.rerun()

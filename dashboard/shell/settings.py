@@ -6,6 +6,13 @@ then ``.streamlit/saescope.toml``, then defaults.
 | read-only mode (presentations) | ``SAESCOPE_READ_ONLY=1`` | ``read_only = true`` | off |
 | folder of atlases to offer | ``SAESCOPE_ATLAS_DIR`` | ``atlas_dir`` | none (the demo atlas only) |
 | user-data file | ``SAESCOPE_USER_DB`` | ``user_db`` | ``~/.local/share/saescope/userdata.duckdb`` |
+| trusted reverse-proxy header naming the user (off unless set) | ``SAESCOPE_AUTH_HEADER`` | ``auth_header`` | none |
+| role of proxy / OIDC users without an account | ``SAESCOPE_DEFAULT_ROLE`` | ``default_role`` | ``viewer`` |
+| sign-in lifetime, minutes | ``SAESCOPE_SESSION_MINUTES`` | ``session_minutes`` | ``480`` |
+
+Sign-in (docs/SECURITY.md): local accounts exist once ``saescope users add`` made one; OpenID Connect
+is on when ``.streamlit/secrets.toml`` has an ``[auth]`` section; the proxy header only when set here.
+With none of them the dashboard serves one local user, and only on a loopback address.
 
 The product was called Glassbox before; for one release the old names are still read, each with a
 one-line notice: ``GLASSBOX_*`` variables, ``.streamlit/glassbox.toml``, and the user-data file at
@@ -41,6 +48,9 @@ class Settings:
     read_only: bool
     atlas_dir: Path | None
     user_db: Path
+    auth_header: str | None = None
+    default_role: str = "viewer"
+    session_minutes: float = 480.0
     notices: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -83,7 +93,21 @@ def load_settings(
             f"move it to {default_user_db} to silence this notice."
         )
         user_db = str(old_default_user_db)
+    auth_header = (_env(environ, "AUTH_HEADER", notices) or file.get("auth_header") or "").strip() or None
+    default_role = _env(environ, "DEFAULT_ROLE", notices) or file.get("default_role") or "viewer"
+    if default_role not in ("viewer", "reviewer", "admin"):
+        raise SettingsError(f"default_role must be viewer, reviewer or admin, not {default_role!r}")
+    minutes = _env(environ, "SESSION_MINUTES", notices) or file.get("session_minutes") or 480
+    try:
+        session_minutes = float(minutes)
+    except (TypeError, ValueError):
+        session_minutes = -1.0
+    if not session_minutes > 0:
+        raise SettingsError(f"session_minutes must be a positive number of minutes, not {minutes!r}")
     return Settings(
+        auth_header=auth_header,
+        default_role=default_role,
+        session_minutes=session_minutes,
         read_only=(read_only.strip().lower() in TRUE_WORDS) if read_only is not None else bool(file.get("read_only")),
         atlas_dir=Path(atlas_dir).expanduser() if atlas_dir else None,
         user_db=Path(user_db).expanduser() if user_db else default_user_db,
