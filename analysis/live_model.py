@@ -161,11 +161,11 @@ class LiveModel:
         return [self.tokenizer.decode([int(i)]) for i in values]
 
 
-def load_live(specs: LiveSpecs, device: str | None = None) -> LiveModel:
+def load_live(specs: LiveSpecs, device: str | None = None, dtype: str = "float32") -> LiveModel:
     """Load the model and every SAE of ``specs`` onto one device (CUDA when there is one) and check
     that each SAE fits the model; ModelLoadError / SAELoadError say which does not and why."""
     started = time.perf_counter()
-    loaded = load_model(specs.model, device=device)
+    loaded = load_model(specs.model, device=device, dtype=dtype)
     saes = [sae for spec in specs.saes for sae in load_saes(spec, device=loaded.device)]
     check_fits(loaded.model, saes)
     by_name: dict[str, LoadedSAE] = {}
