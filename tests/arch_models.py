@@ -197,3 +197,27 @@ class TinyModels:
             assert main(args) == 0
             self._atlas[name] = out
         return self._atlas[name]
+
+
+def assert_edges_equal_a_frozen_intervention(model, graph, sources: int = 8) -> None:
+    """As tests/test_graphs.py: zeroing one source feature with attention, norm scales and every
+    transcoder output frozen changes each target feature's pre-activation (and each demeaned target
+    logit) by minus its edge weight."""
+    ids = graph.input_tokens
+    n_layers, n_features = graph.cfg.n_layers, len(graph.selected_features)
+    base_logits, base_pre = model.get_activations(ids, apply_activation_function=False)
+    targets = graph.active_features[graph.selected_features]
+    checked = 0
+    for source in torch.randperm(n_features, generator=torch.Generator().manual_seed(0))[:sources].tolist():
+        layer, position, latent = graph.active_features[graph.selected_features[source]].tolist()
+        logits, pre = model.feature_intervention(
+            ids, [(layer, position, latent, 0.0)], constrained_layers=range(n_layers), apply_activation_function=False
+        )
+        measured = (base_pre - pre)[targets[:, 0], targets[:, 1], targets[:, 2]]
+        torch.testing.assert_close(graph.adjacency_matrix[:n_features, source], measured, atol=1e-3, rtol=1e-3)
+        change = (base_logits - logits)[0, -1]
+        logit_ids = graph.logit_token_ids
+        expected = (change - change.mean())[logit_ids]
+        torch.testing.assert_close(graph.adjacency_matrix[-len(logit_ids) :, source], expected, atol=1e-3, rtol=1e-3)
+        checked += int((measured.abs() > 1e-3).sum())
+    assert checked > 0

@@ -22,7 +22,7 @@ from analysis.cli import main
 from analysis.model_loading import load_model
 from analysis.paths import REPO_ROOT
 from analysis.steering_hooks import SteeringTarget, steering_hooks
-from tests.arch_models import ARCHITECTURES, CLASS_NAMES, put_in_hf_cache
+from tests.arch_models import ARCHITECTURES, CLASS_NAMES, assert_edges_equal_a_frozen_intervention, put_in_hf_cache
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -269,27 +269,11 @@ def test_graph_replacement_logits_and_edges_equal_a_frozen_intervention(tiny, na
     with torch.no_grad():
         torch.testing.assert_close(model(ids), live.model(ids), atol=1e-5, rtol=0)
     graph = compute_graph(live, TEXT, settings=GraphSettings(max_feature_nodes=64)).graph
-    n_layers, n_features = graph.cfg.n_layers, len(graph.selected_features)
-    base_logits, base_pre = model.get_activations(ids, apply_activation_function=False)
-    targets = graph.active_features[graph.selected_features]
-    checked = 0
-    for source in torch.randperm(n_features, generator=torch.Generator().manual_seed(0))[:8].tolist():
-        layer, position, latent = graph.active_features[graph.selected_features[source]].tolist()
-        logits, pre = model.feature_intervention(
-            ids, [(layer, position, latent, 0.0)], constrained_layers=range(n_layers), apply_activation_function=False
-        )
-        measured = (base_pre - pre)[targets[:, 0], targets[:, 1], targets[:, 2]]
-        torch.testing.assert_close(graph.adjacency_matrix[:n_features, source], measured, atol=1e-3, rtol=1e-3)
-        change = (base_logits - logits)[0, -1]
-        logit_ids = graph.logit_token_ids
-        expected = (change - change.mean())[logit_ids]
-        torch.testing.assert_close(graph.adjacency_matrix[-len(logit_ids) :, source], expected, atol=1e-3, rtol=1e-3)
-        checked += int((measured.abs() > 1e-3).sum())
-    assert checked > 0
+    assert_edges_equal_a_frozen_intervention(model, graph)
     _passed.add((name, "graph"))
 
 
 def test_readme_support_matrix_is_the_generated_one():
     generated = MATRIX_FILE.read_text()
     assert generated in (REPO_ROOT / "README.md").read_text()
-    assert "| no |" not in generated and " no " not in generated.split("\n", 2)[2]
+    assert " no " not in generated  # every cell passed when the file was written
