@@ -54,12 +54,12 @@ def _run_stages(paths, stages: list[str], minutes: float, only: set[str] | None)
         write_readme(metrics, paths.root / "README.md")
 
 
-def describe(model_spec: str, sae_specs: list[str], device: str | None) -> dict:
+def describe(model_spec: str, sae_specs: list[str], device: str | None, dtype: str = "float32") -> dict:
     """What a model spec and SAE specs resolve to, after checking that the SAEs fit the model."""
     from analysis.model_loading import load_model
     from analysis.sae_loading import check_fits, load_saes
 
-    loaded = load_model(model_spec, device=device)
+    loaded = load_model(model_spec, device=device, dtype=dtype)
     cfg = loaded.model.cfg
     saes = [sae for spec in sae_specs for sae in load_saes(spec, device=loaded.device)]
     check_fits(loaded.model, saes)
@@ -74,6 +74,7 @@ def describe(model_spec: str, sae_specs: list[str], device: str | None) -> dict:
             "d_vocab": cfg.d_vocab,
             "n_ctx": cfg.n_ctx,
             "device": loaded.device,
+            "dtype": str(cfg.dtype).removeprefix("torch."),
         },
         "saes": [
             {
@@ -97,7 +98,7 @@ def _sae_specs(args: argparse.Namespace) -> list[str]:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    info = describe(args.model, _sae_specs(args), args.device)
+    info = describe(args.model, _sae_specs(args), args.device, args.dtype)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -105,7 +106,7 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f"model   {model['spec']}")
     print(
         f"        {model['architecture']}, {model['n_layers']} layers, d_model {model['d_model']}, "
-        f"{model['n_heads']} heads, vocab {model['d_vocab']}, context {model['n_ctx']}, device {model['device']}"
+        f"{model['n_heads']} heads, vocab {model['d_vocab']}, context {model['n_ctx']}, device {model['device']}, {model['dtype']}"
     )
     for sae in info["saes"]:
         hook = f"{sae['hook']} -> {sae['hook_out']}" if sae["hook_out"] else sae["hook"]
@@ -129,6 +130,7 @@ def _run_precompute(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_windows=args.batch,
         device=args.device,
+        dtype=args.dtype,
         shard=parse_shard(args.shard),
         checkpoint_seconds=args.checkpoint_minutes * 60,
         overwrite=args.overwrite,
@@ -170,7 +172,7 @@ def _run_steer(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_kv_cache=not args.no_kv_cache,
     )
-    live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device)
+    live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device, dtype=args.dtype)
     result = steer(live, args.prompt, targets, args.method, settings)
     if args.json:
         print(json.dumps(result.to_record(), indent=2))
@@ -262,7 +264,9 @@ def _run_search_text(args: argparse.Namespace) -> int:
     positions = _parse_positions(args.positions) if args.positions else None
     atlas = open_atlas(args.atlas)
     try:
-        live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device)
+        live = load_live(
+            LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device, dtype=args.dtype
+        )
         report = _search_report(
             live, atlas, args.text, positions, args.per_token, args.top, args.max_density, args.include_bos
         )
@@ -282,7 +286,7 @@ def _run_graph(args: argparse.Namespace) -> int:
     from analysis.live_model import LiveSpecs, load_live
 
     is_demo = args.model == str(DEMO_MODEL)
-    live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device)
+    live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device, dtype=args.dtype)
     given = {"max_feature_nodes": args.max_feature_nodes, "batch_size": args.batch_size, "max_tokens": args.max_tokens}
     settings = GraphSettings(**{name: value for name, value in given.items() if value is not None})
     if settings.max_feature_nodes == 0:
@@ -331,10 +335,13 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 
 def _model_arguments(parser: argparse.ArgumentParser, sae_kind: str = "SAE") -> None:
-    """--model, --sae and --device, the same for every subcommand that loads a model."""
+    """--model, --sae, --device and --dtype, the same for every subcommand that loads a model."""
     parser.add_argument("--model", default=str(DEMO_MODEL), help="Hugging Face hub id or local folder (default: demo)")
     parser.add_argument("--sae", action="append", help=f"{sae_kind} spec; repeat for several (default: the demo's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="model weights (float32)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

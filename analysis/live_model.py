@@ -75,6 +75,8 @@ class LiveModel:
     max_waiting: int = MAX_WAITING
     wait_seconds: float = WAIT_SECONDS
     load_seconds: float = 0.0
+    # circuit-tracer's own TranscoderSet or CrossLayerTranscoder, for graphs (analysis/graphs/transcoder_sets.py)
+    circuit_transcoders: object | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _waiting: int = 0
     _waiting_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -162,16 +164,29 @@ class LiveModel:
         return [self.tokenizer.decode([int(i)]) for i in values]
 
 
-def load_live(specs: LiveSpecs, device: str | None = None) -> LiveModel:
+def load_live(specs: LiveSpecs, device: str | None = None, dtype: str = "float32") -> LiveModel:
     """Load the model and every SAE of ``specs`` onto one device (CUDA when there is one) and check
     that each SAE fits the model; ModelLoadError / SAELoadError say which does not and why."""
     started = time.perf_counter()
-    loaded = load_model(specs.model, device=device)
-    saes = [sae for spec in specs.saes for sae in load_saes(spec, device=loaded.device)]
+    from analysis.graphs.transcoder_sets import check_transcoders_fit, config_folder, load_transcoders
+
+    loaded = load_model(specs.model, device=device, dtype=dtype)
+    folders = {spec: config_folder(spec) for spec in specs.saes}
+    saes = [sae for spec in specs.saes if folders[spec] is None for sae in load_saes(spec, device=loaded.device)]
     check_fits(loaded.model, saes)
+    circuit = [load_transcoders(folder, loaded.device) for folder in folders.values() if folder is not None]
+    if len(circuit) > 1:
+        raise SAELoadError("give at most one circuit-tracer transcoder configuration")
+    for transcoders in circuit:
+        check_transcoders_fit(transcoders, loaded.model)
     by_name: dict[str, LoadedSAE] = {}
     for sae in saes:
         if sae.name in by_name:
             raise SAELoadError(f"two SAEs are called {sae.name!r}; give them distinct folder names")
         by_name[sae.name] = sae
-    return LiveModel(loaded=loaded, saes=by_name, load_seconds=time.perf_counter() - started)
+    return LiveModel(
+        loaded=loaded,
+        saes=by_name,
+        load_seconds=time.perf_counter() - started,
+        circuit_transcoders=circuit[0] if circuit else None,
+    )

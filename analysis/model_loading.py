@@ -5,6 +5,10 @@ Going through transformer-lens gives every model the standard hook names
 Weights are loaded without transformer-lens's folding and centring, so activations at each hook
 are exactly the Hugging Face model's and SAEs trained on either agree. Nothing touches the network:
 a hub id must already be in the local Hugging Face cache.
+
+The config is mapped by ``analysis.model_configs`` (read from config.json, not from the folder's
+name; its docstring says why transformer-lens's own converter is not used) and the weights by
+transformer-lens's per-architecture converters, from the Hugging Face model loaded here.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from transformer_lens import loading_from_pretrained as tl_loading
 
 from analysis.devices import pick_device
 from analysis.errors import SAEscopeError
+from analysis.model_configs import UnsupportedArchitecture, hooked_config
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
@@ -72,21 +78,23 @@ def load_tokenizer(spec: str):
     return AutoTokenizer.from_pretrained(resolve_model_path(spec), local_files_only=True)
 
 
-def load_model(spec: str, device: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load ``spec`` onto ``device`` (CUDA when available, else CPU) as an unprocessed HookedTransformer."""
+def load_model(spec: str, device: str | None = None, dtype: str | torch.dtype = "float32") -> LoadedModel:
+    """Load ``spec`` onto ``device`` (CUDA when available, else CPU) in ``dtype`` (a name from
+    DTYPES or a torch dtype) as an unprocessed HookedTransformer."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ModelLoadError(f"unknown dtype '{dtype}': choose from {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
     path = resolve_model_path(spec)
     device = pick_device(device)
     hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
     architecture = (hf_config.architectures or [hf_config.model_type])[0]
     try:
-        cfg = tl_loading.get_pretrained_model_config(str(path), fold_ln=False, device=device, dtype=dtype)
-    except (NotImplementedError, ValueError, KeyError) as error:
-        raise ModelLoadError(
-            f"unknown architecture '{architecture}' in {path / 'config.json'}: transformer-lens cannot map it "
-            f"to hook names ({error})"
-        ) from error
+        cfg = hooked_config(hf_config, architecture, device=device, dtype=dtype)
+    except UnsupportedArchitecture as error:
+        raise ModelLoadError(f"{error} (in {path / 'config.json'})") from error
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -2,12 +2,22 @@
 
 A local spec is either one SAE folder in sae-lens's disk format (``cfg.json`` +
 ``sae_weights.safetensors``) or a folder of such folders, loaded in name order.
+
+An SAE is fed the activations it was trained on: sae-lens records how its model was loaded in
+``metadata.model_from_pretrained_kwargs`` (``gpt2-small-res-jb``: ``center_writing_weights=True``),
+and sae-lens's own recipe is ``HookedTransformer.from_pretrained_no_processing(**those kwargs)``.
+``check_fits`` applies the same weight processing to the (unprocessed) loaded model, and refuses
+SAEs that were trained on differently processed models, since one model cannot feed both.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,23 +80,37 @@ def _load_folder(path: Path, spec: str, device: str) -> LoadedSAE:
     return LoadedSAE(name=path.name, spec=spec, sae=SAE.load_from_disk(path, device=device))
 
 
+@contextmanager
+def _offline() -> Iterator[None]:
+    """No network for the duration: huggingface_hub reads HF_HUB_OFFLINE once, at import, into
+    ``constants.HF_HUB_OFFLINE`` (which its downloads consult), so both are set and restored."""
+    from huggingface_hub import constants
+
+    previous_env, previous_constant = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], constants.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous_constant
+        if previous_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous_env
+
+
 def _load_release(spec: str, device: str) -> LoadedSAE:
     release, _, sae_id = spec.partition("/")
-    previous = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the network, even if it is there
     try:
-        sae = SAE.from_pretrained(release, sae_id, device=device)
+        with _offline(), warnings.catch_warnings():  # never reach for the network, even if it is there
+            # sae-lens warns to load the model with the SAE's model_from_pretrained_kwargs: check_fits does
+            warnings.filterwarnings("ignore", message=".*non-empty model_from_pretrained_kwargs")
+            sae = SAE.from_pretrained(release, sae_id, device=device)
     except (LocalEntryNotFoundError, OSError) as error:  # checked first: the former is also a ValueError
         raise SAELoadError(
             f"SAE '{spec}' is not available offline: download it first or give a local folder"
         ) from error
     except ValueError as error:
         raise SAELoadError(f"unknown SAE '{spec}': {error}") from error
-    finally:
-        if previous is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = previous
     return LoadedSAE(name=f"{release}/{sae_id}", spec=spec, sae=sae)
 
 
@@ -105,6 +129,49 @@ def load_saes(spec: str, device: str = "cpu") -> list[LoadedSAE]:
     return [_load_release(spec, device)]
 
 
+# HookedTransformer weight processing an SAE's model_from_pretrained_kwargs may ask for; other keys
+# (n_devices, dtype, ...) say how to place the model, not what its activations are.
+PROCESSING_FLAGS = (
+    "fold_ln",
+    "center_writing_weights",
+    "center_unembed",
+    "fold_value_biases",
+    "refactor_factored_attn_matrices",
+)
+
+
+def model_processing(saes: list[LoadedSAE]) -> dict[str, bool]:
+    """The weight processing the SAEs were trained with; SAELoadError if two of them disagree."""
+    wanted: dict[str, bool] | None = None
+    first = ""
+    for loaded in saes:
+        kwargs = getattr(loaded.sae.cfg.metadata, "model_from_pretrained_kwargs", None) or {}
+        flags = {flag: bool(kwargs.get(flag, False)) for flag in PROCESSING_FLAGS}
+        if wanted is None:
+            wanted, first = flags, loaded.name
+        elif flags != wanted:
+            differ = ", ".join(f"{f}={wanted[f]} vs {flags[f]}" for f in PROCESSING_FLAGS if wanted[f] != flags[f])
+            raise SAELoadError(
+                f"SAEs '{first}' and '{loaded.name}' were trained on differently processed models ({differ}); "
+                "load them in separate runs"
+            )
+    return wanted or dict.fromkeys(PROCESSING_FLAGS, False)
+
+
+def apply_model_processing(model: HookedTransformer, saes: list[LoadedSAE]) -> None:
+    """Process the freshly loaded, unprocessed ``model``'s weights as the SAEs' training did.
+
+    ``fold_ln`` is refused: transformer-lens folds LayerNorms only while building a model (its
+    modules become LNPre), and folding an already built one would apply the gains twice."""
+    flags = model_processing(saes)
+    if flags["fold_ln"]:
+        raise SAELoadError(
+            "these SAEs were trained on a model with folded LayerNorms (fold_ln), which is not supported"
+        )
+    if any(flags.values()):
+        model.load_and_process_state_dict(model.state_dict(), **flags)
+
+
 @torch.no_grad()
 def hook_widths(model: HookedTransformer, hook_names: list[str]) -> dict[str, int]:
     """The last-dimension width of each hook, read off a one-token forward pass."""
@@ -114,16 +181,20 @@ def hook_widths(model: HookedTransformer, hook_names: list[str]) -> dict[str, in
 
 
 def check_fits(model: HookedTransformer, saes: list[LoadedSAE]) -> None:
-    """Raise SAELoadError naming the first SAE whose hooks or widths do not match ``model``."""
+    """Process ``model`` as the SAEs were trained (``apply_model_processing``); raise SAELoadError
+    naming the first SAE whose hooks or widths do not match it."""
+    apply_model_processing(model, saes)
     needed = [(s, s.hook_name, s.sae.cfg.d_in) for s in saes]
     needed += [(s, s.hook_name_out, s.sae.cfg.d_out) for s in saes if s.is_transcoder]
     for loaded, hook, _ in needed:
         if hook is None:
             raise SAELoadError(f"transcoder '{loaded.name}' does not say where it writes (metadata.hook_name_out)")
         if hook not in model.hook_dict:
+            nearest = difflib.get_close_matches(hook, list(model.hook_dict), n=3, cutoff=0.0)
             raise SAELoadError(
                 f"SAE '{loaded.name}' uses hook '{hook}', which this model "
-                f"({model.cfg.n_layers} layers, {model.cfg.original_architecture}) does not have"
+                f"({model.cfg.n_layers} layers, {model.cfg.original_architecture}) does not have; "
+                f"nearest: {', '.join(nearest)}"
             )
     widths = hook_widths(model, sorted({hook for _, hook, _ in needed}))
     for loaded, hook, width in needed:

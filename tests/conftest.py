@@ -89,3 +89,12 @@ def live(demo_dir):
     from analysis.live_model import LiveSpecs, load_live
 
     return load_live(LiveSpecs(model=str(demo_dir / "model"), saes=(str(demo_dir / "saes"),)), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Tiny random-initialised models of every supported architecture, with SAEs and transcoders
+    that fire on them, built on first use (tests/arch_models.py)."""
+    from tests.arch_models import TinyModels
+
+    return TinyModels(tmp_path_factory.mktemp("architectures"))

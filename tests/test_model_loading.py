@@ -68,7 +68,9 @@ def test_unknown_architecture_is_a_clear_error(tmp_path, demo_dir):
     config = json.loads((folder / "config.json").read_text())
     config["architectures"] = ["MysteryForCausalLM"]
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="unknown architecture 'MysteryForCausalLM'"):
+    with pytest.raises(
+        ModelLoadError, match="unknown architecture 'MysteryForCausalLM': SAEscope loads GPT2LMHeadModel, "
+    ):
         load_model(str(folder))
 
 

@@ -59,6 +59,7 @@ class PrecomputeConfig:
     seed: int = 0
     batch_windows: int = 128  # halved on out-of-memory
     device: str | None = None
+    dtype: str = "float32"
     shard: tuple[int, int] = (0, 1)
     quality_windows: int = 64
     checkpoint_seconds: float = 300.0
@@ -122,7 +123,7 @@ class Precompute:
     def __init__(self, config: PrecomputeConfig) -> None:
         self.config = config
         self._check_arguments()
-        self.loaded: LoadedModel = load_model(config.model, device=config.device)
+        self.loaded: LoadedModel = load_model(config.model, device=config.device, dtype=config.dtype)
         self.model = self.loaded.model
         self.saes: list[LoadedSAE] = [s for spec in config.saes for s in load_saes(spec, device=self.loaded.device)]
         check_fits(self.model, self.saes)

@@ -3,9 +3,12 @@
 A decoder row lives in the space of the hook its SAE writes to. Both statistics need it in the
 residual stream: hooks that already are residual-stream vectors pass through, an attention ``hook_z``
 goes through ``W_O`` and an MLP ``hook_post`` through ``W_out``. Logit effects then follow the path to
-the logits as the model computes it: the final LayerNorm's centring and gain (weights are loaded
-unfolded), then the unembedding; the LayerNorm's division by the norm is a positive scale per
-token, so the ranking of tokens is exact and the values are those of a unit-scale residual.
+the logits as the model computes it: the final norm's centring (LayerNorm only; RMSNorm has none)
+and gain (weights are loaded unfolded; Gemma's 1 + w is folded into the gain by transformer-lens's
+converter), then the unembedding; the norm's division is a positive scale per token, so the
+ranking of tokens is exact and the values are those of a unit-scale residual (Gemma 2's final
+soft-cap is monotonic and keeps the ranking). tests/test_architectures.py checks the ranking
+against each architecture's own logits.
 """
 
 from __future__ import annotations
@@ -78,9 +81,16 @@ def logit_effects(model: HookedTransformer, directions: torch.Tensor, chunk: int
 
 
 @torch.no_grad()
-def nearest_latents(directions: list[torch.Tensor | None], chunk: int = 2048) -> list[dict[str, np.ndarray]]:
+def nearest_latents(
+    directions: list[torch.Tensor | None], rows: int = 1024, columns: int = 16384
+) -> list[dict[str, np.ndarray]]:
     """For every latent of every SAE, the 10 latents of the same SAE and of the other SAEs nearest by
-    decoder cosine similarity. Returns per SAE {scope: (sae [d,10], latent [d,10], cosine [d,10])} arrays."""
+    decoder cosine similarity. Returns per SAE {scope: (sae [d,10], latent [d,10], cosine [d,10])} arrays.
+
+    Exact, and blocked both ways: a block of ``rows`` latents is compared with ``columns`` latents
+    at a time and a running top 10 per scope is merged with each block's, so memory is
+    ``rows x columns`` similarities (64 MB) whatever the number of latents (all-pairs at 1M
+    latents would be 8 GB per 2,048-row chunk). Time stays O(N^2 d): docs/PERFORMANCE.md."""
     present = [i for i, d in enumerate(directions) if d is not None]
     units = torch.cat([torch.nn.functional.normalize(directions[i].float(), dim=1) for i in present])
     owner = torch.cat([torch.full((len(directions[i]),), i, dtype=torch.long) for i in present]).to(units.device)
@@ -89,22 +99,46 @@ def nearest_latents(directions: list[torch.Tensor | None], chunk: int = 2048) ->
     offset = 0
     for i in present:
         n = len(directions[i])
-        scopes: dict[str, list[list[torch.Tensor]]] = {"same": [[], [], []], "other": [[], [], []]}
-        for start in range(0, n, chunk):
-            rows = torch.arange(offset + start, offset + min(start + chunk, n), device=units.device)
-            similarity = units[rows] @ units.T
-            similarity[torch.arange(len(rows)), rows] = -torch.inf
-            for scope, keep in (("same", owner == i), ("other", owner != i)):
-                masked = similarity.masked_fill(~keep[None, :], -torch.inf)
-                k = min(NEIGHBOURS, int(keep.sum()) - (scope == "same"))
-                if k <= 0:
-                    continue
-                best = masked.topk(k, dim=1)
-                scopes[scope][0].append(owner[best.indices])
-                scopes[scope][1].append(local[best.indices])
-                scopes[scope][2].append(best.values)
-        for scope, (saes, latents, cosines) in scopes.items():
-            if saes:
-                results[i][scope] = tuple(torch.cat(x).cpu().numpy() for x in (saes, latents, cosines))
+        sizes = {"same": n - 1, "other": len(units) - n}
+        found: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"same": [], "other": []}
+        for start in range(0, n, rows):
+            row_ids = torch.arange(offset + start, offset + min(start + rows, n), device=units.device)
+            best = {scope: _blocked_top(units, row_ids, owner, i, scope == "same", columns) for scope in found}
+            for scope, top in best.items():
+                if top is not None:
+                    found[scope].append(top)
+        for scope, parts in found.items():
+            if parts and sizes[scope] > 0:
+                values = torch.cat([v for v, _ in parts])
+                indices = torch.cat([j for _, j in parts])
+                results[i][scope] = tuple(x.cpu().numpy() for x in (owner[indices], local[indices], values))
         offset += n
     return results
+
+
+def _blocked_top(
+    units: torch.Tensor, row_ids: torch.Tensor, owner: torch.Tensor, sae: int, same: bool, columns: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The top-10 (cosine, global index) of each row among latents of SAE ``sae`` (``same``) or of
+    the others, excluding the row itself, scanning ``columns`` latents at a time."""
+    keep_all = (owner == sae) if same else (owner != sae)
+    k = min(NEIGHBOURS, int(keep_all.sum()) - same)
+    if k <= 0:
+        return None
+    rows = units[row_ids]
+    top_values = rows.new_full((len(row_ids), k), -torch.inf)
+    top_indices = torch.zeros((len(row_ids), k), dtype=torch.long, device=units.device)
+    for start in range(0, len(units), columns):
+        keep = keep_all[start : start + columns]
+        if not keep.any():
+            continue
+        similarity = rows @ units[start : start + columns].T
+        similarity.masked_fill_(~keep[None, :], -torch.inf)
+        own = (row_ids >= start) & (row_ids < start + len(keep))
+        similarity[own.nonzero()[:, 0], row_ids[own] - start] = -torch.inf
+        block = similarity.topk(min(k, similarity.shape[1]), dim=1)
+        merged_values = torch.cat([top_values, block.values], dim=1)
+        merged_indices = torch.cat([top_indices, block.indices + start], dim=1)
+        top = merged_values.topk(k, dim=1)
+        top_values, top_indices = top.values, merged_indices.gather(1, top.indices)
+    return top_values, top_indices

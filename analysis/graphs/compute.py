@@ -17,6 +17,7 @@ from circuit_tracer import Graph, attribute
 
 from analysis.graphs.replacement import replacement_model
 from analysis.graphs.targets import GraphTarget, attribution_targets
+from analysis.graphs.transcoder_sets import layer_names
 from analysis.live_model import LiveInputError, LiveModel
 
 MAX_TOKENS = 64
@@ -93,7 +94,7 @@ def compute_graph(
     return AttributionResult(
         graph=graph,
         tokens=live.token_strings(graph.input_tokens),  # with the special token circuit-tracer may add
-        transcoders=list(model.scan),
+        transcoders=layer_names(model.transcoders),
         target=target,
         settings=settings,
         seconds=seconds,

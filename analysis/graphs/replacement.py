@@ -122,9 +122,11 @@ def transcoder_set(transcoders: list[LoadedSAE]) -> TranscoderSet:
 
 def build_replacement_model(live: LiveModel) -> TransformerLensReplacementModel:
     """A replacement model that computes exactly what ``live.model`` computes (same weights,
-    shared rather than copied) with the transcoders' hooks and gradient freezes installed."""
+    shared rather than copied) with the transcoders' hooks and gradient freezes installed: the
+    circuit-tracer transcoder set or CLT loaded with the model if there is one, else its sae-lens
+    per-layer transcoders."""
     source = live.model
-    transcoders = transcoder_set(layer_transcoders(live))
+    transcoders = live.circuit_transcoders or transcoder_set(layer_transcoders(live))
     with torch.device("meta"):
         model = TransformerLensReplacementModel.from_config(
             copy.deepcopy(source.cfg), transcoders, tokenizer=source.tokenizer, move_to_device=False

@@ -1,0 +1,31 @@
+"""Nearest neighbours by decoder cosine: the blocked search equals a brute-force all-pairs pass,
+whatever the block sizes (blocks smaller than an SAE, straddling two SAEs, or larger than all)."""
+
+import pytest
+import torch
+
+from analysis.atlas.weight_stats import nearest_latents
+
+
+@pytest.fixture(scope="module")
+def directions() -> list[torch.Tensor | None]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(300, 16, generator=generator), None, torch.randn(170, 16, generator=generator)]
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(64, 50), (7, 333), (10_000, 10_000)])
+def test_blocked_neighbours_equal_brute_force(directions, rows, columns):
+    found = nearest_latents(directions, rows=rows, columns=columns)
+    units = [torch.nn.functional.normalize(d, dim=1) if d is not None else None for d in directions]
+    assert found[1] == {}
+    for sae, other in ((0, 2), (2, 0)):
+        same = units[sae] @ units[sae].T
+        same.fill_diagonal_(-2)
+        best = same.topk(10)
+        owners, latents, cosines = found[sae]["same"]
+        assert (owners == sae).all() and (latents == best.indices.numpy()).all()
+        assert torch.allclose(torch.from_numpy(cosines), best.values, atol=1e-6)
+        across = (units[sae] @ units[other].T).topk(10)
+        owners, latents, cosines = found[sae]["other"]
+        assert (owners == other).all() and (latents == across.indices.numpy()).all()
+        assert torch.allclose(torch.from_numpy(cosines), across.values, atol=1e-6)
