@@ -93,25 +93,37 @@ def test_hook_activations_equal_the_hugging_face_hidden_states(tiny, name):
     _passed.add((name, "load"))
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
-def test_info_loads_a_hub_id_from_the_local_cache_offline(tiny, name, tmp_path):
-    repo_id = f"saescope-tiny/{name}"
-    put_in_hf_cache(tiny.folder(name), tmp_path / "hf", repo_id)
+def test_info_loads_hub_ids_from_the_local_cache_offline(tiny, tmp_path):
+    """Every architecture as a hub id in a temporary HF_HOME, HF_HUB_OFFLINE=1: the CLI's own ``info``
+    in one fresh interpreter (one start-up for all eight; each call goes through ``main`` as typed)."""
+    for name in ARCHITECTURES:
+        put_in_hf_cache(tiny.folder(name), tmp_path / "hf", f"saescope-tiny/{name}")
     env = os.environ | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
-    args = ["info", "--model", repo_id, "--sae", str(tiny.saes(name)), "--device", "cpu", "--json"]
+    calls = [
+        ["info", "--model", f"saescope-tiny/{name}", "--sae", str(tiny.saes(name)), "--device", "cpu", "--json"]
+        for name in ARCHITECTURES
+    ]
+    script = "import json, sys\nfrom analysis.cli import main\nfor args in json.loads(sys.argv[1]):\n    assert main(args) == 0, args\n"
     result = subprocess.run(
-        [sys.executable, "-m", "analysis", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", script, json.dumps(calls)], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    info = json.loads(result.stdout)
-    assert info["model"]["architecture"] == CLASS_NAMES[name]
-    assert info["model"]["path"].startswith(str(tmp_path / "hf" / "hub" / f"models--saescope-tiny--{name}"))
-    assert [s["hook"] for s in info["saes"]] == [
-        "blocks.1.hook_resid_pre",
-        *(f"blocks.{i}.ln2.hook_normalized" for i in range(2)),
-    ]
-    _passed.add((name, "hub cache"))
+    decoder = json.JSONDecoder()
+    infos, rest = [], result.stdout.strip()
+    while rest:
+        info, end = decoder.raw_decode(rest)
+        infos.append(info)
+        rest = rest[end:].strip()
+    assert len(infos) == len(ARCHITECTURES)
+    for name, info in zip(ARCHITECTURES, infos):
+        assert info["model"]["architecture"] == CLASS_NAMES[name]
+        assert info["model"]["path"].startswith(str(tmp_path / "hf" / "hub" / f"models--saescope-tiny--{name}"))
+        assert [s["hook"] for s in info["saes"]] == [
+            "blocks.1.hook_resid_pre",
+            *(f"blocks.{i}.ln2.hook_normalized" for i in range(2)),
+        ]
+        _passed.add((name, "hub cache"))
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
