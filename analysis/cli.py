@@ -533,10 +533,9 @@ def configure_logging(verbose: bool) -> None:
     Libraries keep Python's default (their warnings only), so ``--verbose`` is not a flood of torch."""
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
-    for name in ("analysis", "dashboard"):
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]  # replaced, not added to: main() may run more than once in a process
-        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger = logging.getLogger("analysis")  # the dashboard runs in its own process (streamlit), not this one
+    logger.handlers = [handler]  # replaced, not added to: main() may run more than once in a process
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:

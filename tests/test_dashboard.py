@@ -30,6 +30,7 @@ def test_home_opens_the_demo_atlas_and_names_its_model_and_every_sae(demo_metric
     assert set(shown["kind"]) == {"transcoder", "SAE"}
 
 
+@pytest.mark.slow
 def test_browse_code_does_not_import_torch():
     code = (
         "import sys; from dashboard.browse.bundle import read_bundle; read_bundle(); "

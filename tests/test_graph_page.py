@@ -250,6 +250,7 @@ def upload(app, name: str, content: bytes):
     return app
 
 
+@pytest.mark.slow
 def test_an_exported_graph_imports_with_the_same_nodes_and_broken_files_get_a_message(user_db, live, demo_dir):
     computed = page(GRAPH, prompt=PROMPT)
     assert {b.label for b in computed.download_button} == {"networkx node-link JSON", "Neuronpedia graph JSON"}
@@ -284,6 +285,7 @@ def test_an_exported_graph_imports_with_the_same_nodes_and_broken_files_get_a_me
     ]
 
 
+@pytest.mark.slow
 def test_ablating_the_feature_with_the_largest_edge_to_the_top_logit_lowers_it_as_predicted(user_db, live, demo_dir):
     graph = to_networkx(compute_graph(live, PROMPT), atlas=demo_dir / "atlas.duckdb")
     logits = [n for n, d in graph.nodes(data=True) if d["kind"] == "logit"]

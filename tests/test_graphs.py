@@ -52,6 +52,7 @@ def test_replacement_features_are_the_sae_lens_transcoders_activations(live):
         assert not features[layer, :, transcoder.d_sae :].any()
 
 
+@pytest.mark.slow
 def test_sampled_edges_equal_a_frozen_intervention_on_their_source(live, result):
     """Setting one source feature to 0 with attention, LayerNorm scales and every transcoder output
     frozen (circuit-tracer's constrained intervention) changes each target feature's pre-activation
@@ -138,6 +139,7 @@ def test_neuronpedia_json_holds_the_same_pruned_graph_and_reads_back(live, resul
     assert any(labelled)
 
 
+@pytest.mark.slow
 def test_a_chosen_token_and_a_logit_difference_are_the_only_targets(live):
     bounded = GraphSettings(max_feature_nodes=64)
     chosen = to_networkx(compute_graph(live, PROMPT, GraphTarget(token=" light"), bounded))

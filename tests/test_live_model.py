@@ -51,6 +51,7 @@ def test_text_is_cut_from_the_left_to_fit_and_empty_text_is_refused(live):
         live.check_latent("resid-L2", 1024)
 
 
+@pytest.mark.slow
 def test_concurrent_sessions_queue_and_each_gets_its_own_steering(live):
     """Four sessions at once, two steering and two not: each text equals what it gets alone."""
     jobs = [(), (SteeringTarget("resid-L2", 938, 30.0),), (), (SteeringTarget("transcoder-L3", 5, 20.0),)]
