@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.atlas.schema import AtlasError
+from analysis.atlas.reader import AtlasError
 from analysis.paths import DEMO_ATLAS
 from dashboard.shell.settings import Settings, load_settings
 from dashboard.shell.workspace import Atlas, Workspace
