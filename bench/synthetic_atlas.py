@@ -206,11 +206,12 @@ def _latent_parameters(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: i
 
 
 def _insert_features(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int) -> int:
-    """Statistics that agree with ``counts``; logit effects and labels from seeded tokens."""
+    """Statistics that agree with ``counts``; logit effects and labels from seeded tokens. By name, so a
+    column the contract adds later is NULL here until this gives it values."""
     return _scalar(
         connection,
         f"""
-        INSERT INTO features
+        INSERT INTO features BY NAME
         WITH stats AS (
             SELECT *, list_sum(counts)::BIGINT AS fire_count,
                    list_sum(list_transform(counts, lambda c, i: c * CASE WHEN i - 1 = top_interval
@@ -224,32 +225,33 @@ def _insert_features(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int
                                   lambda k: token_of({sae}, latent, 200 + k)) AS fired_on
             FROM lat
         )
-        SELECT {sae}, latent, fire_count, fire_count / {plan.stream_tokens}, CASE WHEN dead THEN 0 ELSE peak END,
-               CASE WHEN fire_count > 0 THEN act_sum / fire_count ELSE 0 END, coalesce(act_sum, 0),
-               CASE WHEN dead THEN -1000 ELSE exponent END,
+        SELECT {sae} AS sae, latent, fire_count, fire_count / {plan.stream_tokens} AS density,
+               CASE WHEN dead THEN 0 ELSE peak END AS max_act,
+               CASE WHEN fire_count > 0 THEN act_sum / fire_count ELSE 0 END AS mean_act,
+               coalesce(act_sum, 0) AS act_sum, CASE WHEN dead THEN -1000 ELSE exponent END AS range_exp,
                list_transform(range(100), lambda b: CASE WHEN b // 5 = top_interval
                    THEN (CASE WHEN b = peak_bin THEN counts[b // 5 + 1] ELSE 0 END)
                    ELSE counts[b // 5 + 1] // 5 + (CASE WHEN b % 5 < counts[b // 5 + 1] % 5 THEN 1 ELSE 0 END) END
-               )::BIGINT[100],
+               )::BIGINT[100] AS hist,
                list_transform(range(88), lambda j: coalesce(list_sum(list_transform(log_counts,
-                   lambda p: CASE WHEN p.bin = j THEN p.count ELSE 0 END)), 0))::BIGINT[88],
-               counts::BIGINT[20],
+                   lambda p: CASE WHEN p.bin = j THEN p.count ELSE 0 END)), 0))::BIGINT[88] AS log_hist,
+               counts::BIGINT[20] AS interval_count,
                CASE WHEN dead THEN '' ELSE 'fires on ' || array_to_string(list_transform(fired_on,
                    lambda t: '''' || token_text(t) || ''''), ', ') || ' · promotes ' || array_to_string(
-                   list_transform(promoted[1:3], lambda t: '''' || token_text(t) || ''''), ', ') END,
-               'auto',
-               CASE WHEN dead THEN [] ELSE fired_on END::INTEGER[],
-               promoted::INTEGER[10],
+                   list_transform(promoted[1:3], lambda t: '''' || token_text(t) || ''''), ', ') END AS label,
+               'auto' AS label_source,
+               CASE WHEN dead THEN [] ELSE fired_on END::INTEGER[] AS top_tokens,
+               promoted::INTEGER[10] AS top_logit_tokens,
                list_transform(range(10), lambda k: top_logit * exp(-(0.02 + 0.08 * u({sae}, latent, 23)) * k))
-                   ::FLOAT[10],
-               list_transform(range(10), lambda k: token_of({sae}, latent, 300 + k))::INTEGER[10],
+                   ::FLOAT[10] AS top_logit_values,
+               list_transform(range(10), lambda k: token_of({sae}, latent, 300 + k))::INTEGER[10] AS bottom_logit_tokens,
                list_transform(range(10), lambda k: -bottom_logit * exp(-(0.01 + 0.04 * u({sae}, latent, 24)) * k))
-                   ::FLOAT[10],
-               (-bottom_logit)::FLOAT, top_logit::FLOAT,
+                   ::FLOAT[10] AS bottom_logit_values,
+               (-bottom_logit)::FLOAT AS logit_hist_min, top_logit::FLOAT AS logit_hist_max,
                list_transform(range(50), lambda k: CASE WHEN k IN (0, 49) THEN 1 ELSE
                    round({plan.vocab} * exp(-((k + 0.5 - 50 * bottom_logit / (top_logit + bottom_logit)) ** 2)
                          / (2 * (4 + 3 * u({sae}, latent, 25)) ** 2)) / ((4 + 3 * u({sae}, latent, 25)) * 2.5066))
-                   END)::INTEGER[50]
+                   END)::INTEGER[50] AS logit_hist
         FROM stats ORDER BY latent
     """,
     )

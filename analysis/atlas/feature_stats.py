@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 import torch
 
 # the widths the atlas stores are the file's contract, declared there
+from analysis.atlas import contract
 from analysis.atlas.contract import HIST_BINS, LOG_BINS, LOG_BINS_PER_OCTAVE, LOG_MIN_EXP, N_INTERVALS
 
 INTERVAL_SAMPLES = 5
@@ -408,3 +409,11 @@ class FeatureStats:
             entries.interval = entries.interval >> shift_of[entries.latent]
             self._reselect_samples(rows, entries)
         self.range_exp = torch.maximum(self.range_exp, target.int())
+
+
+# The running statistics an atlas keeps as they are, one ``features`` column each: every field of
+# FeatureStats that names a column of the contract's ``features`` table. The writer stores these and
+# the partial reader reads them back by name, so a new per-latent statistic needs no code in either.
+STORED_IN_FEATURES = tuple(
+    column.name for column in contract.FEATURES.columns if column.name in {f.name for f in fields(FeatureStats)}
+)

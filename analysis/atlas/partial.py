@@ -14,7 +14,7 @@ import duckdb
 import numpy as np
 import torch
 
-from analysis.atlas.feature_stats import FeatureStats
+from analysis.atlas.feature_stats import STORED_IN_FEATURES, FeatureStats
 from analysis.atlas.reader import open_atlas, read_meta, sae_table, token_counts
 from analysis.sae_metrics import QualitySums
 
@@ -44,16 +44,11 @@ def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) ->
     sae, d, context = row["sae"], row["d_sae"], meta["context"]
     stats = FeatureStats.empty(d, meta["top_k"], context, salt=meta["seed"] * 1000 + sae)
     f = connection.execute(
-        "SELECT fire_count, act_sum, max_act, range_exp, hist, log_hist, interval_count FROM features "
-        "WHERE sae = ? ORDER BY latent",
-        [sae],
+        f"SELECT {', '.join(STORED_IN_FEATURES)} FROM features WHERE sae = ? ORDER BY latent", [sae]
     ).fetchnumpy()
-    stats.fire_count = torch.from_numpy(f["fire_count"].astype(np.int64))
-    stats.act_sum = torch.from_numpy(f["act_sum"].astype(np.float64))
-    stats.max_act = torch.from_numpy(f["max_act"].astype(np.float32))
-    stats.range_exp = torch.from_numpy(f["range_exp"].astype(np.int32))
-    for name in ("hist", "log_hist", "interval_count"):
-        setattr(stats, name, torch.from_numpy(np.stack(f[name]).astype(np.int64)))
+    for name in STORED_IN_FEATURES:  # each in the dtype FeatureStats keeps it in
+        values = np.stack(f[name]) if f[name].dtype == object else np.asarray(f[name])
+        setattr(stats, name, torch.from_numpy(values).to(getattr(stats, name).dtype))
     stats.l0_counts[: len(row["l0_counts"])] = torch.tensor(row["l0_counts"])
     e = connection.execute(
         "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, "

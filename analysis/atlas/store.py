@@ -21,7 +21,7 @@ import pyarrow as pa
 from analysis.atlas import contract
 from analysis.atlas.contract import DENSITY_BINS, SCHEMA_VERSION
 from analysis.atlas.corpus_source import CorpusTokens
-from analysis.atlas.feature_stats import EMPTY_KEY, FeatureStats
+from analysis.atlas.feature_stats import EMPTY_KEY, STORED_IN_FEATURES, FeatureStats
 from analysis.atlas.labels import automatic_labels, enriched_tokens
 from analysis.atlas.weight_stats import LogitEffects
 from analysis.sae_metrics import DENSE_FRACTION, QualitySums
@@ -163,18 +163,13 @@ def _labels(result: SAEResult, examples: pa.Table, content: AtlasContent) -> tup
 def _feature_table(sae: int, result: SAEResult, tokens: int, labels: tuple[list[str], list[list[int]]]) -> pa.Table:
     stats, d = result.stats, result.stats.d_sae
     count = stats.fire_count.numpy()
+    stored = {name: getattr(stats, name).numpy() for name in STORED_IN_FEATURES}
     columns = {
         "sae": pa.array(np.full(d, sae, dtype=np.int32)),
         "latent": pa.array(np.arange(d, dtype=np.int32)),
-        "fire_count": pa.array(count),
+        **{name: _fixed(values) if values.ndim == 2 else pa.array(values) for name, values in stored.items()},
         "density": pa.array(count / max(tokens, 1)),
-        "max_act": pa.array(stats.max_act.numpy()),
         "mean_act": pa.array(np.where(count > 0, stats.act_sum.numpy() / np.maximum(count, 1), 0.0)),
-        "act_sum": pa.array(stats.act_sum.numpy()),
-        "range_exp": pa.array(stats.range_exp.numpy()),
-        "hist": _fixed(stats.hist.numpy()),
-        "log_hist": _fixed(stats.log_hist.numpy()),
-        "interval_count": _fixed(stats.interval_count.numpy()),
         "label": pa.array(labels[0]),
         "label_source": pa.array(np.full(d, "auto")),
         "top_tokens": pa.array(labels[1], type=pa.list_(pa.int32())),
