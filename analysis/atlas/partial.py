@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -35,27 +36,30 @@ def read_partial(path: Path) -> tuple[dict, list[dict], list[FeatureStats], list
 
 def _quality_from_json(data: dict) -> QualitySums:
     tensor = {"target_sum": torch.float64, "fired": torch.long}
-    return QualitySums(
-        **{k: (torch.tensor(v, dtype=tensor[k]) if k in tensor and v is not None else v) for k, v in data.items()}
-    )
+    values: dict[str, Any] = {
+        k: (torch.tensor(v, dtype=tensor[k]) if k in tensor and v is not None else v) for k, v in data.items()
+    }
+    return QualitySums(**values)
 
 
 def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) -> FeatureStats:
     sae, d, context = row["sae"], row["d_sae"], meta["context"]
     stats = FeatureStats.empty(d, meta["top_k"], context, salt=meta["seed"] * 1000 + sae)
-    f = connection.execute(
-        f"SELECT {', '.join(STORED_IN_FEATURES)} FROM features WHERE sae = ? ORDER BY latent", [sae]
-    ).fetchnumpy()
+    f = _arrays(
+        connection.execute(f"SELECT {', '.join(STORED_IN_FEATURES)} FROM features WHERE sae = ? ORDER BY latent", [sae])
+    )
     for name in STORED_IN_FEATURES:  # each in the dtype FeatureStats keeps it in
-        values = np.stack(f[name]) if f[name].dtype == object else np.asarray(f[name])
+        values = np.stack(list(f[name])) if f[name].dtype == object else f[name]
         setattr(stats, name, torch.from_numpy(values).to(getattr(stats, name).dtype))
     stats.l0_counts[: len(row["l0_counts"])] = torch.tensor(row["l0_counts"])
-    e = connection.execute(
-        "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, "
-        "coalesce(act_values, []) AS act_values, coalesce(act_values_f16, []) AS act_values_f16 "
-        "FROM examples WHERE sae = ?",
-        [sae],
-    ).fetchnumpy()
+    e = _arrays(
+        connection.execute(
+            "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, "
+            "coalesce(act_values, []) AS act_values, coalesce(act_values_f16, []) AS act_values_f16 "
+            "FROM examples WHERE sae = ?",
+            [sae],
+        )
+    )
     acts = np.zeros((len(e["kind"]), context), dtype=np.float32)
     lengths = np.array([len(p) for p in e["act_positions"]], dtype=np.int64)
     if lengths.sum():
@@ -80,3 +84,8 @@ def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) ->
     stats.sample_value[index] = value[sample]
     stats.sample_acts[index] = acts_t[sample].half()
     return stats
+
+
+def _arrays(result: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """A query's columns as plain numpy arrays (lists as object arrays)."""
+    return {name: np.asarray(column) for name, column in result.fetchnumpy().items()}
