@@ -212,10 +212,10 @@ def _search_report(
 ) -> dict:
     """What ``search-text`` shows: the text's tokens as the model saw them and each hit with the
     atlas's automatic label (None for an SAE the atlas does not have)."""
-    from analysis.atlas.sae_lookup import atlas_densities, atlas_labels
+    from analysis.atlas.reader import feature_labels, latent_densities
     from analysis.text_activations import search_text
 
-    densities = atlas_densities(atlas, live.saes) if max_density is not None else None
+    densities = latent_densities(atlas, live.saes) if max_density is not None else None
     hits = search_text(
         live,
         text,
@@ -226,7 +226,7 @@ def _search_report(
         max_density=max_density,
         densities=densities,
     )
-    labels = atlas_labels(atlas, [(hit.sae, hit.latent) for hit in hits])
+    labels = feature_labels(atlas, [(hit.sae, hit.latent) for hit in hits])
     ids, cut = live.tokenize(text)
     return {
         "tokens": live.token_strings(ids[0]),
@@ -258,7 +258,7 @@ def _print_search(report: dict) -> None:
 
 
 def _run_search_text(args: argparse.Namespace) -> int:
-    from analysis.atlas.schema import open_atlas
+    from analysis.atlas.reader import open_atlas
     from analysis.live_model import LiveSpecs, load_live
 
     positions = _parse_positions(args.positions) if args.positions else None

@@ -33,7 +33,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 from analysis.atlas.precompute import Precompute, PrecomputeConfig  # noqa: E402
-from analysis.atlas.schema import open_atlas  # noqa: E402
+from analysis.atlas.reader import open_atlas  # noqa: E402
 from analysis.atlas.store import write_atlas  # noqa: E402
 
 DEMO = ROOT / "data" / "demo"

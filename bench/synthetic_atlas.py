@@ -1,7 +1,7 @@
 """A synthetic atlas at the scale of a large SAE release, to benchmark dashboard queries on.
 
 Same tables, column types, row orders and SQL macros as an atlas written by `python -m analysis
-precompute` (schema version 2), filled with deterministic pseudo-random data made inside DuckDB
+precompute`: the tables are created from the declarations in `analysis/atlas/contract.py`, filled with deterministic pseudo-random data made inside DuckDB
 (hash-based, no Python loop over rows). The data is shaped like a real pass: log-normal
 densities with some dead latents, per-interval counts that agree with `hist`, `log_hist`,
 `fire_count` and the interval samples, top windows whose values fall in the intervals that fire,
@@ -32,10 +32,11 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from analysis.atlas.schema import SCHEMA_VERSION, TABLES, open_atlas  # noqa: E402
-from analysis.atlas.store import DENSITY_BINS, DERIVED_TABLES, SAES_SCHEMA, SQL_MACROS, write_neighbours  # noqa: E402
+from analysis.atlas import contract
+from analysis.atlas.contract import DENSITY_BINS, SCHEMA_VERSION, TABLE_NAMES
+from analysis.atlas.reader import open_atlas
 from analysis.errors import SAEscopeError
-from analysis.sae_metrics import DENSE_FRACTION  # noqa: E402
+from analysis.sae_metrics import DENSE_FRACTION
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "data" / "demo" / "atlas.duckdb"
 TOP_K = 20
@@ -47,32 +48,6 @@ WINDOW_STRIDE = 4  # referenced windows are one in four of the corpus's, so wind
 DOCUMENT_TOKENS = 1024  # mean document length; lengths vary between half and one and a half of it
 QUALITY_WINDOWS = 64
 CHUNK_LATENTS = 32_768  # latents per insert: about a million example rows
-
-DDL = {
-    "meta": 'CREATE TABLE meta ("key" VARCHAR PRIMARY KEY, "value" VARCHAR)',
-    "saes": "CREATE TABLE saes (name VARCHAR, spec VARCHAR, hook_name VARCHAR, hook_name_out VARCHAR, "
-    "architecture VARCHAR, is_transcoder BOOLEAN, d_in INTEGER, d_sae INTEGER, content_hash VARCHAR, sae INTEGER, "
-    "tokens BIGINT, mean_l0 DOUBLE, l0_counts BIGINT[], explained_variance DOUBLE, ce_loss_clean DOUBLE, "
-    "ce_loss_with_sae DOUBLE, ce_loss_zero_ablation DOUBLE, ce_loss_recovered DOUBLE, quality_tokens BIGINT, "
-    "ce_tokens BIGINT, quality_sums VARCHAR, dead BIGINT, dense BIGINT, density_log10_edges DOUBLE[], "
-    "density_counts BIGINT[])",
-    "features": "CREATE TABLE features (sae INTEGER, latent INTEGER, fire_count BIGINT, density DOUBLE, max_act FLOAT, "
-    "mean_act DOUBLE, act_sum DOUBLE, range_exp INTEGER, hist BIGINT[100], log_hist BIGINT[88], "
-    "interval_count BIGINT[20], label VARCHAR, label_source VARCHAR, top_tokens INTEGER[], top_logit_tokens INTEGER[10], "
-    "top_logit_values FLOAT[10], bottom_logit_tokens INTEGER[10], bottom_logit_values FLOAT[10], "
-    "logit_hist_min FLOAT, logit_hist_max FLOAT, logit_hist INTEGER[50])",
-    "examples": "CREATE TABLE examples (sae INTEGER, latent INTEGER, kind VARCHAR, interval_index SMALLINT, "
-    'rank SMALLINT, window_id BIGINT, "position" SMALLINT, "value" FLOAT, sample_key BIGINT, '
-    '"document" INTEGER, act_positions SMALLINT[], act_values FLOAT[], act_values_f16 SMALLINT[])',
-    "windows": "CREATE TABLE windows (window_id BIGINT, tokens INTEGER[{context}])",
-    "documents": 'CREATE TABLE documents ("document" INTEGER, doc_id VARCHAR, "domain" VARCHAR, "source" VARCHAR, '
-    "start_token BIGINT)",
-    "tokens": 'CREATE TABLE tokens (token INTEGER, "text" VARCHAR, corpus_count BIGINT)',
-    # made into `neighbours` (labels added) and `label_terms` by the real writer's statements at the end
-    "neighbours_raw": 'CREATE TEMP TABLE neighbours_raw (sae INTEGER, latent INTEGER, "scope" VARCHAR, rank SMALLINT, '
-    "other_sae INTEGER, other_latent INTEGER, cosine FLOAT)",
-}
-BUILT_AT_THE_END = ("neighbours", "label_terms")
 
 ORDER_KEYS = {  # each table's documented primary order, as one comparable key
     "saes": "sae",
@@ -232,11 +207,12 @@ def _latent_parameters(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: i
 
 
 def _insert_features(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int) -> int:
-    """Statistics that agree with ``counts``; logit effects and labels from seeded tokens."""
+    """Statistics that agree with ``counts``; logit effects and labels from seeded tokens. By name, so a
+    column the contract adds later is NULL here until this gives it values."""
     return _scalar(
         connection,
         f"""
-        INSERT INTO features
+        INSERT INTO features BY NAME
         WITH stats AS (
             SELECT *, list_sum(counts)::BIGINT AS fire_count,
                    list_sum(list_transform(counts, lambda c, i: c * CASE WHEN i - 1 = top_interval
@@ -250,32 +226,33 @@ def _insert_features(connection: duckdb.DuckDBPyConnection, plan: Plan, sae: int
                                   lambda k: token_of({sae}, latent, 200 + k)) AS fired_on
             FROM lat
         )
-        SELECT {sae}, latent, fire_count, fire_count / {plan.stream_tokens}, CASE WHEN dead THEN 0 ELSE peak END,
-               CASE WHEN fire_count > 0 THEN act_sum / fire_count ELSE 0 END, coalesce(act_sum, 0),
-               CASE WHEN dead THEN -1000 ELSE exponent END,
+        SELECT {sae} AS sae, latent, fire_count, fire_count / {plan.stream_tokens} AS density,
+               CASE WHEN dead THEN 0 ELSE peak END AS max_act,
+               CASE WHEN fire_count > 0 THEN act_sum / fire_count ELSE 0 END AS mean_act,
+               coalesce(act_sum, 0) AS act_sum, CASE WHEN dead THEN -1000 ELSE exponent END AS range_exp,
                list_transform(range(100), lambda b: CASE WHEN b // 5 = top_interval
                    THEN (CASE WHEN b = peak_bin THEN counts[b // 5 + 1] ELSE 0 END)
                    ELSE counts[b // 5 + 1] // 5 + (CASE WHEN b % 5 < counts[b // 5 + 1] % 5 THEN 1 ELSE 0 END) END
-               )::BIGINT[100],
+               )::BIGINT[100] AS hist,
                list_transform(range(88), lambda j: coalesce(list_sum(list_transform(log_counts,
-                   lambda p: CASE WHEN p.bin = j THEN p.count ELSE 0 END)), 0))::BIGINT[88],
-               counts::BIGINT[20],
+                   lambda p: CASE WHEN p.bin = j THEN p.count ELSE 0 END)), 0))::BIGINT[88] AS log_hist,
+               counts::BIGINT[20] AS interval_count,
                CASE WHEN dead THEN '' ELSE 'fires on ' || array_to_string(list_transform(fired_on,
                    lambda t: '''' || token_text(t) || ''''), ', ') || ' · promotes ' || array_to_string(
-                   list_transform(promoted[1:3], lambda t: '''' || token_text(t) || ''''), ', ') END,
-               'auto',
-               CASE WHEN dead THEN [] ELSE fired_on END::INTEGER[],
-               promoted::INTEGER[10],
+                   list_transform(promoted[1:3], lambda t: '''' || token_text(t) || ''''), ', ') END AS label,
+               'auto' AS label_source,
+               CASE WHEN dead THEN [] ELSE fired_on END::INTEGER[] AS top_tokens,
+               promoted::INTEGER[10] AS top_logit_tokens,
                list_transform(range(10), lambda k: top_logit * exp(-(0.02 + 0.08 * u({sae}, latent, 23)) * k))
-                   ::FLOAT[10],
-               list_transform(range(10), lambda k: token_of({sae}, latent, 300 + k))::INTEGER[10],
+                   ::FLOAT[10] AS top_logit_values,
+               list_transform(range(10), lambda k: token_of({sae}, latent, 300 + k))::INTEGER[10] AS bottom_logit_tokens,
                list_transform(range(10), lambda k: -bottom_logit * exp(-(0.01 + 0.04 * u({sae}, latent, 24)) * k))
-                   ::FLOAT[10],
-               (-bottom_logit)::FLOAT, top_logit::FLOAT,
+                   ::FLOAT[10] AS bottom_logit_values,
+               (-bottom_logit)::FLOAT AS logit_hist_min, top_logit::FLOAT AS logit_hist_max,
                list_transform(range(50), lambda k: CASE WHEN k IN (0, 49) THEN 1 ELSE
                    round({plan.vocab} * exp(-((k + 0.5 - 50 * bottom_logit / (top_logit + bottom_logit)) ** 2)
                          / (2 * (4 + 3 * u({sae}, latent, 25)) ** 2)) / ((4 + 3 * u({sae}, latent, 25)) * 2.5066))
-                   END)::INTEGER[50]
+                   END)::INTEGER[50] AS logit_hist
         FROM stats ORDER BY latent
     """,
     )
@@ -529,8 +506,11 @@ def _write(path: Path, plan: Plan, progress: bool) -> None:
         connection.execute("SET preserve_insertion_order = true")
         connection.execute("SET enable_progress_bar = false")
         _macros(connection, plan)
-        for name in DDL:
-            connection.execute(DDL[name].format(context=plan.context))
+        for table in contract.TABLES:
+            connection.execute(table.create(plan.context))
+        # the writer's neighbour rows, made into `neighbours` (labels added) at the end as the writer does
+        columns = ", ".join(f'"{c.name}" {c.type}' for c in contract.NEIGHBOUR_INPUT)
+        connection.execute(f"CREATE TEMP TABLE neighbours_raw ({columns})")
         per_latent = 1 + plan.examples_per_latent + NEIGHBOURS * (2 if plan.saes > 1 else 1)
         bar = tqdm(
             total=plan.latents * per_latent + plan.distinct_windows,
@@ -554,13 +534,13 @@ def _write(path: Path, plan: Plan, progress: bool) -> None:
         _insert_windows(connection, plan, bar)
         bar.close()
         documents = _insert_corpus(connection, plan)
-        connection.register("incoming", pa.Table.from_pylist(sae_rows, schema=SAES_SCHEMA))
+        connection.register("incoming", pa.Table.from_pylist(sae_rows))
         _scalar(connection, "INSERT INTO saes BY NAME SELECT * FROM incoming ORDER BY sae")
         connection.unregister("incoming")
         meta = _meta(plan, documents, started, time.time() - started)
         connection.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        write_neighbours(connection, "neighbours_raw")
-        for statement in (*SQL_MACROS, *DERIVED_TABLES):
+        connection.execute(contract.fill_neighbours("neighbours_raw"))
+        for statement in contract.FINISH:
             connection.execute(statement)
         connection.execute("CHECKPOINT")
     finally:
@@ -576,7 +556,7 @@ def schema_differences(atlas: duckdb.DuckDBPyConnection, reference: duckdb.DuckD
     indexes; the window length may differ when the two atlases were built with different contexts."""
     contexts = [json.loads(_scalar(c, "SELECT value FROM meta WHERE key = 'context'")) for c in (atlas, reference)]
     differences = []
-    for table in TABLES:
+    for table in TABLE_NAMES:
         ours = _describe(atlas, table)
         theirs = [
             (n, t.replace(f"[{contexts[1]}]", f"[{contexts[0]}]") if table == "windows" else t, null)
@@ -651,7 +631,7 @@ def verify(path: Path, reference: Path | None) -> None:
 def row_counts(path: Path) -> dict[str, int]:
     connection = open_atlas(path)
     try:
-        return {table: _scalar(connection, f"SELECT count(*) FROM {table}") for table in TABLES}
+        return {table: _scalar(connection, f"SELECT count(*) FROM {table}") for table in TABLE_NAMES}
     finally:
         connection.close()
 

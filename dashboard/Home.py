@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analysis.atlas.reader import documents_per_domain
 from analysis.paths import REPO_ROOT
 from dashboard.browse.bundle import DEMO_BUNDLE, read_bundle
 from dashboard.browse.charts import density_histogram  # noqa: E402
@@ -51,14 +52,7 @@ cols[0].metric("Corpus", md(corpus["spec"]))
 cols[1].metric("Tokens in the atlas", f"{atlas.meta['tokens']:,}")
 cols[2].metric("Windows", f"{atlas.meta['windows']:,} × {atlas.meta['context']}")
 cols[3].metric("Documents", f"{corpus['documents']:,}")
-domains = (
-    page.workspace.cursor()
-    .execute(
-        f"SELECT domain, count(*) AS documents FROM {atlas.alias}.documents GROUP BY domain ORDER BY documents DESC"
-    )
-    .df()
-)
-st.dataframe(plain_frame(domains), hide_index=True)
+st.dataframe(plain_frame(documents_per_domain(page.workspace.atlas_cursor(atlas))), hide_index=True)
 
 saes = atlas.saes
 st.header(f"SAEs and transcoders ({len(saes)})")

@@ -9,7 +9,7 @@ import sys
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.atlas.schema import open_atlas, read_meta
+from analysis.atlas.reader import open_atlas, read_meta
 from analysis.paths import DEMO_DIR, REPO_ROOT
 
 HOME = str(REPO_ROOT / "dashboard" / "Home.py")

@@ -14,7 +14,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analysis.atlas.schema import SCHEMA_VERSION, AtlasError, open_atlas, read_meta
+from analysis.atlas.contract import SCHEMA_VERSION
+from analysis.atlas.reader import AtlasError, open_atlas, read_meta
 from analysis.paths import DEMO_DIR, REPO_ROOT
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]

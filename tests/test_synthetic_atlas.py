@@ -7,7 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analysis.atlas.schema import SCHEMA_VERSION, TABLES, open_atlas, read_meta
+from analysis.atlas.contract import SCHEMA_VERSION, TABLE_NAMES
+from analysis.atlas.reader import open_atlas, read_meta
 from analysis.paths import DEMO_DIR
 from bench.synthetic_atlas import ORDER_KEYS, build_synthetic_atlas, order_violations, schema_differences
 
@@ -56,8 +57,8 @@ def test_schema_equals_the_reference_atlas(atlas):
     reference = open_atlas(REFERENCE)
     try:
         assert schema_differences(atlas, reference) == []
-        assert {table: atlas.execute(f"DESCRIBE {table}").fetchall() for table in TABLES} == {
-            table: reference.execute(f"DESCRIBE {table}").fetchall() for table in TABLES
+        assert {table: atlas.execute(f"DESCRIBE {table}").fetchall() for table in TABLE_NAMES} == {
+            table: reference.execute(f"DESCRIBE {table}").fetchall() for table in TABLE_NAMES
         }
     finally:
         reference.close()

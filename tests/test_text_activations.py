@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from analysis import text_activations
-from analysis.atlas.sae_lookup import atlas_densities, atlas_labels
-from analysis.atlas.schema import open_atlas
+from analysis.atlas.reader import feature_labels, latent_densities, open_atlas
 from analysis.cli import main
 from analysis.live_model import LiveInputError
 from analysis.paths import DEMO_DIR, REPO_ROOT
@@ -108,7 +107,7 @@ def test_bos_is_ignored_unless_asked_for(live, encoded):
 
 
 def test_max_density_leaves_out_dense_latents(live, atlas):
-    densities = atlas_densities(atlas, live.saes)
+    densities = latent_densities(atlas, live.saes)
     assert set(densities) == set(live.saes) and len(densities["resid-L2"]) == live.saes["resid-L2"].d_sae
 
     unfiltered = search_text(live, TEXT, top_n=50)
@@ -180,8 +179,8 @@ def test_latent_activations_refuses_an_unknown_latent(live):
         latent_activations(live, TEXT, "resid-L2", 5000)
 
 
-def test_atlas_labels_by_sae_name(atlas):
-    labels = atlas_labels(atlas, [("resid-L2", 500), ("no-such-sae", 1)])
+def test_feature_labels_by_sae_name(atlas):
+    labels = feature_labels(atlas, [("resid-L2", 500), ("no-such-sae", 1)])
     assert labels == {("resid-L2", 500): "fires on ' the' · promotes ' drivers', ' device', ' driver'"}
 
 

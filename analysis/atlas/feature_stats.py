@@ -23,13 +23,11 @@ from dataclasses import dataclass, fields
 
 import torch
 
-HIST_BINS = 100
-N_INTERVALS = 20
+# the widths the atlas stores are the file's contract, declared there
+from analysis.atlas import contract
+from analysis.atlas.contract import HIST_BINS, LOG_BINS, LOG_BINS_PER_OCTAVE, LOG_MIN_EXP, N_INTERVALS
+
 INTERVAL_SAMPLES = 5
-LOG_BINS_PER_OCTAVE = 4
-LOG_MIN_EXP = -10  # log histogram spans [2**-10, 2**12); values beyond fall in the end bins
-LOG_MAX_EXP = 12
-LOG_BINS = (LOG_MAX_EXP - LOG_MIN_EXP) * LOG_BINS_PER_OCTAVE
 NO_RANGE = -1000  # range exponent of a latent that has never fired
 EMPTY_KEY = 2**62
 _MIX = [v - 2**64 if v >= 2**63 else v for v in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)]
@@ -411,3 +409,11 @@ class FeatureStats:
             entries.interval = entries.interval >> shift_of[entries.latent]
             self._reselect_samples(rows, entries)
         self.range_exp = torch.maximum(self.range_exp, target.int())
+
+
+# The running statistics an atlas keeps as they are, one ``features`` column each: every field of
+# FeatureStats that names a column of the contract's ``features`` table. The writer stores these and
+# the partial reader reads them back by name, so a new per-latent statistic needs no code in either.
+STORED_IN_FEATURES = tuple(
+    column.name for column in contract.FEATURES.columns if column.name in {f.name for f in fields(FeatureStats)}
+)

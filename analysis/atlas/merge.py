@@ -16,8 +16,9 @@ import duckdb
 import numpy as np
 
 from analysis.atlas.corpus_source import load_corpus
-from analysis.atlas.schema import open_atlas
-from analysis.atlas.store import AtlasContent, SAEResult, read_partial, write_atlas
+from analysis.atlas.partial import read_partial
+from analysis.atlas.reader import open_atlas
+from analysis.atlas.store import AtlasContent, SAEResult, write_atlas
 from analysis.atlas.weight_stats import LogitEffects
 from analysis.errors import SAEscopeError
 

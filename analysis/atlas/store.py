@@ -1,9 +1,10 @@
-"""Write an atlas (and read back the running state a partial atlas holds, for merging).
+"""Write an atlas: the tables that ``contract.py`` declares, filled from one run's statistics.
 
 An atlas is written to ``PATH.tmp`` and renamed onto ``PATH`` only when complete, so a reader sees
 either the old file or the new one, never half of one. Columns are built as Arrow arrays straight
 from the tensors (no Python loop over latents or examples) and loaded by DuckDB in one statement
-per table.
+per table into the tables created from the contract's declarations, which fix every column's
+type (DuckDB casts on insert; nothing is typed by its values).
 """
 
 from __future__ import annotations
@@ -16,48 +17,15 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import torch
 
+from analysis.atlas import contract
+from analysis.atlas.contract import DENSITY_BINS, SCHEMA_VERSION
 from analysis.atlas.corpus_source import CorpusTokens
-from analysis.atlas.feature_stats import EMPTY_KEY, FeatureStats
-from analysis.atlas.labels import TEMPLATE_PATTERN, automatic_labels, enriched_tokens
-from analysis.atlas.schema import SCHEMA_VERSION, open_atlas, read_meta
+from analysis.atlas.feature_stats import EMPTY_KEY, STORED_IN_FEATURES, FeatureStats
+from analysis.atlas.labels import automatic_labels, enriched_tokens
 from analysis.atlas.weight_stats import LogitEffects
 from analysis.errors import SAEscopeError
 from analysis.sae_metrics import DENSE_FRACTION, QualitySums
-
-DENSITY_BINS = np.linspace(-8, 0, 49)  # log10 density edges for the per-SAE histogram across latents
-# Declared, not inferred from the values: a run with no transcoder (hook_name_out all NULL) or no
-# quality sample must still give every column its type.
-SAES_SCHEMA = pa.schema(
-    [
-        ("name", pa.string()),
-        ("spec", pa.string()),
-        ("hook_name", pa.string()),
-        ("hook_name_out", pa.string()),
-        ("architecture", pa.string()),
-        ("is_transcoder", pa.bool_()),
-        ("d_in", pa.int32()),
-        ("d_sae", pa.int32()),
-        ("content_hash", pa.string()),
-        ("sae", pa.int32()),
-        ("tokens", pa.int64()),
-        ("mean_l0", pa.float64()),
-        ("l0_counts", pa.list_(pa.int64())),
-        ("explained_variance", pa.float64()),
-        ("ce_loss_clean", pa.float64()),
-        ("ce_loss_with_sae", pa.float64()),
-        ("ce_loss_zero_ablation", pa.float64()),
-        ("ce_loss_recovered", pa.float64()),
-        ("quality_tokens", pa.int64()),
-        ("ce_tokens", pa.int64()),
-        ("quality_sums", pa.string()),
-        ("dead", pa.int64()),
-        ("dense", pa.int64()),
-        ("density_log10_edges", pa.list_(pa.float64())),
-        ("density_counts", pa.list_(pa.int64())),
-    ]
-)
 
 
 @dataclass
@@ -196,18 +164,13 @@ def _labels(result: SAEResult, examples: pa.Table, content: AtlasContent) -> tup
 def _feature_table(sae: int, result: SAEResult, tokens: int, labels: tuple[list[str], list[list[int]]]) -> pa.Table:
     stats, d = result.stats, result.stats.d_sae
     count = stats.fire_count.numpy()
+    stored = {name: getattr(stats, name).numpy() for name in STORED_IN_FEATURES}
     columns = {
         "sae": pa.array(np.full(d, sae, dtype=np.int32)),
         "latent": pa.array(np.arange(d, dtype=np.int32)),
-        "fire_count": pa.array(count),
+        **{name: _fixed(values) if values.ndim == 2 else pa.array(values) for name, values in stored.items()},
         "density": pa.array(count / max(tokens, 1)),
-        "max_act": pa.array(stats.max_act.numpy()),
         "mean_act": pa.array(np.where(count > 0, stats.act_sum.numpy() / np.maximum(count, 1), 0.0)),
-        "act_sum": pa.array(stats.act_sum.numpy()),
-        "range_exp": pa.array(stats.range_exp.numpy()),
-        "hist": _fixed(stats.hist.numpy()),
-        "log_hist": _fixed(stats.log_hist.numpy()),
-        "interval_count": _fixed(stats.interval_count.numpy()),
         "label": pa.array(labels[0]),
         "label_source": pa.array(np.full(d, "auto")),
         "top_tokens": pa.array(labels[1], type=pa.list_(pa.int32())),
@@ -270,14 +233,8 @@ def _quality_to_json(quality: QualitySums) -> dict:
     }
 
 
-def _quality_from_json(data: dict) -> QualitySums:
-    tensor = {"target_sum": torch.float64, "fired": torch.long}
-    return QualitySums(
-        **{k: (torch.tensor(v, dtype=tensor[k]) if k in tensor and v is not None else v) for k, v in data.items()}
-    )
-
-
-def _neighbour_table(sae: int, result: SAEResult) -> pa.Table:
+def _neighbour_tables(sae: int, result: SAEResult) -> list[pa.Table]:
+    """One SAE's nearest latents by scope, in the columns ``contract.NEIGHBOUR_INPUT`` names."""
     parts = []
     for scope, (other_sae, other_latent, cosine) in result.neighbours.items():
         d, k = other_sae.shape
@@ -294,7 +251,7 @@ def _neighbour_table(sae: int, result: SAEResult) -> pa.Table:
                 }
             )
         )
-    return pa.concat_tables(parts) if parts else None
+    return parts
 
 
 class AtlasWriteError(SAEscopeError, ValueError):
@@ -324,10 +281,13 @@ def write_atlas(path: Path, content: AtlasContent) -> None:
 
 
 def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) -> None:
-    meta = content.meta | {"schema_version": SCHEMA_VERSION}
-    connection.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    connection.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+    """Every table of the contract, created from its declaration and filled in its primary order."""
     context = content.meta["context"]
+    no_logits = contract.FEATURES.optional_columns() if all(r.logits is None for r in content.saes) else frozenset()
+    for table in contract.TABLES:
+        connection.execute(table.create(context, leave_out=no_logits))
+    meta = content.meta | {"schema_version": SCHEMA_VERSION}
+    connection.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
     example_tables, feature_tables, neighbour_tables, sae_rows = [], [], [], []
     for sae, result in enumerate(content.saes):
         examples = _example_table(sae, result.stats, content.corpus)
@@ -335,16 +295,11 @@ def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) 
         feature_tables.append(
             _feature_table(sae, result, int(result.stats.l0_counts.sum()), _labels(result, examples, content))
         )
-        neighbour_tables.append(_neighbour_table(sae, result))
+        neighbour_tables += _neighbour_tables(sae, result)
         sae_rows.append(_sae_row(sae, result))
-    saes = pa.Table.from_pylist(sae_rows, schema=SAES_SCHEMA)
+    saes = pa.Table.from_pylist(sae_rows)
     features = pa.concat_tables(feature_tables, promote_options="default")
     examples = pa.concat_tables(example_tables)
-    neighbours = (
-        pa.concat_tables([t for t in neighbour_tables if t is not None])
-        if any(t is not None for t in neighbour_tables)
-        else NO_NEIGHBOURS
-    )
     used = np.unique(examples["window_id"].to_numpy())
     windows = pa.table(
         {
@@ -373,124 +328,25 @@ def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) 
             "corpus_count": pa.array(content.token_counts),
         }
     )
-    for name, table, order in (
-        ("saes", saes, "sae"),
-        ("features", features, "sae, latent"),
-        ("examples", examples, "sae, latent, kind DESC, interval_index, rank"),
-        ("windows", windows, "window_id"),
-        ("documents", documents, "document"),
-        ("tokens", tokens, "token"),
+    for declared, rows in (
+        (contract.SAES, saes),
+        (contract.FEATURES, features),
+        (contract.EXAMPLES, examples),
+        (contract.WINDOWS, windows),
+        (contract.DOCUMENTS, documents),
+        (contract.TOKENS, tokens),
     ):
-        connection.register("incoming", table)
-        connection.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming ORDER BY {order}")
+        _insert(connection, declared, rows)
+    if neighbour_tables:
+        connection.register("incoming", pa.concat_tables(neighbour_tables))
+        connection.execute(contract.fill_neighbours("incoming"))
         connection.unregister("incoming")
-    connection.register("incoming", neighbours)
-    write_neighbours(connection, "incoming")
-    connection.unregister("incoming")
-    for statement in (*SQL_MACROS, *DERIVED_TABLES):
+    for statement in contract.FINISH:
         connection.execute(statement)
 
 
-def write_neighbours(connection: duckdb.DuckDBPyConnection, source: str) -> None:
-    """The neighbours table from ``source`` (sae, latent, scope, rank, other_sae, other_latent,
-    cosine) once ``features`` exists: each row gets the other latent's automatic label, so a
-    feature page lists its neighbours from one range of rows instead of a join over every feature."""
-    connection.execute(
-        "CREATE TABLE neighbours AS SELECT g.sae, g.latent, g.scope, g.rank, g.other_sae, g.other_latent, g.cosine, "
-        f"coalesce(f.label, '') AS other_label FROM {source} g LEFT JOIN features f "
-        "ON f.sae = g.other_sae AND f.latent = g.other_latent ORDER BY g.sae, g.latent, g.scope DESC, g.rank"
-    )
-
-
-NO_NEIGHBOURS = pa.table(
-    {
-        "sae": pa.array([], pa.int32()),
-        "latent": pa.array([], pa.int32()),
-        "scope": pa.array([], pa.string()),
-        "rank": pa.array([], pa.int16()),
-        "other_sae": pa.array([], pa.int32()),
-        "other_latent": pa.array([], pa.int32()),
-        "cosine": pa.array([], pa.float32()),
-    }
-)
-
-DERIVED_TABLES = (
-    # every lower-cased word of each automatic label (not the words the template adds), sorted, so a
-    # word-prefix search is a range scan
-    "CREATE TABLE label_terms AS SELECT DISTINCT lower(unnest(regexp_extract_all(regexp_replace(label, "
-    f"'{TEMPLATE_PATTERN}', ' ', 'g'), '[[:alnum:]_]+'))) AS term, sae, latent FROM features "
-    "ORDER BY term, sae, latent",
-    # point lookups of the windows and documents a feature page shows (a range scan cannot: they are scattered)
-    "CREATE UNIQUE INDEX windows_by_id ON windows (window_id)",
-    "CREATE UNIQUE INDEX documents_by_id ON documents (document)",
-)
-
-SQL_MACROS = (
-    # float16 bits (SMALLINT) to a number, for interval samples' activations
-    "CREATE MACRO half_to_float(h) AS (CASE WHEN h < 0 THEN -1 ELSE 1 END) * (CASE WHEN (h & 32767) >> 10 = 0 "
-    "THEN (h & 1023)::DOUBLE * 2 ** -24 ELSE ((h & 1023) + 1024)::DOUBLE * 2 ** (((h & 32767) >> 10) - 25) END)",
-    # an example's per-token activations whatever its kind: SELECT example_acts(act_values, act_values_f16) ...
-    "CREATE MACRO example_acts(values32, values16) AS "
-    "coalesce(values32, list_transform(values16, lambda h: half_to_float(h)::FLOAT))",
-)
-
-
-def read_partial(path: Path) -> tuple[dict, list[dict], list[FeatureStats], list[QualitySums], np.ndarray]:
-    """The run description, SAE rows, running statistics and token counts stored in an atlas."""
-    connection = open_atlas(path)
-    try:
-        meta = read_meta(connection)
-        sae_rows = connection.execute("SELECT * FROM saes ORDER BY sae").fetch_df().to_dict("records")
-        token_counts = connection.execute("SELECT corpus_count FROM tokens ORDER BY token").fetchnumpy()["corpus_count"]
-        stats = [_read_stats(connection, row, meta) for row in sae_rows]
-    finally:
-        connection.close()
-    quality = [_quality_from_json(json.loads(row["quality_sums"])) for row in sae_rows]
-    return meta, sae_rows, stats, quality, token_counts
-
-
-def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) -> FeatureStats:
-    sae, d, context = row["sae"], row["d_sae"], meta["context"]
-    stats = FeatureStats.empty(d, meta["top_k"], context, salt=meta["seed"] * 1000 + sae)
-    f = connection.execute(
-        "SELECT fire_count, act_sum, max_act, range_exp, hist, log_hist, interval_count FROM features "
-        "WHERE sae = ? ORDER BY latent",
-        [sae],
-    ).fetchnumpy()
-    stats.fire_count = torch.from_numpy(f["fire_count"].astype(np.int64))
-    stats.act_sum = torch.from_numpy(f["act_sum"].astype(np.float64))
-    stats.max_act = torch.from_numpy(f["max_act"].astype(np.float32))
-    stats.range_exp = torch.from_numpy(f["range_exp"].astype(np.int32))
-    for name in ("hist", "log_hist", "interval_count"):
-        setattr(stats, name, torch.from_numpy(np.stack(f[name]).astype(np.int64)))
-    stats.l0_counts[: len(row["l0_counts"])] = torch.tensor(row["l0_counts"])
-    e = connection.execute(
-        "SELECT latent, kind, interval_index, rank, window_id, position, value, sample_key, act_positions, "
-        "coalesce(act_values, []) AS act_values, coalesce(act_values_f16, []) AS act_values_f16 "
-        "FROM examples WHERE sae = ?",
-        [sae],
-    ).fetchnumpy()
-    acts = np.zeros((len(e["kind"]), context), dtype=np.float32)
-    lengths = np.array([len(p) for p in e["act_positions"]], dtype=np.int64)
-    if lengths.sum():
-        rows = np.repeat(np.arange(len(lengths)), lengths)
-        from_top = np.repeat(e["kind"] == "top", lengths)
-        values = np.empty(len(rows), dtype=np.float32)
-        values[from_top] = np.concatenate(e["act_values"])
-        values[~from_top] = np.concatenate(e["act_values_f16"]).astype(np.int16).view(np.float16)
-        acts[rows, np.concatenate(e["act_positions"]).astype(np.int64)] = values
-    latent, rank = torch.from_numpy(e["latent"].astype(np.int64)), torch.from_numpy(e["rank"].astype(np.int64))
-    top = torch.from_numpy(e["kind"] == "top")
-    window, position = torch.from_numpy(e["window_id"]), torch.from_numpy(e["position"].astype(np.int64))
-    value, acts_t = torch.from_numpy(e["value"]), torch.from_numpy(acts)
-    stats.top_value[latent[top], rank[top]] = value[top]
-    stats.top_window[latent[top], rank[top]] = window[top]
-    stats.top_position[latent[top], rank[top]] = position[top]
-    stats.top_acts[latent[top], rank[top]] = acts_t[top]
-    sample = ~top
-    index = (latent[sample], torch.from_numpy(e["interval_index"].astype(np.int64))[sample], rank[sample])
-    stats.sample_key[index] = torch.from_numpy(e["sample_key"])[sample]
-    stats.sample_token[index] = window[sample] * context + position[sample]
-    stats.sample_value[index] = value[sample]
-    stats.sample_acts[index] = acts_t[sample].half()
-    return stats
+def _insert(connection: duckdb.DuckDBPyConnection, declared: contract.Table, rows: pa.Table) -> None:
+    """``rows`` into the declared table in its primary order, matched by column name."""
+    connection.register("incoming", rows)
+    connection.execute(f"INSERT INTO {declared.name} BY NAME SELECT * FROM incoming ORDER BY {declared.order}")
+    connection.unregister("incoming")

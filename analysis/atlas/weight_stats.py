@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
+from analysis.atlas.contract import LOGIT_HIST_BINS, LOGIT_ROWS  # widths the atlas stores
 from analysis.sae_loading import LoadedSAE
 
-LOGIT_ROWS = 10
-LOGIT_HIST_BINS = 50
 NEIGHBOURS = 10
 _RESIDUAL_HOOKS = re.compile(r"(hook_resid_(pre|mid|post)|hook_mlp_out|hook_attn_out|hook_embed|hook_pos_embed)$")
 

@@ -12,13 +12,12 @@ carry circuit-tracer's signed direct effect as ``weight``.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import networkx as nx
 from circuit_tracer.graph import compute_graph_scores, prune_graph
 
+from analysis.atlas.reader import AtlasSource, feature_labels
 from analysis.graphs.compute import AttributionResult
-from analysis.graphs.labels import atlas_labels
 
 NODE_THRESHOLD = 0.8
 EDGE_THRESHOLD = 0.98
@@ -73,7 +72,7 @@ def to_networkx(
     result: AttributionResult,
     node_threshold: float = NODE_THRESHOLD,
     edge_threshold: float = EDGE_THRESHOLD,
-    atlas: str | Path | None = None,
+    atlas: AtlasSource | None = None,
 ) -> nx.DiGraph:
     """The pruned graph of ``result``: nodes holding ``node_threshold`` of the influence on the
     targets (embeddings and logits always kept), edges holding ``edge_threshold`` of it; feature
@@ -123,12 +122,12 @@ def pruned_scores(result: AttributionResult, node_mask, edge_mask) -> tuple[floa
     return compute_graph_scores(pruned)
 
 
-def _add_labels(network: nx.DiGraph, atlas: str | Path | None) -> None:
+def _add_labels(network: nx.DiGraph, atlas: AtlasSource | None) -> None:
     features = {
         node: (data["transcoder"], data["latent"])
         for node, data in network.nodes(data=True)
         if data["kind"] == "feature"
     }
-    labels = atlas_labels(atlas, features.values()) if atlas is not None else {}
+    labels = feature_labels(atlas, features.values()) if atlas is not None else {}
     for node, key in features.items():
         network.nodes[node]["label"] = labels.get(key, "")

@@ -5,14 +5,12 @@ read back into the networkx form SAEscope uses, so graphs made elsewhere can be 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import networkx as nx
 from circuit_tracer.graph import prune_graph
 from circuit_tracer.utils.create_graph_files import build_model, create_nodes, create_used_nodes_and_edges
 
+from analysis.atlas.reader import AtlasSource, feature_labels
 from analysis.graphs.compute import AttributionResult
-from analysis.graphs.labels import atlas_labels
 from analysis.graphs.network import EDGE_THRESHOLD, NODE_THRESHOLD
 
 _KINDS = {"embedding": "embedding", "mlp reconstruction error": "error", "logit": "logit"}
@@ -24,7 +22,7 @@ def to_neuronpedia(
     slug: str,
     node_threshold: float = NODE_THRESHOLD,
     edge_threshold: float = EDGE_THRESHOLD,
-    atlas: str | Path | None = None,
+    atlas: AtlasSource | None = None,
 ) -> dict:
     """The pruned graph as Neuronpedia graph JSON: metadata, qParams, nodes, links; feature nodes'
     ``clerp`` is their atlas label when ``atlas`` is given.
@@ -43,7 +41,7 @@ def to_neuronpedia(
         for node in data["nodes"]
         if node["feature_type"] not in _KINDS
     }
-    labels = atlas_labels(atlas, features.values()) if atlas is not None else {}
+    labels = feature_labels(atlas, features.values()) if atlas is not None else {}
     for node in data["nodes"]:
         if node["node_id"] in features:
             node["clerp"] = labels.get(features[node["node_id"]], "")

@@ -8,13 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from analysis.atlas.contract import HIST_BINS, LOG_BINS_PER_OCTAVE, LOG_MIN_EXP
 from dashboard.shell.plain_text import visible
 
 ACTIVATION_COLOUR = "#ff7f0e"
 LOGIT_COLOURS = ("#d62728", "#1f77b4")  # suppressed, promoted
 MARKER_COLOUR = "#2ca02c"
-HIST_BINS = 100
-LOG_BIN_OFFSET = 40  # log_hist bin = floor(4 log2 v) + 40
 
 
 def _layout(figure: go.Figure, x_title: str, y_title: str, height: int = 260) -> go.Figure:
@@ -67,7 +66,7 @@ def log_spaced_histogram(log_hist: Sequence[int]) -> go.Figure:
     if len(used) == 0:
         return _layout(go.Figure(), "activation (log scale)", "tokens")
     bins = np.arange(used.min(), used.max() + 1)
-    lower = 2.0 ** ((bins - LOG_BIN_OFFSET) / 4)
+    lower = 2.0 ** (bins / LOG_BINS_PER_OCTAVE + LOG_MIN_EXP)  # bin = floor(4 log2 v) + 40
     figure = go.Figure(
         go.Bar(
             x=lower * 2**0.125,

@@ -8,6 +8,7 @@ import json
 
 import networkx as nx
 
+from analysis.atlas.reader import AtlasSource
 from analysis.errors import SAEscopeError
 from analysis.graphs import AttributionResult, from_neuronpedia, to_neuronpedia
 from dashboard.graph.state import GraphState
@@ -51,7 +52,7 @@ def neuronpedia_json(
     slug: str,
     node_threshold: float,
     edge_threshold: float,
-    atlas: str,
+    atlas: AtlasSource,
     state: GraphState,
 ) -> str:
     """Neuronpedia graph JSON of the pruned graph with the state as ``qParams``."""

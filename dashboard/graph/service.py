@@ -7,13 +7,14 @@ browse pages."""
 
 from __future__ import annotations
 
+import duckdb
 import networkx as nx
 import streamlit as st
 
 from analysis.graphs import AttributionResult, GraphSettings, GraphSetupError, GraphTarget, compute_graph, to_networkx
 from analysis.graphs.replacement import layer_transcoders
 from analysis.live_model import LiveModel
-from dashboard.shell.workspace import Atlas
+from dashboard.shell.workspace import Atlas, Workspace
 
 ADD_TRANSCODERS = (
     "To draw graphs, build an atlas whose SAEs include one transcoder per layer of the model, all reading and "
@@ -52,13 +53,27 @@ def cached_graph(live: LiveModel, key: tuple) -> AttributionResult:
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _pruned(key: tuple, node_threshold: float, edge_threshold: float, atlas: str, _result: AttributionResult):
-    return to_networkx(_result, node_threshold, edge_threshold, atlas)
+def _pruned(
+    key: tuple,
+    node_threshold: float,
+    edge_threshold: float,
+    atlas_file: tuple[str, float],
+    _atlas: duckdb.DuckDBPyConnection,
+    _result: AttributionResult,
+):
+    return to_networkx(_result, node_threshold, edge_threshold, _atlas)
 
 
 def pruned_graph(
-    key: tuple, result: AttributionResult, node_threshold: float, edge_threshold: float, atlas: str
+    key: tuple,
+    result: AttributionResult,
+    node_threshold: float,
+    edge_threshold: float,
+    workspace: Workspace,
+    atlas: Atlas,
 ) -> nx.DiGraph:
-    """The pruned, labelled graph of the result cached under ``key``; cached too because every
+    """The pruned graph of the result cached under ``key``, its features labelled from the atlas
+    through the workspace's connection; cached too (per atlas file and version) because every
     click redraws it. Callers get a copy, so what they add to it never reaches the cache."""
-    return _pruned(key, node_threshold, edge_threshold, atlas, result).copy()
+    atlas_file = (str(atlas.path), atlas.modified)
+    return _pruned(key, node_threshold, edge_threshold, atlas_file, workspace.atlas_cursor(atlas), result).copy()

@@ -9,10 +9,10 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
+from analysis.atlas.reader import feature_labels  # noqa: E402
 from analysis.live_model import LiveInputError, LiveModelBusy  # noqa: E402
 from analysis.steering_target import SteeringTarget  # noqa: E402
 from analysis.text_activations import search_text  # noqa: E402
-from dashboard.browse.atlas_lookups import atlas_densities, atlas_labels  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
@@ -75,7 +75,7 @@ except ValueError:
 st.query_params.from_dict(page.link_params(text=query[:2000]) if query else page.link_params())
 
 if query.strip() and chosen_saes:
-    densities = atlas_densities(page.workspace, page.atlas, chosen_saes)
+    densities = page.workspace.latent_densities(page.atlas, chosen_saes)
     try:
         hits = search_text(
             live,
@@ -91,7 +91,7 @@ if query.strip() and chosen_saes:
     except (LiveInputError, LiveModelBusy) as error:
         st.error(md(error))
         st.stop()
-    labels_by_key = atlas_labels(page.workspace, page.atlas, [(h.sae, h.latent) for h in hits])
+    labels_by_key = feature_labels(page.workspace.atlas_cursor(page.atlas), [(h.sae, h.latent) for h in hits])
     table = pd.DataFrame(
         {
             "feature": [_feature_url(page.atlas_key, h.sae, h.latent) for h in hits],

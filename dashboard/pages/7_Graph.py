@@ -13,7 +13,6 @@ import streamlit as st
 
 from analysis.graphs import AttributionResult, GraphSettings, GraphSetupError, GraphTarget  # noqa: E402
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
-from dashboard.browse.atlas_lookups import atlas_densities  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.graph.files import neuronpedia_json  # noqa: E402
 from dashboard.graph.library import (  # noqa: E402
@@ -200,7 +199,7 @@ def _draw(
     """The figure (all or the subgraph) beside the clicked node's panel."""
     transcoders = [d.get("transcoder") for _, d in graph.nodes(data=True) if d["kind"] == "feature"]
     names = sorted({name for name in transcoders if name and page.atlas.sae_index(name) is not None})
-    densities = atlas_densities(page.workspace, page.atlas, names) if max_density is not None else {}
+    densities = page.workspace.latent_densities(page.atlas, names) if max_density is not None else {}
     others = sum(1 for _, d in graph.nodes(data=True) if d["kind"] != "feature")
     limit = min(max_features, max(MAX_DRAWN_NODES - others, 1))
     shown = filtered(graph, limit, max_density, densities)
@@ -293,7 +292,7 @@ if loaded is not None:
     state = _state_for(loaded.origin)
 elif computed is not None:
     key, result = computed
-    graph = pruned_graph(key, result, thresholds[0], thresholds[1], str(page.atlas.path))
+    graph = pruned_graph(key, result, thresholds[0], thresholds[1], page.workspace, page.atlas)
     graph.graph.update(
         model_hash=live.model_hash,  # so a saved or exported graph says what it was computed with
         transcoder_hashes={name: live.sae_hashes[name] for name in result.transcoders},
@@ -325,7 +324,7 @@ if graph is not None:
             "graph",
             thresholds[0],
             thresholds[1],
-            str(page.atlas.path),
+            page.workspace.atlas_cursor(page.atlas),
             state,
         )
     export_buttons(graph, state, neuronpedia)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.atlas.schema import AtlasError
+from analysis.atlas.reader import AtlasError
 from analysis.errors import SAEscopeError
 from analysis.paths import DEMO_ATLAS
 from dashboard.shell.identity import ActingStore, Identity, visible_atlases

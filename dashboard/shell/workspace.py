@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
-from analysis.atlas.schema import AtlasError, open_atlas, read_meta
+from analysis.atlas.reader import AtlasError, latent_densities, open_atlas, read_meta, sae_table, token_texts
 from analysis.paths import DEMO_ATLAS
 from dashboard.shell.settings import Settings
 from dashboard.userdata import UserStore, open_user_store
@@ -33,6 +35,7 @@ class Atlas:
     token_text: tuple[str, ...]
     modified: float
     feature_rows: dict[int, range]  # sae -> its rows of ``features`` (one per latent, in (sae, latent) order)
+    densities: dict[str, np.ndarray] = field(default_factory=dict, compare=False)  # SAE name -> by latent, as read
 
     def sae_index(self, name: str) -> int | None:
         match = self.saes.index[self.saes["name"] == name]
@@ -82,6 +85,22 @@ class Workspace:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.store.connection.cursor()
 
+    def atlas_cursor(self, atlas: Atlas) -> duckdb.DuckDBPyConnection:
+        """A cursor whose unqualified table names are the atlas's (``USE`` acts on this cursor only),
+        for the shared reads of ``analysis/atlas/reader.py``."""
+        cursor = self.cursor()
+        cursor.execute(f"USE {atlas.alias}")
+        return cursor
+
+    def latent_densities(self, atlas: Atlas, sae_names: Iterable[str]) -> dict[str, np.ndarray]:
+        """Each named SAE's density array indexed by latent (those the atlas has), read once per
+        attached atlas file and SAE: a million densities take longer to read than a page may."""
+        names = list(dict.fromkeys(sae_names))
+        missing = [name for name in names if name not in atlas.densities]
+        if missing:
+            atlas.densities.update(latent_densities(self.atlas_cursor(atlas), missing))
+        return {name: atlas.densities[name] for name in names if name in atlas.densities}
+
     def atlas(self, path: Path) -> Atlas:
         """The atlas at ``path``, checked and attached once (again after a rebuild replaced the file).
 
@@ -99,9 +118,7 @@ class Workspace:
     def _attach(self, path: Path, modified: float, detach: Atlas | None) -> Atlas:
         check = open_atlas(path)  # refuses missing, corrupt, foreign and other-version files
         try:
-            meta = read_meta(check)
-            saes = check.execute("SELECT * EXCLUDE (quality_sums) FROM saes ORDER BY sae").df()
-            token_text = tuple(t for (t,) in check.execute("SELECT text FROM tokens ORDER BY token").fetchall())
+            meta, saes, token_text = read_meta(check), sae_table(check), token_texts(check)
         finally:
             check.close()
         alias = "atlas_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]

@@ -4,10 +4,10 @@ label). Torch-free: the feature page links here without loading a model."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import streamlit as st
 
+from analysis.atlas import reader
+from analysis.atlas.reader import LatentSummary
 from analysis.steering_target import SteeringTarget
 from dashboard.shell.workspace import Atlas, Workspace
 
@@ -24,30 +24,6 @@ def set_coefficients(targets: list[SteeringTarget]) -> None:
         st.session_state[key] = st.session_state[key + "_slider"] = float(target.coefficient)
 
 
-@dataclass(frozen=True)
-class LatentSummary:
-    """What the atlas says of a latent: enough to label it and scale its default coefficient."""
-
-    sae: int
-    latent: int
-    max_act: float
-    density: float
-    label: str
-
-
 def latent_summary(workspace: Workspace, atlas: Atlas, sae_name: str, latent: int) -> LatentSummary | None:
-    """The atlas's row for a latent, or None when the atlas has no such SAE or latent."""
-    sae = atlas.sae_index(sae_name)
-    if sae is None:
-        return None
-    row = (
-        workspace.cursor()
-        .execute(
-            f"SELECT max_act, density, label FROM {atlas.alias}.features WHERE sae = ? AND latent = ?",
-            [sae, int(latent)],
-        )
-        .fetchone()
-    )
-    if row is None:
-        return None
-    return LatentSummary(sae=sae, latent=int(latent), max_act=float(row[0]), density=float(row[1]), label=row[2] or "")
+    """``analysis.atlas.reader.latent_summary`` through the workspace's connection to ``atlas``."""
+    return reader.latent_summary(workspace.atlas_cursor(atlas), sae_name, latent)
