@@ -143,9 +143,9 @@ def _run_precompute(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
+    preflight.output_file(Path(args.out), overwrite=args.overwrite)
     from analysis.atlas.merge import merge_atlases
 
-    preflight.output_file(Path(args.out), overwrite=args.overwrite)
     summary = merge_atlases(
         [Path(p) for p in args.partials], Path(args.out), overwrite=args.overwrite, allow_partial=args.allow_partial
     )
@@ -289,13 +289,13 @@ def _run_search_text(args: argparse.Namespace) -> int:
 
 
 def _run_graph(args: argparse.Namespace) -> int:
+    preflight.output_file(Path(args.out), overwrite=True)  # before the graph is computed, not after
     import networkx as nx
 
     from analysis.graphs import GraphSettings, GraphTarget, compute_graph, to_networkx
     from analysis.live_model import LiveSpecs, load_live
 
     is_demo = args.model == str(DEMO_MODEL)
-    preflight.output_file(Path(args.out), overwrite=True)  # before the graph is computed, not after
     live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device)
     given = {"max_feature_nodes": args.max_feature_nodes, "batch_size": args.batch_size, "max_tokens": args.max_tokens}
     settings = GraphSettings(**{name: value for name, value in given.items() if value is not None})
@@ -590,9 +590,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Exception as error:
-        from analysis.errors import USER_ERRORS  # imported here: it pulls in torch, which checks must not wait for
+        # Every project error is a ValueError: checked first, so a rejected argument does not wait
+        # for analysis.errors, which imports torch and transformer-lens.
+        if not isinstance(error, ValueError):
+            from analysis.errors import USER_ERRORS
 
-        if not isinstance(error, USER_ERRORS):
-            raise
+            if not isinstance(error, USER_ERRORS):
+                raise
         print(f"error: {error}", file=sys.stderr)
         return 2

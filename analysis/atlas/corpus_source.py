@@ -8,7 +8,8 @@ holds and where they came from, in every shard and every run.
 
 Reading is lazy: documents are read and tokenised in order only until the stream holds the
 tokens asked for, so a 4,096-token run over a large corpus reads its first few documents, and
-the stream (and its content hash) is that prefix, the same in every shard, merge and check of a run.
+the stream (and its content hash) is that prefix, the same in every shard, merge and check of a run
+(the demo corpus is stored tokenised and is read whole).
 Problems are reported with file and line: a ``text`` that is not a string is refused, undecodable
 bytes are replaced and counted (refused with ``strict``), empty documents are skipped and counted.
 """
@@ -93,6 +94,7 @@ class _Problems:
 
     spec: str
     strict: bool
+    unit: str = "line"  # what a place is: a JSONL line or a file of a folder
     bad_bytes: int = 0
     bad_places: int = 0
     first_bad: str = ""
@@ -106,7 +108,7 @@ class _Problems:
         if not bad:
             return text
         if self.strict:
-            raise CorpusError(f"{where}: {bad} bytes are not UTF-8 (--strict refuses them)")
+            raise CorpusError(f"{where}: not UTF-8 ({_n(bad, 'undecodable byte')}); --strict refuses it")
         self.bad_bytes += bad
         self.bad_places += 1
         self.first_bad = self.first_bad or where
@@ -116,12 +118,18 @@ class _Problems:
         found = []
         if self.bad_bytes:
             found.append(
-                f"corpus {self.spec!r}: {self.bad_bytes:,} undecodable bytes in {self.bad_places:,} places replaced "
-                f"by U+FFFD (first at {self.first_bad}); pass --strict to refuse them"
+                f"corpus {self.spec!r}: {_n(self.bad_bytes, 'undecodable byte')} in {_n(self.bad_places, self.unit)} "
+                f"replaced by U+FFFD (first at {self.first_bad}); pass --strict to refuse them"
             )
         if self.empty:
-            found.append(f"corpus {self.spec!r}: {self.empty:,} empty documents skipped (first at {self.first_empty})")
+            found.append(
+                f"corpus {self.spec!r}: {_n(self.empty, 'empty document')} skipped (first at {self.first_empty})"
+            )
         return found
+
+
+def _n(count: int, thing: str) -> str:
+    return f"{count:,} {thing}{'s' * (count != 1)}"
 
 
 def _tokenise(
@@ -180,8 +188,9 @@ def read_manifest(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle]
 
 
-def _demo(tokenizer, max_tokens: int | None) -> CorpusTokens:
-    """The demo bundle's held-out split, already tokenised with the demo tokenizer."""
+def _demo(tokenizer) -> CorpusTokens:
+    """The demo bundle's held-out split, already tokenised with the demo tokenizer: read whole (it
+    is one array, nothing to tokenise), so its content hash is the same whatever a run uses of it."""
     demo_tokenizer = (DEMO_ROOT / "model" / "tokenizer.json").read_text()
     if tokenizer.backend_tokenizer.to_str() != _normalised_tokenizer(demo_tokenizer):
         raise CorpusError(
@@ -191,19 +200,8 @@ def _demo(tokenizer, max_tokens: int | None) -> CorpusTokens:
     stream = np.load(DEMO_ROOT / "heldout_tokens.npy").astype(np.int64)
     lengths = np.array([r["tokens"] + 1 for r in rows])  # each document is followed by EOS
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    exhausted = max_tokens is None or max_tokens >= len(stream)
-    if not exhausted:
-        stream = stream[:max_tokens]
-        rows = rows[: int(np.searchsorted(starts, len(stream)))]
-        starts = starts[: len(rows)]
     return CorpusTokens(
-        "demo",
-        stream,
-        [r["doc_id"] for r in rows],
-        [r["domain"] for r in rows],
-        [r["source"] for r in rows],
-        starts,
-        exhausted=exhausted,
+        "demo", stream, [r["doc_id"] for r in rows], [r["domain"] for r in rows], [r["source"] for r in rows], starts
     )
 
 
@@ -279,10 +277,11 @@ def load_corpus(spec: str, tokenizer, max_tokens: int | None = None, strict: boo
     """Read and tokenise the corpus named by ``spec`` with the model's tokenizer, stopping once the
     stream holds ``max_tokens`` tokens (the whole corpus when None)."""
     if spec == "demo":
-        return _demo(tokenizer, max_tokens)
+        return _demo(tokenizer)
     problems = _Problems(spec, strict)
     path = Path(spec)
     if path.is_dir():
+        problems.unit = "file"
         return _tokenise(str(path), _folder(path, problems), tokenizer, max_tokens, problems)
     if path.is_file() and path.suffix == ".jsonl":
         return _tokenise(str(path), _jsonl(path, problems), tokenizer, max_tokens, problems)

@@ -71,6 +71,15 @@ def _windows(span: tuple[int, int]) -> str:
     return f"window {span[0]}" if span[1] - span[0] == 1 else f"windows {span[0]}-{span[1] - 1}"
 
 
+def window_ranges(meta: dict) -> list[list[int]]:
+    """The [first, end) window range of each shard in an atlas: recorded, or for an atlas written
+    before ranges were recorded, derived from its shards as precompute slices them."""
+    if "window_ranges" in meta:
+        return meta["window_ranges"]
+    total = meta["total_windows"]
+    return [[index * total // count, (index + 1) * total // count] for index, count in meta["shards"]]
+
+
 def check_coverage(metas: dict[Path, dict], allow_partial: bool = False) -> list[list[int]]:
     """Refuse partials of different runs or overlapping windows, and (unless ``allow_partial``) a set
     that leaves windows out; return the missing window ranges. Checked from the files' meta alone."""
@@ -79,12 +88,9 @@ def check_coverage(metas: dict[Path, dict], allow_partial: bool = False) -> list
         differing = [k for k in _RUN_KEYS if meta.get(k) != first_meta.get(k)]
         if differing:
             raise MergeError(f"{path} and {first} come from different runs: they differ in {', '.join(differing)}")
-    spans = []
-    for path, meta in metas.items():
-        if "window_ranges" not in meta:
-            raise MergeError(f"{path} does not record its windows (built before merge checked them): rebuild it")
-        spans += [(tuple(span), path) for span in meta["window_ranges"] if span[1] > span[0]]
-    spans.sort()
+    spans = sorted(
+        (tuple(span), path) for path, meta in metas.items() for span in window_ranges(meta) if span[1] > span[0]
+    )
     for (span, path), (next_span, next_path) in zip(spans, spans[1:]):
         if next_span[0] < span[1]:
             both = (next_span[0], min(span[1], next_span[1]))
@@ -141,7 +147,7 @@ def merge_atlases(partials: list[Path], out: Path, overwrite: bool = False, allo
     runs = sorted(
         (span, shard, batches)
         for m in metas.values()
-        for span, shard, batches in zip(m["window_ranges"], m["shards"], m.get("batches", [[]] * len(m["shards"])))
+        for span, shard, batches in zip(window_ranges(m), m["shards"], m.get("batches", [[]] * len(m["shards"])))
     )
     meta["window_ranges"] = [span for span, _, _ in runs]
     meta["shards"] = [shard for _, shard, _ in runs]

@@ -32,6 +32,7 @@ from analysis.atlas.run_config import PrecomputeConfig, PrecomputeError, check_c
 from analysis.atlas.store import AtlasContent, AtlasWriteError, SAEResult, write_atlas
 from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual_directions
 from analysis.content_hash import model_hash, sae_hash
+from analysis.devices import pick_device
 from analysis.hooked_forward import run_to_hooks
 from analysis.model_loading import LoadedModel, load_model, load_tokenizer
 from analysis.paths import REPO_ROOT
@@ -141,9 +142,11 @@ class Precompute:
                 f"{config.tokens:,}: the atlas uses all of it, {self.total_windows:,} windows of {config.context} "
                 f"({self.total_windows * config.context:,} tokens with BOS)"
             )
-        self.loaded: LoadedModel = load_model(config.model, device=config.device)
+        device = pick_device(config.device)
+        # SAEs before the model: a damaged SAE file is reported without waiting for the model to load
+        self.saes: list[LoadedSAE] = [s for spec in config.saes for s in load_saes(spec, device=device)]
+        self.loaded: LoadedModel = load_model(config.model, device=device)
         self.model = self.loaded.model
-        self.saes: list[LoadedSAE] = [s for spec in config.saes for s in load_saes(spec, device=self.loaded.device)]
         check_fits(self.model, self.saes)
         names = [s.name for s in self.saes]
         if len(set(names)) != len(names):

@@ -22,11 +22,13 @@ import torch
 
 from analysis.atlas.corpus_source import load_corpus
 from analysis.atlas.feature_stats import FeatureStats, block_salt
-from analysis.atlas.merge import stored_weight_tables
+from analysis.atlas.merge import stored_weight_tables, window_ranges
+from analysis.atlas.run_config import PrecomputeConfig
 from analysis.atlas.schema import open_atlas, read_meta
 from analysis.atlas.store import read_partial
 from analysis.paths import REPO_ROOT
 
+DEFAULT_BATCH = PrecomputeConfig.batch_windows
 MAX_LISTED = 5  # differences named per check; the rest are counted
 _STAT_FIELDS = (
     "fire_count",
@@ -115,10 +117,11 @@ def _sampled(meta: dict, sample: int, seed: int) -> dict[int, list[int]]:
 def _batches(meta: dict) -> list[np.ndarray]:
     """The window ids of every batch the pass processed, in the order it processed them."""
     batches = []
-    plans = meta.get("batches") or [[] for _ in meta["window_ranges"]]
-    for (low, high), plan in zip(meta["window_ranges"], plans):
+    spans = window_ranges(meta)
+    plans = meta.get("batches") or [[] for _ in spans]  # an atlas from before batches were recorded: the default
+    for (low, high), plan in zip(spans, plans):
         windows = np.arange(low, high)
-        plan = plan or [[0, 128]]
+        plan = plan or [[0, DEFAULT_BATCH]]
         ends = [start for start, _ in plan[1:]] + [len(windows)]
         for (start, size), end in zip(plan, ends):
             batches += [windows[first : min(first + size, end)] for first in range(start, end, size)]
@@ -134,9 +137,6 @@ def verify_atlas(path: Path, sample: int = 64, seed: int = 0, device: str | None
         _consistency(connection, report)
     finally:
         connection.close()
-    if "window_ranges" not in meta:
-        report.fail("provenance", [f"{path} does not record its window ranges (built before verify existed)"])
-        return report
     context = _Recomputation(meta, device or meta.get("device"), report)
     if not context.provenance_ok():
         return report
