@@ -267,7 +267,7 @@ def _hf_dataset(name: str) -> Iterator[_Document]:
     if "text" not in dataset.column_names:
         raise CorpusError(f"dataset {name!r} has no 'text' column (columns: {dataset.column_names})")
     for index, row in enumerate(dataset):
-        text = row["text"]
+        text = row["text"]  # pyright: ignore[reportCallIssue, reportArgumentType]  (rows are dicts)
         if not isinstance(text, str):
             raise CorpusError(f"dataset {name!r} row {index}: 'text' is {_json_kind(text)}, not a string")
         yield _Document(text, str(index), name, f"{name}[{index}]", f"{name} row {index}")

@@ -89,7 +89,7 @@ def check_coverage(metas: dict[Path, dict], allow_partial: bool = False) -> list
         if differing:
             raise MergeError(f"{path} and {first} come from different runs: they differ in {', '.join(differing)}")
     spans = sorted(
-        (tuple(span), path) for path, meta in metas.items() for span in window_ranges(meta) if span[1] > span[0]
+        ((span[0], span[1]), path) for path, meta in metas.items() for span in window_ranges(meta) if span[1] > span[0]
     )
     for (span, path), (next_span, next_path) in zip(spans, spans[1:]):
         if next_span[0] < span[1]:

@@ -92,7 +92,7 @@ def _consistency(connection: duckdb.DuckDBPyConnection, report: VerifyReport) ->
     if rows:
         report.fail("l0_counts agree with tokens and fire_count", [name for (name,) in rows])
     if report.ok:
-        latents = connection.execute("SELECT count(*) FROM features").fetchone()[0]
+        (latents,) = connection.execute("SELECT count(*) FROM features").fetchall()[0]
         report.lines.append(f"ok consistency of all {latents:,} latents")
 
 
@@ -196,12 +196,14 @@ class _Recomputation:
             for latent in latents
         }
         tokenizer = self.model.tokenizer
+        assert tokenizer is not None  # the loader always gives the model its tokenizer
+        bos_id = int(tokenizer.bos_token_id)  # pyright: ignore[reportArgumentType]
         special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=device)
         hooks = sorted({s.hook_name for s in self.saes})  # the pass's forward, so activations are the same
         used = [self.saes[sae] for sae in sampled]
         batches = _batches(meta)
         for ids in batches:
-            tokens = self.corpus.windows(ids, meta["context"], tokenizer.bos_token_id).to(device)
+            tokens = self.corpus.windows(ids, meta["context"], bos_id).to(device)
             counted, per_sae = sae_activations(self.model, used, hooks, tokens, special)
             window_ids = torch.from_numpy(ids).to(device)
             for sae, acts in zip(sampled, per_sae):
