@@ -165,7 +165,7 @@ def test_merge_refuses_overlapping_incomplete_and_mixed_shards(tmp_path):
     out = str(tmp_path / "m.duckdb")
     _refused(
         analysis("merge", str(parts["0/2"]), str(parts["0/4"]), "--out", out),
-        f"{parts['0/2']} (windows 0-7) and {parts['0/4']} (windows 0-3) overlap in windows 0-3",
+        f"{parts['0/4']} (windows 0-3) and {parts['0/2']} (windows 0-7) overlap in windows 0-3",
     )
     _refused(
         analysis("merge", str(parts["0/2"]), "--out", out),
