@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the CLI imports torch only for the subcommand that needs it
 
     from analysis.live_model import LiveModel
 
+from analysis import preflight
 from analysis.errors import SAEscopeError, UsageError
 from analysis.paths import DEMO_ATLAS, DEMO_DIR, DEMO_MODEL, DEMO_SAES
 from analysis.steering_methods import DEFAULT_METHOD, METHODS
@@ -117,7 +118,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_precompute(args: argparse.Namespace) -> int:
-    from analysis.atlas.precompute import PrecomputeConfig, parse_shard, run_precompute
+    from analysis.atlas.run_config import PrecomputeConfig, check_config, parse_shard
 
     config = PrecomputeConfig(
         model=args.model,
@@ -135,7 +136,11 @@ def _run_precompute(args: argparse.Namespace) -> int:
         checkpoint_seconds=args.checkpoint_minutes * 60,
         overwrite=args.overwrite,
         resume=args.resume,
+        strict=args.strict,
     )
+    check_config(config)  # before torch is imported: a typo costs a second
+    from analysis.atlas.precompute import run_precompute
+
     summary = run_precompute(config)
     print(
         f"atlas {summary['atlas']}: {summary['tokens']:,} tokens, {summary['saes']} SAEs, "
@@ -146,14 +151,28 @@ def _run_precompute(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
+    preflight.output_file(Path(args.out), overwrite=args.overwrite)
     from analysis.atlas.merge import merge_atlases
 
-    summary = merge_atlases([Path(p) for p in args.partials], Path(args.out), overwrite=args.overwrite)
+    summary = merge_atlases(
+        [Path(p) for p in args.partials], Path(args.out), overwrite=args.overwrite, allow_partial=args.allow_partial
+    )
     print(
         f"merged {summary['partials']} partial atlases (shards {summary['shards']}) into {summary['atlas']}: "
         f"{summary['tokens']:,} tokens, {summary['seconds']} s"
     )
+    if summary["missing"]:
+        print(f"windows missing (--allow-partial): {summary['missing']}")
     return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from analysis.atlas.verify import verify_atlas
+
+    report = verify_atlas(Path(args.atlas), sample=args.sample, seed=args.seed, device=args.device)
+    for line in report.lines:
+        print(line)
+    return 0 if report.ok else 1
 
 
 def _run_steer(args: argparse.Namespace) -> int:
@@ -280,6 +299,7 @@ def _run_search_text(args: argparse.Namespace) -> int:
 
 
 def _run_graph(args: argparse.Namespace) -> int:
+    preflight.output_file(Path(args.out), overwrite=True)  # before the graph is computed, not after
     import networkx as nx
 
     from analysis.graphs import GraphSettings, GraphTarget, compute_graph, to_networkx
@@ -336,16 +356,32 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 def _model_arguments(parser: argparse.ArgumentParser, sae_kind: str = "SAE") -> None:
     """--model, --sae, --device and --dtype, the same for every subcommand that loads a model."""
-    parser.add_argument("--model", default=str(DEMO_MODEL), help="Hugging Face hub id or local folder (default: demo)")
-    parser.add_argument("--sae", action="append", help=f"{sae_kind} spec; repeat for several (default: the demo's)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    parser.add_argument(
+        "--model",
+        type=preflight.spec,
+        default=str(DEMO_MODEL),
+        help="Hugging Face hub id or local folder (default: demo)",
+    )
+    parser.add_argument(
+        "--sae", type=preflight.spec, action="append", help=f"{sae_kind} spec; repeat for several (default: the demo's)"
+    )
+    parser.add_argument(
+        "--device", type=preflight.device, default=None, help="cpu, cuda, cuda:N (default: CUDA when available)"
+    )
     parser.add_argument(
         "--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="model weights (float32)"
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (what was wrong, and where the help is), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saescope", description="SAEscope: model-side commands.")
+    parser = _Parser(prog="saescope", description="SAEscope: model-side commands.")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="<subcommand>")
 
@@ -357,7 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--stages", default="tokenizer,model,saes,report", help="comma-separated stages to run, in order (default: all)"
     )
-    demo.add_argument("--minutes", type=float, default=40.0, help="wall-clock budget for training the model")
+    demo.add_argument(
+        "--minutes",
+        type=preflight.number(0, 1e6, low_open=True),
+        default=40.0,
+        help="wall-clock budget for training the model",
+    )
     demo.add_argument("--only", help="with the saes stage: retrain only these SAEs (comma-separated names)")
     demo.add_argument("--out", default=str(DEMO_DIR), help="bundle folder (default: data/demo)")
     demo.set_defaults(handler=_run_demo)
@@ -385,13 +426,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="'demo', a folder of text files, a .jsonl file with a 'text' field, or a locally cached "
         "Hugging Face dataset name (default: demo)",
     )
-    pre.add_argument("--tokens", type=int, required=True, help="how many tokens to process (whole windows)")
-    pre.add_argument("--context", type=int, default=128, help="tokens per window, BOS included (default 128)")
-    pre.add_argument("--top-k", type=int, default=20, help="top examples kept per latent (default 20)")
-    pre.add_argument("--seed", type=int, default=0, help="seed of the interval samples (default 0)")
-    pre.add_argument("--batch", type=int, default=128, help="windows per batch (halved on out-of-memory)")
+    pre.add_argument(
+        "--tokens", type=preflight.whole(1), required=True, help="how many tokens to process (whole windows; 1e6 works)"
+    )
+    pre.add_argument(
+        "--context",
+        type=preflight.whole(2),
+        default=128,
+        help="tokens per window, BOS included, at most the model's (default 128)",
+    )
+    pre.add_argument(
+        "--top-k",
+        type=preflight.whole(1, preflight.MAX_TOP_K),
+        default=20,
+        help=f"top examples kept per latent (1 to {preflight.MAX_TOP_K}, default 20)",
+    )
+    pre.add_argument(
+        "--seed", type=preflight.whole(0, 2**31), default=0, help="seed of the interval samples (default 0)"
+    )
+    pre.add_argument(
+        "--batch", type=preflight.whole(1), default=128, help="windows per batch (halved on out-of-memory)"
+    )
     pre.add_argument("--shard", default="0/1", help="process slice i of n of the windows (partial atlas)")
-    pre.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between checkpoints")
+    pre.add_argument(
+        "--checkpoint-minutes", type=preflight.number(0, 1e6), default=5.0, help="minutes between checkpoints"
+    )
+    pre.add_argument("--strict", action="store_true", help="refuse a corpus with bytes that are not UTF-8")
     pre.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing atlas at --out")
     pre.add_argument("--out", required=True, help="atlas file to write (.duckdb)")
@@ -414,11 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="search BOS too (ignored by default: it excites latents whatever the text)",
     )
     search.add_argument(
-        "--top", type=int, default=20, help="how many latents (per position with --per-token; 1 to 1000, default 20)"
+        "--top",
+        type=preflight.whole(1, 1000),
+        default=20,
+        help="how many latents (per position with --per-token; 1 to 1000, default 20)",
     )
     search.add_argument(
         "--max-density",
-        type=float,
+        type=preflight.number(0, 1),
         help="leave out latents firing on more than this fraction of the atlas's tokens (needs the SAEs in --atlas)",
     )
     search.add_argument(
@@ -438,7 +501,29 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("partials", nargs="+", help="partial atlas files")
     merge.add_argument("--out", required=True, help="merged atlas file to write")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing atlas at --out")
+    merge.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge even if windows are missing; the atlas records its coverage (shown on Home)",
+    )
     merge.set_defaults(handler=_run_merge)
+
+    verify = commands.add_parser(
+        "verify",
+        help="re-check an atlas against its recorded model, SAEs and corpus",
+        description="Check an atlas's internal consistency, that its recorded model, SAEs and corpus still have "
+        "the recorded content, and recompute a sample of latents from them, comparing exactly. "
+        "Exit code 0 when everything matches, 1 naming what differs.",
+    )
+    verify.add_argument("atlas", help="atlas file (.duckdb)")
+    verify.add_argument(
+        "--sample", type=preflight.whole(0, 100_000), default=64, help="latents to recompute (default 64; 0: none)"
+    )
+    verify.add_argument("--seed", type=preflight.whole(0, 2**31), default=0, help="which latents are sampled")
+    verify.add_argument(
+        "--device", type=preflight.device, default=None, help="default: the device the atlas was built on"
+    )
+    verify.set_defaults(handler=_run_verify)
 
     st = commands.add_parser(
         "steer",
@@ -460,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(METHODS),
         help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})",
     )
-    st.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    st.add_argument("--max-new-tokens", type=preflight.count, default=64, help="tokens to generate (default 64)")
     st.add_argument("--temperature", type=float, default=0.5, help="0 is greedy (default 0.5)")
     st.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
     st.add_argument("--freq-penalty", type=float, default=1.0, help="OpenAI-style frequency penalty (default 1.0)")
@@ -482,15 +567,25 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--atlas", help="atlas to label features from (default: the demo atlas for the demo model)")
     graph.add_argument("--target", help="explain this token's logit (default: the top tokens up to 95%% probability)")
     graph.add_argument("--versus", help="with --target: explain logit(target) - logit(versus)")
-    graph.add_argument("--node-threshold", type=float, default=0.8, help="share of influence kept in nodes (0.8)")
-    graph.add_argument("--edge-threshold", type=float, default=0.98, help="share of influence kept in edges (0.98)")
+    graph.add_argument(
+        "--node-threshold",
+        type=preflight.number(0, 1, low_open=True),
+        default=0.8,
+        help="share of influence kept in nodes (0.8)",
+    )
+    graph.add_argument(
+        "--edge-threshold",
+        type=preflight.number(0, 1, low_open=True),
+        default=0.98,
+        help="share of influence kept in edges (0.98)",
+    )
     graph.add_argument(
         "--max-feature-nodes",
-        type=int,
+        type=preflight.whole(0),
         help="features attributed, most influential first; 0 = all (default: GraphSettings)",
     )
-    graph.add_argument("--batch-size", type=int, help="nodes per backward pass (default: GraphSettings)")
-    graph.add_argument("--max-tokens", type=int, help="longer prompts are refused (default 64)")
+    graph.add_argument("--batch-size", type=preflight.whole(1), help="nodes per backward pass (default: GraphSettings)")
+    graph.add_argument("--max-tokens", type=preflight.whole(1), help="longer prompts are refused (default 64)")
     graph.add_argument(
         "--neuronpedia",
         action="store_true",

@@ -51,6 +51,8 @@ class LoadedModel:
 def resolve_model_path(spec: str) -> Path:
     """The local folder a model spec names: the folder itself, or a hub id's cached snapshot."""
     path = Path(spec).expanduser()
+    if not spec.strip():
+        raise ModelLoadError("the model spec is empty: give a Hugging Face hub id or a local folder")
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelLoadError(f"'{spec}' is a folder but has no config.json: it is not a Hugging Face model folder")
@@ -75,7 +77,15 @@ def load_tokenizer(spec: str):
     """The tokenizer of a model spec, without loading the model."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_path(spec), local_files_only=True)
+    path = resolve_model_path(spec)
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:  # a broken config.json or tokenizer file
+        raise ModelLoadError(f"the tokenizer in {path} could not be read: {_first_line(error)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def load_model(spec: str, device: str | None = None, dtype: str | torch.dtype = "float32") -> LoadedModel:
@@ -89,7 +99,10 @@ def load_model(spec: str, device: str | None = None, dtype: str | torch.dtype = 
         dtype = DTYPES[dtype]
     path = resolve_model_path(spec)
     device = pick_device(device)
-    hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
+    try:
+        hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:  # config.json that is not JSON, or not a model config
+        raise ModelLoadError(f"{path / 'config.json'} could not be read: {_first_line(error)}") from None
     architecture = (hf_config.architectures or [hf_config.model_type])[0]
     try:
         cfg = hooked_config(hf_config, architecture, device=device, dtype=dtype)

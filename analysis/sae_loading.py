@@ -26,6 +26,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from sae_lens import SAE
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from sae_lens.saes.transcoder import Transcoder
+from safetensors import SafetensorError
 from transformer_lens import HookedTransformer
 
 from analysis.errors import SAEscopeError
@@ -73,11 +74,28 @@ def _is_sae_folder(path: Path) -> bool:
 
 
 def _load_folder(path: Path, spec: str, device: str) -> LoadedSAE:
-    architecture = json.loads((path / CFG_FILE).read_text()).get("architecture", "standard")
+    try:
+        cfg = json.loads((path / CFG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SAELoadError(f"{path / CFG_FILE} is not a readable JSON config ({error})") from None
+    architecture = cfg.get("architecture", "standard") if isinstance(cfg, dict) else None
     if architecture not in SAE_CLASS_REGISTRY:
         known = ", ".join(sorted(SAE_CLASS_REGISTRY))
         raise SAELoadError(f"unknown SAE architecture '{architecture}' in {path / CFG_FILE}; sae-lens knows: {known}")
-    return LoadedSAE(name=path.name, spec=spec, sae=SAE.load_from_disk(path, device=device))
+    try:
+        sae = SAE.load_from_disk(path, device=device)
+    except SafetensorError as error:
+        raise SAELoadError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({error})") from None
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as error:
+        # torch's load_state_dict lists every mismatch over many lines: say the first, and where
+        raise SAELoadError(f"{path}: {CFG_FILE} and {WEIGHTS_FILE} disagree ({_first_detail(error)})") from None
+    return LoadedSAE(name=path.name, spec=spec, sae=sae)
+
+
+def _first_detail(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict") else lines[0]
+    return detail[:200]
 
 
 @contextmanager

@@ -86,9 +86,17 @@ st.dataframe(
     },
 )
 st.caption(
-    "Quality measured by the atlas pass (CE loss recovered splices the reconstruction in where the SAE "
-    "writes); dead = never fired in the atlas's tokens, dense = fired on more than 10% of them."
+    f"Mean L0, dead (never fired) and dense (fired on more than 10% of tokens) count every token of the atlas; "
+    f"explained variance and CE loss recovered (the reconstruction spliced in where the SAE writes) are measured "
+    f"on the {-(-atlas.meta['total_windows'] // atlas.meta['quality_stride']):,} windows spread over the run whose "
+    f"id is a multiple of {atlas.meta['quality_stride']}."
 )
+if "coverage" in atlas.meta:  # merged with --allow-partial: some windows of the run are missing
+    coverage = atlas.meta["coverage"]
+    st.caption(
+        f"Partial atlas: {coverage['windows']:,} of the run's {coverage['total_windows']:,} windows "
+        f"({coverage['windows'] / coverage['total_windows']:.0%}); missing window ranges {coverage['missing']}."
+    )
 st.plotly_chart(
     density_histogram(
         saes["density_log10_edges"].iloc[0],

@@ -62,3 +62,28 @@ for path, query in [(None, {{}}), ("pages/1_Features.py", {{}}), ("pages/2_Featu
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_home_says_which_quality_numbers_are_sampled_and_shows_a_partial_atlas(tmp_path, monkeypatch, user_db):
+    """The quality caption names the sampled windows; an atlas merged with --allow-partial shows its coverage."""
+    import shutil
+
+    import duckdb
+
+    folder = tmp_path / "atlases"
+    folder.mkdir()
+    partial = folder / "partial.duckdb"
+    shutil.copy(DEMO_DIR / "atlas.duckdb", partial)
+    coverage = '{"windows": 4096, "total_windows": 8192, "missing": [[4096, 8192]]}'
+    with duckdb.connect(str(partial)) as connection:
+        connection.execute("INSERT INTO meta VALUES ('coverage', ?)", [coverage])
+    monkeypatch.setenv("SAESCOPE_ATLAS_DIR", str(folder))
+    app = AppTest.from_file(HOME, default_timeout=30)
+    app.query_params["atlas"] = "partial"
+    app.run()
+    assert not app.exception and not app.error
+    captions = [c.value for c in app.caption]
+    assert any(
+        "are measured on the 64 windows spread over the run whose id is a multiple of 128" in c for c in captions
+    )
+    assert "Partial atlas: 4,096 of the run's 8,192 windows (50%); missing window ranges [[4096, 8192]]." in captions

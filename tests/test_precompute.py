@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,12 +143,97 @@ def test_sharded_runs_merge_into_the_single_pass_atlas(atlas, tmp_path):
     ):
         assert table(merged, sql) == table(atlas, sql), sql
     again = analysis("merge", str(parts[0]), str(parts[0]), "--out", str(tmp_path / "twice.duckdb"))
-    assert again.returncode == 2 and "repeats shard" in again.stderr
+    assert again.returncode == 2 and "a file is given twice" in again.stderr
+
+
+def _refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert all(fragment in result.stderr for fragment in fragments), result.stderr
+
+
+def _edited_copy(source: Path, target: Path, sql: str) -> Path:
+    shutil.copy(source, target)
+    with duckdb.connect(str(target)) as connection:
+        connection.execute(sql)
+    return target
+
+
+def test_merge_refuses_overlapping_incomplete_and_mixed_shards(tmp_path):
+    """Shards 0/2, 1/2 and 0/4 of a 16-window run: windows 0-7, 8-15 and 0-3, as each partial records."""
+    parts = {}
+    for shard in ("0/2", "1/2", "0/4"):
+        parts[shard] = tmp_path / f"p{shard.replace('/', 'of')}.duckdb"
+        result = precompute(parts[shard], "--shard", shard)
+        assert result.returncode == 0, result.stderr
+    assert table(parts["0/4"], "SELECT value FROM meta WHERE key = 'window_ranges'") == [("[[0, 4]]",)]
+    out = str(tmp_path / "m.duckdb")
+    _refused(
+        analysis("merge", str(parts["0/2"]), str(parts["0/4"]), "--out", out),
+        f"{parts['0/4']} (windows 0-3) and {parts['0/2']} (windows 0-7) overlap in windows 0-3",
+    )
+    _refused(
+        analysis("merge", str(parts["0/2"]), "--out", out),
+        "windows 8-15 of the run's 16 are in none of the files",
+        str(parts["0/2"]),
+        "--allow-partial",
+    )
+    _refused(analysis("merge", str(parts["0/4"]), str(parts["1/2"]), "--out", out), "windows 4-7 of the run's 16")
+    mixed = {
+        "model": "UPDATE meta SET value = json_object('spec', 'other', 'architecture', 'x', 'content_hash', 'y') "
+        "WHERE key = 'model'",
+        "corpus": "UPDATE meta SET value = '{\"spec\": \"x.jsonl\"}' WHERE key = 'corpus'",
+        "saes": "UPDATE meta SET value = '[]' WHERE key = 'saes'",
+        "context": "UPDATE meta SET value = '64' WHERE key = 'context'",
+    }
+    for key, sql in mixed.items():
+        other = _edited_copy(parts["1/2"], tmp_path / f"other-{key}.duckdb", sql)
+        _refused(
+            analysis("merge", str(parts["0/2"]), str(other), "--out", out),
+            f"{other} and {parts['0/2']} come from different runs: they differ in {key}",
+        )
+    other = _edited_copy(
+        parts["1/2"], tmp_path / "old.duckdb", "UPDATE meta SET value = '2' WHERE key = 'schema_version'"
+    )
+    _refused(analysis("merge", str(parts["0/2"]), str(other), "--out", out), "old.duckdb has atlas schema version 2")
+    assert not Path(out).exists()
+    allowed = analysis("merge", str(parts["0/2"]), "--out", out, "--allow-partial")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "windows missing (--allow-partial): windows 8-15" in allowed.stdout
+    coverage = json.loads(table(Path(out), "SELECT value FROM meta WHERE key = 'coverage'")[0][0])
+    assert coverage == {"windows": 8, "total_windows": 16, "missing": [[8, 16]]}
+
+
+def test_resume_never_replaces_a_complete_atlas(atlas):
+    before = atlas.read_bytes()
+    _refused(precompute(atlas, "--resume"), "exists (a complete atlas; --resume only continues an unfinished run)")
+    assert atlas.read_bytes() == before
+
+
+def test_verify_confirms_the_atlas_and_names_a_hand_edit(atlas, tmp_path):
+    result = analysis("verify", str(atlas), "--sample", "64")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok 64 sampled latents recomputed over 16 windows" in result.stdout
+    firing = table(atlas, "SELECT min(latent) FROM features WHERE fire_count > 1")[0][0]
+    edited = _edited_copy(
+        atlas, tmp_path / "count.duckdb", f"UPDATE features SET fire_count = fire_count + 1 WHERE latent = {firing}"
+    )
+    result = analysis("verify", str(edited), "--sample", "0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"DIFFERS hist sums to fire_count: transcoder-L0:{firing}" in result.stdout
+    # an edit the file's own sums cannot see: recomputation finds it (every latent sampled)
+    edited = _edited_copy(
+        atlas, tmp_path / "sum.duckdb", f"UPDATE features SET act_sum = act_sum * 1.5 WHERE latent = {firing}"
+    )
+    result = analysis("verify", str(edited), "--sample", "512")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ok consistency of all 512 latents" in result.stdout
+    assert f"DIFFERS 512 sampled latents recomputed over 16 windows: transcoder-L0:{firing} act_sum" in result.stdout
 
 
 def test_bad_input_gets_one_clear_line(atlas, tmp_path):
     cases = [
-        (("--tokens", "0"), "--tokens must be a positive"),
+        (("--tokens", "0"), "argument --tokens: must be a whole number at least 1"),
         (("--out", str(atlas)), "exists; pass --overwrite"),
         (("--sae", str(tmp_path / "nowhere")), "nowhere"),
         (("--corpus", str(tmp_path)), "holds no documents"),
@@ -195,15 +281,23 @@ def test_folder_and_jsonl_corpora(tmp_path):
     folder = tmp_path / "texts" / "poems"
     folder.mkdir(parents=True)
     (folder / "a.txt").write_text("In the beginning was the word. " * 40)
+    (folder / "b.txt").write_bytes("caf\u00e9 au lait. ".encode("latin-1") * 3)  # three undecodable bytes
     jsonl = tmp_path / "docs.jsonl"
-    jsonl.write_text(
-        "\n".join(json.dumps({"text": "The LORD spake unto Moses. " * 30, "domain": "d"}) for _ in range(3))
-    )
+    lines = [json.dumps({"text": "The LORD spake unto Moses. " * 30, "domain": "d"}) for _ in range(3)]
+    jsonl.write_text("\n".join(lines[:1] + ['{"text": ""}'] + lines[1:]))
+    notices = {
+        "texts": f"3 undecodable bytes in 1 file replaced by U+FFFD (first at {folder / 'b.txt'})",
+        "docs": f"1 empty document skipped (first at {jsonl}:2)",
+    }
     for corpus, domain in ((tmp_path / "texts", "poems"), (jsonl, "d")):
         out = tmp_path / f"{Path(corpus).stem}.duckdb"
-        result = analysis("precompute", "--sae", SAE, "--corpus", str(corpus), "--tokens", "256", "--out", str(out))
+        result = analysis("precompute", "--sae", SAE, "--corpus", str(corpus), "--tokens", "1e12", "--out", str(out))
         assert result.returncode == 0, result.stderr
+        assert notices[Path(corpus).stem] in result.stderr
+        assert "fewer than --tokens 1,000,000,000,000: the atlas uses all of it" in result.stderr
         assert table(out, "SELECT DISTINCT domain FROM documents") == [(domain,)]
+        windows = json.loads(table(out, "SELECT value FROM meta WHERE key = 'windows'")[0][0])
+        assert 1 <= windows < 20
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_atlas(atlas, tmp_path):

@@ -152,7 +152,9 @@ FEATURES = Table(
                 "hist",
                 f"BIGINT[{HIST_BINS}]",
                 f"non-zero activations on {HIST_BINS} equal bins of `[0, 2^range_exp)` (so 51-100 bins lie under the "
-                f"max; a bin is `floor(v / 2^range_exp * {HIST_BINS})`)",
+                f"max; a bin is `floor(v / 2^range_exp * {HIST_BINS})`, computed exactly: in float64, where a float32 "
+                f"value times {HIST_BINS} and the power-of-two scaling are exact; `interval_count` and the interval "
+                "samples use the same rule)",
             ),
             (
                 "log_hist",
@@ -235,7 +237,7 @@ DOCUMENTS = Table(
         ("start_token", "BIGINT", "stream offset of its first token"),
     ),
     order="document",
-    about="Every corpus document.",
+    about="Every corpus document the run read.",
 )
 TOKENS = Table(
     "tokens",

@@ -42,6 +42,14 @@ def sample_keys(global_tokens: torch.Tensor, latents: torch.Tensor, salt: int) -
     return (x >> 2) & (EMPTY_KEY - 1)
 
 
+def block_salt(salt: int, first_latent: int) -> int:
+    """The salt under which statistics of latents ``first_latent, first_latent + 1, ...`` of an SAE
+    (numbered from 0 there) draw the same samples as the SAE's full statistics: a key depends on
+    ``latent * _MIX[1] + salt`` in wrapping int64 arithmetic. ``verify`` recomputes single latents so."""
+    x = (salt + first_latent * _MIX[1]) % 2**64
+    return x - 2**64 if x >= 2**63 else x
+
+
 def range_exponent(values: torch.Tensor) -> torch.Tensor:
     """Smallest ``e`` with ``values < 2**e`` (NO_RANGE where the value is 0).
 
@@ -53,8 +61,10 @@ def range_exponent(values: torch.Tensor) -> torch.Tensor:
 
 
 def linear_bin(values: torch.Tensor, exponent: torch.Tensor, bins: int) -> torch.Tensor:
-    """Bin of each value among ``bins`` equal bins of ``[0, 2**exponent)``."""
-    scaled = torch.ldexp(values, -exponent.to(values.dtype)) * bins
+    """Bin of each value among ``bins`` equal bins of ``[0, 2**exponent)``: ``floor(v / 2**e * bins)``
+    exactly. In float64 a float32 value times ``bins`` (at most 7 bits) is exact and the power-of-two
+    scaling is exact, so a value on a bin edge lands in that bin; float32 rounded some a bin up."""
+    scaled = torch.ldexp(values.double(), -exponent.double()) * bins
     return scaled.floor().long().clamp(0, bins - 1)
 
 

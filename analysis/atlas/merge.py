@@ -17,19 +17,31 @@ import numpy as np
 
 from analysis.atlas.corpus_source import load_corpus
 from analysis.atlas.partial import read_partial
-from analysis.atlas.reader import open_atlas
+from analysis.atlas.reader import open_atlas, read_meta
 from analysis.atlas.store import AtlasContent, SAEResult, write_atlas
 from analysis.atlas.weight_stats import LogitEffects
 from analysis.errors import SAEscopeError
 
-_RUN_KEYS = ("model", "saes", "corpus", "context", "top_k", "seed", "total_windows", "quality_stride")
+_RUN_KEYS = (
+    "schema_version",
+    "model",
+    "saes",
+    "corpus",
+    "context",
+    "top_k",
+    "seed",
+    "total_windows",
+    "quality_stride",
+)
 
 
 class MergeError(SAEscopeError, ValueError):
     """Partial atlases that cannot be merged."""
 
 
-def _weight_tables(connection: duckdb.DuckDBPyConnection, sae: int, d_sae: int) -> tuple[LogitEffects | None, dict]:
+def stored_weight_tables(
+    connection: duckdb.DuckDBPyConnection, sae: int, d_sae: int
+) -> tuple[LogitEffects | None, dict]:
     """Logit effects and neighbours of one SAE, as stored in a (partial) atlas."""
     columns = {
         row[0]
@@ -56,40 +68,101 @@ def _weight_tables(connection: duckdb.DuckDBPyConnection, sae: int, d_sae: int) 
     return logits, neighbours
 
 
-def merge_atlases(partials: list[Path], out: Path, overwrite: bool = False) -> dict:
-    """Merge ``partials`` into ``out``; refuses partials of different runs or overlapping shards."""
+def _windows(span: tuple[int, int]) -> str:
+    """A half-open window range as people count them: ``windows 8-15``."""
+    return f"window {span[0]}" if span[1] - span[0] == 1 else f"windows {span[0]}-{span[1] - 1}"
+
+
+def window_ranges(meta: dict) -> list[list[int]]:
+    """The [first, end) window range of each shard in an atlas: recorded, or for an atlas written
+    before ranges were recorded, derived from its shards as precompute slices them."""
+    if "window_ranges" in meta:
+        return meta["window_ranges"]
+    total = meta["total_windows"]
+    return [[index * total // count, (index + 1) * total // count] for index, count in meta["shards"]]
+
+
+def check_coverage(metas: dict[Path, dict], allow_partial: bool = False) -> list[list[int]]:
+    """Refuse partials of different runs or overlapping windows, and (unless ``allow_partial``) a set
+    that leaves windows out; return the missing window ranges. Checked from the files' meta alone."""
+    (first, first_meta), *others = metas.items()
+    for path, meta in others:
+        differing = [k for k in _RUN_KEYS if meta.get(k) != first_meta.get(k)]
+        if differing:
+            raise MergeError(f"{path} and {first} come from different runs: they differ in {', '.join(differing)}")
+    spans = sorted(
+        ((span[0], span[1]), path) for path, meta in metas.items() for span in window_ranges(meta) if span[1] > span[0]
+    )
+    for (span, path), (next_span, next_path) in zip(spans, spans[1:]):
+        if next_span[0] < span[1]:
+            both = (next_span[0], min(span[1], next_span[1]))
+            raise MergeError(
+                f"{path} ({_windows(span)}) and {next_path} ({_windows(next_span)}) overlap in {_windows(both)}"
+            )
+    missing, reached = [], 0
+    for (low, high), _ in spans:
+        if low > reached:
+            missing.append([reached, low])
+        reached = max(reached, high)
+    if reached < first_meta["total_windows"]:
+        missing.append([reached, first_meta["total_windows"]])
+    if missing and not allow_partial:
+        held = "; ".join(f"{path}: {_windows(span)}" for span, path in spans)
+        gaps = ", ".join(_windows((low, high)) for low, high in missing)
+        raise MergeError(
+            f"{gaps} of the run's {first_meta['total_windows']} are in none of the files ({held}); "
+            "merge the missing shards too, or pass --allow-partial"
+        )
+    return missing
+
+
+def merge_atlases(partials: list[Path], out: Path, overwrite: bool = False, allow_partial: bool = False) -> dict:
+    """Merge ``partials`` into ``out``; refuses partials of different runs, overlapping windows, or
+    (unless ``allow_partial``, which records the coverage in the atlas's meta) missing windows."""
     if not partials:
         raise MergeError("give at least one partial atlas")
+    if len(set(partials)) != len(partials):
+        raise MergeError(f"a file is given twice: {' '.join(str(p) for p in partials)}")
     if out.exists() and not overwrite:
         raise MergeError(f"{out} exists; pass --overwrite to replace it")
     started = time.monotonic()
+    metas = {}
+    for path in partials:
+        connection = open_atlas(path)
+        try:
+            metas[path] = read_meta(connection)
+        finally:
+            connection.close()
+    missing = check_coverage(metas, allow_partial)
     first_meta, sae_rows, stats, quality, token_counts = read_partial(partials[0])
-    shards = list(first_meta["shards"])
     meta = dict(first_meta)
     for path in partials[1:]:
         other_meta, _, other_stats, other_quality, other_counts = read_partial(path)
-        differing = [k for k in _RUN_KEYS if other_meta[k] != first_meta[k]]
-        if differing:
-            raise MergeError(f"{path} comes from a different run than {partials[0]} (differs in {differing})")
-        if {tuple(s) for s in shards} & {tuple(s) for s in other_meta["shards"]}:
-            raise MergeError(f"{path} repeats shard(s) {other_meta['shards']} already merged")
-        shards += other_meta["shards"]
         for mine, theirs in zip(stats, other_stats):
             mine.combine(theirs)
         quality = [a + b for a, b in zip(quality, other_quality)]
         token_counts = token_counts + other_counts
-        meta["windows"] += other_meta["windows"]
-        meta["tokens"] += other_meta["tokens"]
-        meta["pass_seconds"] += other_meta["pass_seconds"]
+        for key in ("windows", "tokens", "pass_seconds"):
+            meta[key] += other_meta[key]
         meta["started"] = min(meta["started"], other_meta["started"])
         meta["finished"] = max(meta["finished"], other_meta["finished"])
-    meta["shards"] = sorted(shards)
+    runs = sorted(
+        (span, shard, batches)
+        for m in metas.values()
+        for span, shard, batches in zip(window_ranges(m), m["shards"], m.get("batches", [[]] * len(m["shards"])))
+    )
+    meta["window_ranges"] = [span for span, _, _ in runs]
+    meta["shards"] = [shard for _, shard, _ in runs]
+    meta["batches"] = [batches for _, _, batches in runs]
+    meta.pop("coverage", None)
+    if missing:
+        meta["coverage"] = {"windows": meta["windows"], "total_windows": meta["total_windows"], "missing": missing}
     corpus = _corpus_for(first_meta)
     connection = open_atlas(partials[0])
     try:
         results = []
         for row, sae_stats, sae_quality in zip(sae_rows, stats, quality):
-            logits, neighbours = _weight_tables(connection, row["sae"], row["d_sae"])
+            logits, neighbours = stored_weight_tables(connection, row["sae"], row["d_sae"])
             info = {
                 k: row[k]
                 for k in (
@@ -125,6 +198,7 @@ def merge_atlases(partials: list[Path], out: Path, overwrite: bool = False) -> d
         "partials": len(partials),
         "shards": meta["shards"],
         "tokens": meta["tokens"],
+        "missing": ", ".join(_windows((low, high)) for low, high in missing),
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -133,7 +207,8 @@ def _corpus_for(meta: dict):
     """Re-read the run's corpus (for window tokens and documents) and check it is the same content."""
     from analysis.model_loading import load_tokenizer
 
-    corpus = load_corpus(meta["corpus"]["spec"], load_tokenizer(meta["model"]["spec"]))
+    max_tokens = meta["total_windows"] * (meta["context"] - 1)
+    corpus = load_corpus(meta["corpus"]["spec"], load_tokenizer(meta["model"]["spec"]), max_tokens=max_tokens)
     if corpus.content_hash != meta["corpus"]["content_hash"]:
         raise MergeError(f"corpus {meta['corpus']['spec']!r} has changed since the partial atlases were built")
     return corpus

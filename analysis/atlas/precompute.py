@@ -16,8 +16,8 @@ import json
 import logging
 import math
 import os
-import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,46 +25,26 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+from transformer_lens import HookedTransformer
 
 from analysis.atlas.corpus_source import CorpusTokens, load_corpus
 from analysis.atlas.feature_stats import FeatureStats
+from analysis.atlas.run_config import PrecomputeConfig, PrecomputeError, check_config, parse_shard
 from analysis.atlas.store import AtlasContent, AtlasWriteError, SAEResult, write_atlas
 from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual_directions
 from analysis.content_hash import model_hash, sae_hash
-from analysis.errors import SAEscopeError
+from analysis.devices import pick_device
 from analysis.hooked_forward import run_to_hooks
-from analysis.model_loading import LoadedModel, load_model
+from analysis.model_loading import LoadedModel, load_model, load_tokenizer
 from analysis.paths import REPO_ROOT
 from analysis.sae_loading import LoadedSAE, check_fits, load_saes
 from analysis.sae_metrics import QualitySums, measure_batch
+from analysis.token_ids import special_token_id
 
 MIN_QUALITY_STRIDE = 100
 
 log = logging.getLogger(__name__)
-
-
-class PrecomputeError(SAEscopeError, ValueError):
-    """Bad precompute input, reported as one line."""
-
-
-@dataclass(frozen=True)
-class PrecomputeConfig:
-    model: str
-    saes: tuple[str, ...]
-    corpus: str
-    tokens: int
-    out: Path
-    context: int = 128
-    top_k: int = 20
-    seed: int = 0
-    batch_windows: int = 128  # halved on out-of-memory
-    device: str | None = None
-    dtype: str = "float32"
-    shard: tuple[int, int] = (0, 1)
-    quality_windows: int = 64
-    checkpoint_seconds: float = 300.0
-    overwrite: bool = False
-    resume: bool = False
+__all__ = ["Precompute", "PrecomputeConfig", "PrecomputeError", "parse_shard", "run_precompute"]
 
 
 @dataclass
@@ -77,14 +57,36 @@ class RunState:
     quality: list[QualitySums]
     token_counts: torch.Tensor
     seconds: float = 0.0
+    # [first window (index in the shard), windows per batch] from there on: changed by an
+    # out-of-memory halving or a resume with another --batch; ``verify`` replays the same batches
+    batches: list[list[int]] = field(default_factory=list)
     started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)/(\d+)", text)
-    if not match or not 0 <= int(match[1]) < int(match[2]):
-        raise PrecomputeError(f"--shard must be i/n with 0 <= i < n, not {text!r}")
-    return int(match[1]), int(match[2])
+def sae_activations(
+    model: HookedTransformer, saes: list[LoadedSAE], hooks: list[str], tokens: torch.Tensor, special: torch.Tensor
+) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:
+    """Which tokens count (not special), and each SAE's activations on ``tokens`` [windows, context]
+    with special tokens zeroed, one SAE at a time; the forward pass runs to the last of ``hooks``.
+    Shared by the pass and ``verify``, which must compute exactly what the pass computed."""
+    counted = ~torch.isin(tokens, special)
+    cache = run_to_hooks(model, tokens, hooks)
+
+    def encode() -> Iterator[torch.Tensor]:
+        for loaded in saes:
+            acts = loaded.sae.encode(cache[loaded.hook_name]).float()
+            acts[~counted] = 0
+            yield acts
+
+    return counted, encode()
+
+
+def _note_batch(state: RunState, batch: int) -> None:
+    """Record that windows from ``state.done`` on are processed ``batch`` at a time."""
+    if state.batches and state.batches[-1][0] == state.done:
+        state.batches[-1][1] = batch
+    elif not state.batches or state.batches[-1][1] != batch:
+        state.batches.append([state.done, batch])
 
 
 def _versions() -> dict[str, str]:
@@ -122,25 +124,14 @@ class Precompute:
 
     def __init__(self, config: PrecomputeConfig) -> None:
         self.config = config
-        self._check_arguments()
-        self.loaded: LoadedModel = load_model(config.model, device=config.device, dtype=config.dtype)
-        self.model = self.loaded.model
-        self.saes: list[LoadedSAE] = [s for spec in config.saes for s in load_saes(spec, device=self.loaded.device)]
-        check_fits(self.model, self.saes)
-        log.info(
-            "model %s (%s) on %s; SAEs %s",
-            config.model,
-            self.loaded.architecture,
-            self.loaded.device,
-            ", ".join(s.name for s in self.saes),
+        check_config(config)
+        # The corpus is read (lazily, only as far as the run needs) before the model and SAEs load,
+        # so a corpus problem or a --tokens beyond it is reported at once.
+        self.corpus: CorpusTokens = load_corpus(
+            config.corpus, load_tokenizer(config.model), max_tokens=config.stream_tokens, strict=config.strict
         )
-        names = [s.name for s in self.saes]
-        if len(set(names)) != len(names):
-            raise PrecomputeError(f"two SAEs share a name ({names}); give each a distinct folder name")
-        tokenizer = self.model.tokenizer
-        self.corpus: CorpusTokens = load_corpus(config.corpus, tokenizer)
-        self.bos_id = tokenizer.bos_token_id
-        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=self.loaded.device)
+        for notice in self.corpus.notices:
+            log.warning(notice)
         available = self.corpus.n_windows(config.context)
         if available == 0:
             raise PrecomputeError(
@@ -148,13 +139,37 @@ class Precompute:
                 f"fewer than one window of {config.context}"
             )
         self.total_windows = min(available, math.ceil(config.tokens / config.context))
+        if self.total_windows * config.context < config.tokens:
+            log.warning(
+                f"corpus {config.corpus!r} holds {len(self.corpus.stream):,} tokens, fewer than --tokens "
+                f"{config.tokens:,}: the atlas uses all of it, {self.total_windows:,} windows of {config.context} "
+                f"({self.total_windows * config.context:,} tokens with BOS)"
+            )
+        device = pick_device(config.device)
+        # SAEs before the model: a damaged SAE file is reported without waiting for the model to load
+        self.saes: list[LoadedSAE] = [s for spec in config.saes for s in load_saes(spec, device=device)]
+        self.loaded: LoadedModel = load_model(config.model, device=device, dtype=config.dtype)
+        log.info(
+            "model %s (%s) on %s; SAEs %s",
+            config.model,
+            self.loaded.architecture,
+            self.loaded.device,
+            ", ".join(s.name for s in self.saes),
+        )
+        self.model = self.loaded.model
+        check_fits(self.model, self.saes)
+        names = [s.name for s in self.saes]
+        if len(set(names)) != len(names):
+            raise PrecomputeError(f"two SAEs share a name ({names}); give each a distinct folder name")
+        tokenizer = self.model.tokenizer
+        self.bos_id = special_token_id(tokenizer, "bos")
+        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=self.loaded.device)
         index, count = config.shard
-        self.window_ids = np.arange(self.total_windows)[
-            index * self.total_windows // count : (index + 1) * self.total_windows // count
-        ]
+        self.window_range = (index * self.total_windows // count, (index + 1) * self.total_windows // count)
+        self.window_ids = np.arange(*self.window_range)
         self.quality_stride = max(MIN_QUALITY_STRIDE, math.ceil(self.total_windows / max(1, config.quality_windows)))
         self.hooks = sorted({s.hook_name for s in self.saes})
-        self.checkpoint_path = config.out.with_name(config.out.name + ".checkpoint")
+        self.checkpoint_path = config.checkpoint_path
         self.checkpointed_windows = -1  # windows done in the checkpoint on disk (-1: none of this run)
         log.info(
             "corpus %s: %s tokens in %s documents; %s of its %s windows of %s tokens, shard %s/%s",
@@ -167,17 +182,8 @@ class Precompute:
             index,
             count,
         )
-
-    def _check_arguments(self) -> None:
-        config = self.config
-        if config.tokens <= 0:
-            raise PrecomputeError("--tokens must be a positive number of tokens")
-        if config.context < 2:
-            raise PrecomputeError("--context must be at least 2 (BOS and one token)")
-        if config.out.exists() and not (config.overwrite or config.resume):
-            raise PrecomputeError(f"{config.out} exists; pass --overwrite to replace it")
-        if not config.out.parent.is_dir():
-            raise PrecomputeError(f"output folder {config.out.parent} does not exist")
+        if config.resume and not self.checkpoint_path.exists():
+            log.warning(f"no checkpoint at {self.checkpoint_path}: starting from the beginning")
 
     def run_description(self) -> dict:
         config = self.config
@@ -247,14 +253,11 @@ class Precompute:
     @torch.no_grad()
     def _process(self, state: RunState, ids: np.ndarray) -> None:
         tokens = self.corpus.windows(ids, self.config.context, self.bos_id).to(self.loaded.device)
-        counted = ~torch.isin(tokens, self.special)
-        cache = run_to_hooks(self.model, tokens, self.hooks)
+        counted, per_sae = sae_activations(self.model, self.saes, self.hooks, tokens, self.special)
         window_ids = torch.from_numpy(ids).to(self.loaded.device)
-        for loaded, stats in zip(self.saes, state.stats):
-            acts = loaded.sae.encode(cache[loaded.hook_name]).float()
-            acts[~counted] = 0
+        for acts, stats in zip(per_sae, state.stats):
             stats.update(acts, window_ids, counted)
-        del cache
+        del per_sae
         state.token_counts += torch.bincount(tokens[counted], minlength=len(state.token_counts))
         sampled = torch.from_numpy(ids % self.quality_stride == 0)
         if sampled.any():
@@ -272,6 +275,7 @@ class Precompute:
         state = self._load_checkpoint(fingerprint) or self._fresh_state(fingerprint)
         batch = self.config.batch_windows
         context = self.config.context
+        state.batches = list(getattr(state, "batches", []))  # a checkpoint from before this field has none
         last_checkpoint = time.monotonic()
         with tqdm(
             total=len(self.window_ids) * context,
@@ -283,6 +287,7 @@ class Precompute:
         ) as progress:
             while state.done < len(self.window_ids):
                 ids = self.window_ids[state.done : state.done + batch]
+                _note_batch(state, batch)
                 started = time.monotonic()
                 try:
                     self._process(state, ids)
@@ -323,6 +328,8 @@ class Precompute:
         tokenizer = self.model.tokenizer
         meta = self.run_description() | {
             "shards": [list(self.config.shard)],
+            "window_ranges": [list(self.window_range)],
+            "batches": [state.batches],
             "windows": int(len(self.window_ids)),
             "tokens": int(len(self.window_ids) * self.config.context),
             "versions": _versions(),

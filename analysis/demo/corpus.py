@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from analysis.atlas.corpus_source import read_manifest  # one reader of the manifest, shared with the atlas
 from analysis.errors import SAEscopeError
 
 HELDOUT_PERCENT = 18
@@ -219,11 +220,6 @@ def write_manifest(documents: list[Document], path: Path, token_counts: list[int
             row = {k: v for k, v in asdict(doc).items() if k != "text"}
             row.update(split=doc.split, sha256=doc.sha256, tokens=n_tokens)
             handle.write(json.dumps(row, sort_keys=True) + "\n")
-
-
-def read_manifest(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
 
 
 def verify_manifest(documents: list[Document], path: Path) -> None:
