@@ -58,12 +58,12 @@ def part_path(parts: Path, shard: int, shards: int) -> Path:
     return parts / f"shard-{shard:05d}-of-{shards:05d}.duckdb"
 
 
-def run_shard(config: PrecomputeConfig, shard: int, shards: int, threads: int, board) -> str:
+def run_shard(config: PrecomputeConfig, parts: Path, shard: int, shards: int, threads: int, board) -> str:
     """One Ray task: the partial atlas of windows slice ``shard``/``shards``, resumed from its checkpoint
     if an earlier attempt left one; a partial already written (atomically) is kept as it is."""
     import torch
 
-    out = part_path(config.out, shard, shards)
+    out = part_path(parts, shard, shards)
     if not out.exists():
         torch.set_num_threads(threads)
         shard_config = replace(config, shard=(shard, shards), out=out, resume=True, overwrite=False)
@@ -184,16 +184,21 @@ def run_on_ray(config: PrecomputeConfig, settings: RaySettings) -> dict:
             max_retries=MAX_RETRIES,
             retry_exceptions=[OSError],
         )
-        shard_config = replace(config, out=parts)  # run_shard names each partial inside it
-        refs = {task.remote(shard_config, i, plan.shards, settings.threads, board): i for i in range(plan.shards)}
+        refs = {task.remote(config, parts, i, plan.shards, settings.threads, board): i for i in range(plan.shards)}
         _wait(ray, refs, board, plan, config.context, slots, gpus)
     finally:
         ray.shutdown()
     partials = [part_path(parts, i, plan.shards) for i in range(plan.shards)]
-    merged = merge_atlases(partials, config.out, overwrite=config.overwrite)
+    if plan.shards == 1:  # shard 0/1 is the whole run: its partial is the atlas
+        os.replace(partials[0], config.out)
+    else:
+        merge_atlases(partials, config.out, overwrite=config.overwrite)
     shutil.rmtree(parts)
-    latents = sum(sae["d_sae"] for sae in _meta(config.out)["saes"])
-    return merged | {
+    meta = _meta(config.out)
+    latents = sum(sae["d_sae"] for sae in meta["saes"])
+    return {
+        "atlas": str(config.out),
+        "tokens": meta["tokens"],
         "seconds": round(time.monotonic() - started, 1),
         "workers": slots,
         "gpus": gpus,
