@@ -439,7 +439,9 @@ def read_partial(path: Path) -> tuple[dict, list[dict], list[FeatureStats], list
     connection = open_atlas(path)
     try:
         meta = read_meta(connection)
-        sae_rows = connection.execute("SELECT * FROM saes ORDER BY sae").fetch_df().to_dict("records")
+        cursor = connection.execute("SELECT * FROM saes ORDER BY sae")
+        columns = [c[0] for c in cursor.description or []]  # not via pandas: it reads a NULL string as NaN
+        sae_rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
         token_counts = connection.execute("SELECT corpus_count FROM tokens ORDER BY token").fetchnumpy()["corpus_count"]
         stats = [_read_stats(connection, row, meta) for row in sae_rows]
     finally:
