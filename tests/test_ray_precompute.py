@@ -11,17 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from analysis.paths import REPO_ROOT
+from analysis.paths import DEMO_DIR, REPO_ROOT
 from tests.test_precompute import SAE, analysis, table
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'saescope[scale]')")
 
 TOKENS = 16 * 1024
+# a residual-stream SAE beside a transcoder: the merge must carry the one's missing output hook
+SAES = ("--sae", str(DEMO_DIR / "saes" / "resid-L2"), "--sae", SAE)
 COMPARED = (
-    "SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
-    "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank",
+    "SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY sae, latent",
+    "SELECT * FROM examples ORDER BY sae, latent, kind, interval_index, rank",
     "SELECT * FROM tokens ORDER BY token",
     "SELECT * FROM windows ORDER BY window_id",
+    "SELECT * EXCLUDE (quality_sums, explained_variance, ce_loss_clean, ce_loss_with_sae, ce_loss_zero_ablation, "
+    "ce_loss_recovered) FROM saes ORDER BY sae",
 )
 
 
@@ -31,8 +35,7 @@ def command(out: Path, *extra: str) -> list[str]:
         "-m",
         "analysis",
         "precompute",
-        "--sae",
-        SAE,
+        *SAES,
         "--tokens",
         str(TOKENS),
         "--batch",

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from analysis.atlas.feature_stats import HIST_BINS, INTERVAL_SAMPLES, LOG_BINS, N_INTERVALS
 
-# Windows per shard at most (1M tokens at a context of 128): a lost shard resumes from its last
-# checkpoint, but more shards than workers also even out workers of different speeds.
-MAX_SHARD_WINDOWS = 8192
+# Windows per shard at most (8.4M tokens at a context of 128). Each shard writes a whole partial
+# atlas (every latent's tables) and redoes the weight statistics, so shards are few: one per worker
+# until they pass this size, then more, which also evens out workers of different speeds. A lost
+# shard costs little either way: its rerun resumes from the shard's last checkpoint.
+MAX_SHARD_WINDOWS = 65536
 
 
 def state_bytes_per_latent(top_k: int, context: int) -> int:
