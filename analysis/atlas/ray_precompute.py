@@ -110,6 +110,9 @@ def _start_ray(settings: RaySettings):
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # offline: nothing is reported home
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
     if settings.address == LOCAL:
+        # Ray starts workers at nice 15 to keep its own daemons responsive; here the workers are the
+        # job, and at 15 they lose the CPU to anything else on the machine (a plain run would not).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         cpus = settings.workers * settings.threads if settings.workers else os.cpu_count() or 1
         ray.init(num_cpus=cpus, num_gpus=None, **common)
     else:
