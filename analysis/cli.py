@@ -139,6 +139,8 @@ def _run_precompute(args: argparse.Namespace) -> int:
         strict=args.strict,
     )
     check_config(config)  # before torch is imported: a typo costs a second
+    if args.ray is not None:
+        return _run_precompute_on_ray(config, args)
     from analysis.atlas.precompute import run_precompute
 
     summary = run_precompute(config)
@@ -146,6 +148,18 @@ def _run_precompute(args: argparse.Namespace) -> int:
         f"atlas {summary['atlas']}: {summary['tokens']:,} tokens, {summary['saes']} SAEs, "
         f"{summary['features']:,} features, {summary['size_mb']} MB, {summary['seconds']} s "
         f"(streaming pass {summary['pass_seconds']} s)"
+    )
+    return 0
+
+
+def _run_precompute_on_ray(config, args: argparse.Namespace) -> int:
+    from analysis.atlas.ray_precompute import RaySettings, run_on_ray
+
+    summary = run_on_ray(config, RaySettings(address=args.ray, workers=args.ray_workers, threads=args.ray_threads))
+    where = f"{summary['gpus']} GPUs" if summary["gpus"] else f"{summary['workers']} CPU workers"
+    print(
+        f"atlas {summary['atlas']}: {summary['tokens']:,} tokens in {summary['shards']} shards on {where}, "
+        f"{summary['seconds']} s (running state per worker {summary['state_mb']} MB)"
     )
     return 0
 
@@ -455,6 +469,16 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing atlas at --out")
     pre.add_argument("--out", required=True, help="atlas file to write (.duckdb)")
+    pre.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the shards as Ray tasks on the cluster at ADDRESS ('auto', 'ray://host:10001'), or on a local "
+        "Ray without one; partials go to OUT.parts/ (shared by all nodes), merged into OUT",
+    )
+    pre.add_argument("--ray-workers", type=int, help="local Ray: shards at once (default: CPUs / --ray-threads)")
+    pre.add_argument("--ray-threads", type=int, default=1, help="on CPUs: CPUs and torch threads per shard (1)")
     pre.set_defaults(handler=_run_precompute)
 
     search = commands.add_parser(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from analysis.atlas.feature_stats import STORED_IN_FEATURES, FeatureStats
-from analysis.atlas.reader import open_atlas, read_meta, sae_table, token_counts
+from analysis.atlas.reader import open_atlas, read_meta, sae_records, token_counts
 from analysis.sae_metrics import QualitySums
 
 
@@ -25,7 +25,7 @@ def read_partial(path: Path) -> tuple[dict, list[dict], list[FeatureStats], list
     connection = open_atlas(path)
     try:
         meta = read_meta(connection)
-        sae_rows = sae_table(connection, quality_sums=True).to_dict("records")
+        sae_rows = sae_records(connection, quality_sums=True)
         counts = token_counts(connection)
         stats = [_read_stats(connection, row, meta) for row in sae_rows]
     finally:

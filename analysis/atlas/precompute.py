@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,8 +265,11 @@ class Precompute:
                 self.model, self.saes, tokens[sampled.to(tokens.device)], self.special, state.quality, with_ce=True
             )
 
-    def stream(self) -> RunState:
-        """Run the pass (or finish a checkpointed one), with progress, checkpointing as it goes."""
+    def stream(self, on_progress: Callable[[int], None] | None = None) -> RunState:
+        """Run the pass (or finish a checkpointed one), with progress, checkpointing as it goes.
+
+        ``on_progress`` (a ``--ray`` shard's report to the cluster-wide bar) replaces the local bar
+        and gets the windows done after each batch."""
         fingerprint = hashlib.sha256(
             json.dumps(
                 self.run_description() | {"shard": self.config.shard, "tokens": self.config.tokens}, sort_keys=True
@@ -284,6 +287,7 @@ class Precompute:
             unit_scale=True,
             desc="precompute",
             smoothing=0.1,
+            disable=on_progress is not None,
         ) as progress:
             while state.done < len(self.window_ids):
                 ids = self.window_ids[state.done : state.done + batch]
@@ -301,6 +305,8 @@ class Precompute:
                 state.done += len(ids)
                 state.seconds += time.monotonic() - started
                 progress.update(len(ids) * context)
+                if on_progress is not None:
+                    on_progress(state.done)
                 if time.monotonic() - last_checkpoint > self.config.checkpoint_seconds and state.done < len(
                     self.window_ids
                 ):
@@ -348,12 +354,12 @@ class Precompute:
         )
 
 
-def run_precompute(config: PrecomputeConfig) -> dict:
+def run_precompute(config: PrecomputeConfig, on_progress: Callable[[int], None] | None = None) -> dict:
     """Build the atlas at ``config.out``; returns the summary printed at the end."""
     started = time.monotonic()
     job = Precompute(config)
     with logging_redirect_tqdm([logging.getLogger("analysis")]):  # log lines above the progress bar, not in it
-        state = job.stream()
+        state = job.stream(on_progress)
     if job.checkpointed_windows != state.done:
         job.save_checkpoint(state)  # the pass is the expensive part: keep it until the atlas is on disk
     content = job.finish(state)

@@ -132,6 +132,16 @@ def sae_table(atlas: AtlasSource, quality_sums: bool = False) -> pd.DataFrame:
         return connection.execute(f"SELECT {columns} FROM saes ORDER BY sae").df()
 
 
+def sae_records(atlas: AtlasSource, quality_sums: bool = False) -> list[dict]:
+    """The ``saes`` rows as plain dicts (NULL stays None: a DataFrame would turn a residual SAE's
+    missing ``hook_name_out`` into NaN, which merge would then write back as a hook name)."""
+    columns = "*" if quality_sums else "* EXCLUDE (quality_sums)"
+    with _connected(atlas) as connection:
+        cursor = connection.execute(f"SELECT {columns} FROM saes ORDER BY sae")
+        names = [c[0] for c in cursor.description or []]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
 def token_texts(atlas: AtlasSource) -> tuple[str, ...]:
     """The decoded string of every vocabulary id, indexed by id."""
     with _connected(atlas) as connection:
