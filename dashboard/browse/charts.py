@@ -81,15 +81,15 @@ def log_spaced_histogram(log_hist: Sequence[int]) -> go.Figure:
 
 def logit_histogram(counts: Sequence[int], low: float, high: float) -> go.Figure:
     """The decoder direction's effect on every vocabulary logit."""
-    counts = np.asarray(counts)
-    edges = np.linspace(low, high, len(counts) + 1)
+    count_array = np.asarray(counts)
+    edges = np.linspace(low, high, len(count_array) + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     colours = [LOGIT_COLOURS[int(c >= 0)] for c in centres]
     figure = go.Figure(
         go.Bar(
             x=centres,
-            y=counts,
-            width=(high - low) / len(counts),
+            y=count_array,
+            width=(high - low) / len(count_array),
             marker_color=colours,
             hovertemplate="logit effect %{x:.3g}<br>%{y} tokens<extra></extra>",
         )
@@ -99,8 +99,8 @@ def logit_histogram(counts: Sequence[int], low: float, high: float) -> go.Figure
 
 def density_histogram(edges: Sequence[float], counts_by_sae: dict[str, Sequence[int]]) -> go.Figure:
     """log10 firing density across the latents of each SAE (dead latents are counted apart)."""
-    edges = np.asarray(edges)
-    centres = (edges[:-1] + edges[1:]) / 2
+    edge_array = np.asarray(edges)
+    centres = (edge_array[:-1] + edge_array[1:]) / 2
     figure = go.Figure(
         [
             go.Bar(

@@ -134,14 +134,16 @@ class _Query:
     def _starts_a_label_word(self, word: str) -> bool:
         """Whether some automatic label has a word starting with ``word``: one pruned probe, so a
         search for a word no label has does not join the label words at all."""
-        return (
+        row = (
             self.workspace.cursor()
             .execute(
                 f"SELECT EXISTS (SELECT 1 FROM {self.atlas.alias}.label_terms WHERE term >= ? AND term < ?)",
                 [word, word + LAST_CHARACTER],
             )
-            .fetchone()[0]
+            .fetchone()
         )
+        assert row is not None, "SELECT EXISTS always returns one row"
+        return row[0]
 
     def _token(self, token: str) -> None:
         ids = [i for i, text in enumerate(self.atlas.token_text) if text == token]
@@ -171,11 +173,13 @@ def feature_table(
     query, a, order = _Query(workspace, atlas, flt), atlas.alias, SORTS[sort]
     keys = ", ".join(dict.fromkeys(["f.sae", "f.latent", *(term.split()[0] for term in order.split(", "))]))
     cursor = workspace.cursor()
-    total, ids = cursor.execute(
+    counted = cursor.execute(
         f"WITH f AS MATERIALIZED (SELECT f.rowid AS id, {keys} FROM {a}.features f WHERE {query.where}) "
         f"SELECT (SELECT count(*) FROM f), (SELECT list(id) FROM (SELECT id FROM f ORDER BY {order} LIMIT ? OFFSET ?))",
         query.params + [page_size, page * page_size],
     ).fetchone()
+    assert counted is not None, "a SELECT of scalar subqueries always returns one row"
+    total, ids = counted
     rows = cursor.execute(
         f"SELECT s.name AS sae_name, f.sae, f.latent, f.density, f.max_act, f.mean_act, f.label AS auto_label, "
         f"coalesce(n.status, 'unreviewed') AS status, n.label, n.tags, n.reviewer "
@@ -190,7 +194,7 @@ def queue_progress(workspace: Workspace, atlas: Atlas, flt: FeatureFilter) -> tu
     """(reviewed, total) over the filter, for the triage progress bar."""
     query = _Query(workspace, atlas, flt)
     reviewed = query.annotated("n.status <> 'unreviewed'")
-    done, total = (
+    counts = (
         workspace.cursor()
         .execute(
             f"SELECT count(*) FILTER (WHERE (f.sae, f.latent) IN ({reviewed})), count(*) "
@@ -199,6 +203,8 @@ def queue_progress(workspace: Workspace, atlas: Atlas, flt: FeatureFilter) -> tu
         )
         .fetchone()
     )
+    assert counts is not None, "an aggregate without GROUP BY always returns one row"
+    done, total = counts
     return int(done), int(total)
 
 

@@ -66,7 +66,8 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     tags = second[3].multiselect("Tags", vocabulary, key=f"{prefix}_tags", placeholder="any", format_func=option)
     reviewer = second[4].text_input("Reviewer", key=f"{prefix}_reviewer")
     return FeatureFilter(
-        saes=tuple(page.atlas.sae_index(name) for name in chosen),
+        # the names are the atlas's own options, so every one has an index
+        saes=tuple(i for name in chosen if (i := page.atlas.sae_index(name)) is not None),
         min_density=min_density,
         max_density=max_density,
         min_max_act=min_max_act,

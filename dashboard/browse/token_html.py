@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+import numpy as np
+
 from dashboard.shell.plain_text import visible
 
 HIGHLIGHT_RGB = "255, 127, 14"  # plotly's orange, the colour of activation everywhere in SAEscope
@@ -36,7 +38,11 @@ def window_slice(length: int, centre: int, width: int | None) -> range:
 
 
 def highlighted_tokens(
-    texts: Sequence[str], values: Sequence[float], max_position: int, scale: float, shown: range | None = None
+    texts: Sequence[str],
+    values: Sequence[float] | np.ndarray,
+    max_position: int,
+    scale: float,
+    shown: range | None = None,
 ) -> str:
     """One example as a line of coloured token spans (positions in ``shown`` only)."""
     positions = shown if shown is not None else range(len(texts))

@@ -4,6 +4,7 @@ own node labels, with the subgraph they describe, and the same state as Neuronpe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -74,7 +75,7 @@ class GraphState:
 
     def to_qparams(self, rename: dict[str, str] | None = None) -> dict:
         """Neuronpedia's ``qParams`` for this state, node ids renamed through ``rename`` if given."""
-        name = (lambda node: rename.get(node, node)) if rename else (lambda node: node)
+        name: Callable[[str], str] = (lambda node: rename.get(node, node)) if rename else (lambda node: node)
         return {
             "pinnedIds": ",".join(name(p) for p in self.pins),
             "supernodes": [[label, *(name(m) for m in members)] for label, members in self.supernodes.items()],

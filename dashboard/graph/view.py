@@ -6,6 +6,7 @@ renders its hover HTML."""
 from __future__ import annotations
 
 import html
+from collections.abc import Set
 from dataclasses import dataclass
 
 import networkx as nx
@@ -126,7 +127,7 @@ def graph_figure(
     labels: dict[str, str],
     tokens: list[str],
     n_layers: int,
-    pinned: set[str] = frozenset(),
+    pinned: Set[str] = frozenset(),
     selected: str | None = None,
 ) -> go.Figure:
     """The figure; every node point's ``customdata`` is its node id (what a click returns)."""

@@ -24,7 +24,7 @@ def chosen_experiment(
         created_at=recorded["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S"), id=recorded["id"].str[:8]
     )
     selection = st.dataframe(
-        plain_frame(shown[["created_at", "reviewer", "title", "id"]]),
+        plain_frame(shown[["created_at", "reviewer", "title", "id"]]),  # pyright: ignore[reportArgumentType]  (pandas types a column list selection as a union with Series)
         hide_index=True,
         width="stretch",
         on_select="rerun",

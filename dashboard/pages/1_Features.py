@@ -67,4 +67,7 @@ with st.form("open_feature"):
     sae_name = cols[0].selectbox("SAE", names, format_func=option)
     latent = cols[1].number_input("Feature number", min_value=0, step=1)
     if cols[2].form_submit_button("Open feature"):
-        st.switch_page("pages/2_Feature.py", query_params=page.feature_params(page.atlas.sae_index(sae_name), latent))
+        assert sae_name is not None, "a selectbox over the atlas's (non-empty) SAE names always has one chosen"
+        sae = page.atlas.sae_index(sae_name)
+        assert sae is not None, "the selectbox offers only this atlas's SAE names"
+        st.switch_page("pages/2_Feature.py", query_params=page.feature_params(sae, latent))

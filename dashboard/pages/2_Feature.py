@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from typing import NoReturn
 
 import pandas as pd
 import streamlit as st
@@ -37,7 +38,7 @@ def _chosen_feature(page: PageContext) -> tuple[int, int]:
     return sae, latent
 
 
-def _refuse(page: PageContext, message: str) -> None:
+def _refuse(page: PageContext, message: str) -> NoReturn:
     """Say why this link shows no feature, offer the way back, and end the page."""
     st.error(message)
     st.page_link("pages/1_Features.py", label="Back to the feature table", query_params=page.link_params())
@@ -93,6 +94,7 @@ def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
         return
     with st.form(f"add_to_list_{sae}_{latent}"):
         name = st.selectbox("List", list(lists["name"]), format_func=option)
+        assert name is not None, "a selectbox over the (non-empty) lists always has one chosen"
         note = st.text_input("Note on this feature")
         if st.form_submit_button("Add to list", disabled=page.read_only):
             row = page.atlas.sae_row(sae)
@@ -110,7 +112,7 @@ view = feature_view(page.workspace, page.atlas, sae, latent)
 if view is None:
     _refuse(
         page,
-        f"{md(sae_row['name'])} has no feature {latent}: its features are numbered 0 to {int(sae_row['d_sae']) - 1}.",
+        f"{md(sae_row['name'])} has no feature {latent}: its features are numbered 0 to {int(sae_row['d_sae']) - 1}.",  # pyright: ignore[reportArgumentType]  (pandas types a Series item as a union with Series)
     )
 
 stats, token_text = view.stats, page.atlas.token_text
@@ -123,7 +125,7 @@ steer.page_link(
 )
 if latent > 0:
     previous.page_link("pages/2_Feature.py", label="← previous", query_params=page.feature_params(sae, latent - 1))
-if latent + 1 < int(sae_row["d_sae"]):
+if latent + 1 < int(sae_row["d_sae"]):  # pyright: ignore[reportArgumentType]  (pandas types a Series item as a union with Series)
     following.page_link("pages/2_Feature.py", label="next →", query_params=page.feature_params(sae, latent + 1))
 annotation = page.workspace.store.annotation(str(sae_row["content_hash"]), latent)
 reviewer_label = (
@@ -137,7 +139,7 @@ st.html(
     f'<span style="font-size: 0.75rem; color: #777; border: 1px solid #bbb; border-radius: 4px; padding: 0 4px;">'
     f"automatic</span>{reviewer_label}</div>"
 )
-writes = sae_row["hook_name_out"] if pd.notna(sae_row["hook_name_out"]) else sae_row["hook_name"]
+writes = sae_row["hook_name_out"] if pd.notna(sae_row["hook_name_out"]) else sae_row["hook_name"]  # pyright: ignore[reportGeneralTypeIssues]  (notna of a scalar is a bool)
 st.caption(f"reads {md(sae_row['hook_name'])} · writes {md(writes)} · {md(sae_row['architecture'])}")
 
 cols = st.columns(4)

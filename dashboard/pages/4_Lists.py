@@ -58,7 +58,7 @@ def _show_list(page: PageContext, name: str) -> None:
         st.warning(f"{md(item['sae_name'])} is not in this atlas; open an atlas built from it to see the feature.")
     if len(items) and not page.read_only:
         with st.form(f"remove_from_{name}"):
-            choices = [f"{r.sae_name} #{r.latent}" for r in items.itertuples()]
+            choices = [f"{sae_name} #{latent}" for sae_name, latent in zip(items["sae_name"], items["latent"])]
             chosen = st.selectbox("Feature", choices, format_func=option)
             if st.form_submit_button("Remove from the list"):
                 item = items.iloc[choices.index(chosen)]
@@ -81,6 +81,7 @@ with right:
         names = list(lists["name"])
         wanted = text(url_params(), "list", names[0])
         name = st.selectbox("List", names, index=names.index(wanted) if wanted in names else 0, format_func=option)
+        assert name is not None, "a selectbox over the (non-empty) lists with an index always has one chosen"
         st.query_params["list"] = name
         _show_list(page, name)
 

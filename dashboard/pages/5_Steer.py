@@ -63,6 +63,8 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[SteeringTarget]:
     kept = []
     for target in targets:
         summary = latent_summary(page.workspace, page.atlas, target.sae, target.latent)
+        assert summary is not None, "every kept target was checked against this atlas when it was added"
+        assert target.coefficient is not None, "every kept target was given its default coefficient when added"
         key = coefficient_key(target)
         st.session_state.setdefault(key, float(target.coefficient))
         st.session_state.setdefault(key + "_slider", st.session_state[key])
@@ -173,6 +175,7 @@ def _generate(
         return
     finally:
         stream.close()  # a rerun (the user pressed Stop) leaves from here too, releasing the model
+    assert isinstance(state, SteeringResult), "stream_comparison yields its SteeringResult last"
     record = state.to_record()
     default_box.html(completion_html(prompt_shown(record), record["default"]["tokens"], state.divergence))
     steered_box.html(completion_html(prompt_shown(record), record["steered"]["tokens"], state.divergence))

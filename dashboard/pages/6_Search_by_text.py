@@ -30,7 +30,8 @@ def _steer_url(atlas_key: str, sae: str, latent: int) -> str:
     return "Steer?" + urlencode({"atlas": atlas_key, "steer": SteeringTarget(sae, latent).as_text()})
 
 
-def _token_cell(strings: list[str], position: int) -> str:
+def _token_cell(strings: list[str], position: int | None) -> str:
+    assert position is not None, "per-token search gives every hit its position"
     return f"{position}: {visible(strings[position])}"
 
 

@@ -228,7 +228,7 @@ def _draw(
     event = chart.plotly_chart(figure, on_select="rerun", selection_mode="points", key="graph_chart")
     points = event["selection"]["points"] if event else []
     if points:
-        clicked = figure.data[points[0]["curve_number"]].customdata[points[0]["point_index"]]
+        clicked = figure.data[points[0]["curve_number"]].customdata[points[0]["point_index"]]  # pyright: ignore[reportAttributeAccessIssue]  (plotly types traces as BaseFigure; these are Scatter traces)
         if clicked != st.session_state.get("graph_last_click"):
             st.session_state["graph_last_click"] = st.session_state["graph_node"] = clicked
     with panel:
@@ -292,6 +292,7 @@ if loaded is not None:
     state = _state_for(loaded.origin)
 elif computed is not None:
     key, result = computed
+    assert live is not None, "a graph is computed only with the live model"
     graph = pruned_graph(key, result, thresholds[0], thresholds[1], page.workspace, page.atlas)
     graph.graph.update(
         model_hash=live.model_hash,  # so a saved or exported graph says what it was computed with
@@ -304,6 +305,7 @@ if graph is not None:
     _draw(page, graph, state, thresholds[2], thresholds[3])
     if computed is not None:
         with st.expander("Intervene: ablate or scale features"):
+            assert live is not None, "a graph is computed only with the live model"
             intervention_panel(live, computed[1], graph, state)
     st.subheader("Save and export")
     view = {
@@ -314,9 +316,16 @@ if graph is not None:
     }
     model_hash = live.model_hash if live is not None else str(page.atlas.meta["model"]["content_hash"])
     request = st.session_state.get("graph_request")
-    save_form(page, graph, state, view, model_hash, request[0] if computed is not None else loaded.origin)
+    if computed is not None:
+        assert request is not None, "a graph is computed from the request in the session"
+        origin = request[0]
+    else:
+        assert loaded is not None, "a graph shown but not computed here was loaded"
+        origin = loaded.origin
+    save_form(page, graph, state, view, model_hash, origin)
     neuronpedia = None
     if computed is not None:  # written when the button is pressed: it prunes again with circuit-tracer's builders
+        assert live is not None, "a graph is computed only with the live model"
         neuronpedia = partial(
             neuronpedia_json,
             computed[1],

@@ -8,6 +8,7 @@ Keys: ``atlas`` (catalog key), ``sae`` (SAE names, repeated), ``latent``, ``min_
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import overload
 
 from dashboard.browse.feature_queries import SORTS, FeatureFilter
 from dashboard.shell.workspace import Atlas
@@ -30,6 +31,10 @@ def _number(params: Params, key: str) -> float | None:
         return None
 
 
+@overload
+def integer(params: Params, key: str, default: int) -> int: ...
+@overload
+def integer(params: Params, key: str, default: None = None) -> int | None: ...
 def integer(params: Params, key: str, default: int | None = None) -> int | None:
     try:
         return int(_all(params, key)[0])

@@ -38,7 +38,7 @@ class Atlas:
     densities: dict[str, np.ndarray] = field(default_factory=dict, compare=False)  # SAE name -> by latent, as read
 
     def sae_index(self, name: str) -> int | None:
-        match = self.saes.index[self.saes["name"] == name]
+        match = self.saes.index[self.saes["name"] == name]  # pyright: ignore[reportCallIssue, reportArgumentType]  (pandas types a column as a union with DataFrame)
         return int(self.saes.loc[match[0], "sae"]) if len(match) else None
 
     def sae_row(self, sae: int) -> pd.Series:
@@ -61,7 +61,7 @@ class Atlas:
         meta = self.meta
         return (
             f"{self.path.name}: {meta['tokens']:,} tokens of the {meta['corpus']['spec']} corpus in windows of "
-            f"{meta['context']}, {int(self.saes['d_sae'].sum()):,} features, built {meta['finished'][:10]}"
+            f"{meta['context']}, {int(self.saes['d_sae'].sum()):,} features, built {meta['finished'][:10]}"  # pyright: ignore[reportArgumentType]  (pandas types a column sum as a union with Series)
         )
 
 

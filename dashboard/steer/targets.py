@@ -21,6 +21,7 @@ def set_coefficients(targets: list[SteeringTarget]) -> None:
     """Put each target's coefficient into its slider and number field (before they are drawn)."""
     for target in targets:
         key = coefficient_key(target)
+        assert target.coefficient is not None, "the Steer page fills in each default before it keeps a target"
         st.session_state[key] = st.session_state[key + "_slider"] = float(target.coefficient)
 
 
