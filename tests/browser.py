@@ -50,6 +50,7 @@ def served(command: list[str], cwd: Path, timeout: float = 60) -> Iterator[str]:
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
+                    assert process.stdout is not None  # stdout=PIPE above
                     raise RuntimeError(f"streamlit did not start: {process.stdout.read().decode()[-2000:]}") from None
                 time.sleep(0.2)
         yield url

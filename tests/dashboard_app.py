@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from analysis.paths import DEMO_DIR, REPO_ROOT
 from dashboard.userdata import open_user_store
+from tests.atlas_rows import one_row
 
 HOME = str(REPO_ROOT / "dashboard" / "Home.py")
 HOSTILE_TOKEN = "<img src=x onerror=alert(1)>"
@@ -22,7 +23,7 @@ HOSTILE_LABEL = "<script>alert('label')</script> & \" **bold** [x](javascript:al
 PASSWORD = "correct horse battery"
 
 
-def page(path: str | None = None, user: str | None = None, role: str = "reviewer", **query: str) -> AppTest:
+def page(path: str | None = None, user: str | None = None, role: str = "reviewer", **query: str | list[str]) -> AppTest:
     """A dashboard page (Home when ``path`` is None) with a query string, run once; with ``user``,
     signed in as that user (an account with ``role`` in the test's user-data file), as a user does."""
     app = AppTest.from_file(HOME, default_timeout=60)
@@ -72,11 +73,12 @@ def make_hostile_atlas(folder: Path, sae: int = 0, latent: int = 17) -> Path:
     shutil.copy(DEMO_DIR / "atlas.duckdb", path)
     connection = duckdb.connect(str(path))
     try:
-        window, position = connection.execute(
+        window, position = one_row(
+            connection,
             "SELECT window_id, position FROM examples WHERE sae = ? AND latent = ? AND kind = 'top' AND rank = 0",
             [sae, latent],
-        ).fetchone()
-        tokens = connection.execute("SELECT tokens FROM windows WHERE window_id = ?", [window]).fetchone()[0]
+        )
+        tokens = one_row(connection, "SELECT tokens FROM windows WHERE window_id = ?", [window])[0]
         connection.execute("UPDATE tokens SET text = ? WHERE token = ?", [HOSTILE_TOKEN, tokens[position]])
         connection.execute("UPDATE tokens SET text = ? WHERE token = ?", [HOSTILE_TOKEN_2, tokens[position - 1]])
         connection.execute("UPDATE features SET label = ? WHERE sae = ? AND latent = ?", [HOSTILE_LABEL, sae, latent])
@@ -111,7 +113,7 @@ def make_atlas_of_saes(folder: Path, name: str, keep: list[str]) -> Path:
     shutil.copy(DEMO_DIR / "atlas.duckdb", path)
     connection = duckdb.connect(str(path))
     try:
-        saes = json.loads(connection.execute("SELECT value FROM meta WHERE key = 'saes'").fetchone()[0])
+        saes = json.loads(one_row(connection, "SELECT value FROM meta WHERE key = 'saes'")[0])
         kept = [info for info in saes if info["name"] in keep]
         connection.execute("UPDATE meta SET value = ? WHERE key = 'saes'", [json.dumps(kept)])
     finally:

@@ -68,6 +68,7 @@ def _click_text(browser, tag: str, text: str) -> None:
             (e for e in d.find_elements(By.TAG_NAME, tag) if e.text.strip() == text and e.is_displayed()), None
         )
     )
+    assert element is not None  # until() returns only a truthy value (it raises on timeout)
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
     element.click()
 

@@ -44,8 +44,10 @@ def clt_folder(tiny, tmp_path_factory):
             scan="tiny-clt",
             dtype=torch.float32,
             device=torch.device("cpu"),
-            **HOOKS,
+            feature_input_hook=HOOKS["feature_input_hook"],
+            feature_output_hook=HOOKS["feature_output_hook"],
         )
+        assert clt.W_dec is not None  # lazy_decoder=False allocates the decoder
         generator = torch.Generator().manual_seed(5)
         for layer in range(n_layers):
             scale = cache[f"blocks.{layer}.ln2.hook_normalized"][0, 1:].pow(2).mean().sqrt()
@@ -84,7 +86,10 @@ def test_a_clt_graph_computes_the_models_logits_and_its_edges_are_a_frozen_inter
         torch.testing.assert_close(model(ids), live.model(ids), atol=1e-5, rtol=0)
     result = compute_graph(live, TEXT, settings=GraphSettings(max_feature_nodes=64))
     assert result.transcoders == ["tiny-clt (layer 0)", "tiny-clt (layer 1)"]
+    from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
+
     # layer-0 features reach layer 1's output directly, which only a CLT's decoder does
+    assert isinstance(model.transcoders, CrossLayerTranscoder) and model.transcoders.W_dec is not None
     assert model.transcoders.W_dec[0].shape[1] == 2
     assert_edges_equal_a_frozen_intervention(model, result.graph)
 

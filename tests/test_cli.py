@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -19,8 +20,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, timeout=300)
 
 
+def cli_subcommands() -> dict[str, argparse.ArgumentParser]:
+    """The CLI's subcommands by name (argparse has no public accessor for them)."""
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices
+
+
 def test_every_subcommand_has_help():
-    subcommands = build_parser()._subparsers._group_actions[0].choices
+    subcommands = cli_subcommands()
     assert {"demo", "info"} <= set(subcommands)
     for name in subcommands:
         result = run_cli(name, "--help")
@@ -111,9 +118,10 @@ def test_dashboard_starts_streamlit_with_the_options_given_after_it():
 
 
 def test_steer_offers_exactly_the_registered_methods_with_their_help():
-    steer = build_parser()._subparsers._group_actions[0].choices["steer"]
+    steer = cli_subcommands()["steer"]
     (method,) = [action for action in steer._actions if action.dest == "method"]
     assert method.choices == list(METHODS) and method.default == DEFAULT_METHOD
+    assert method.help is not None
     assert all(f"{m.name}: {m.summary}" in method.help for m in METHODS.values())
     refused = run_cli("steer", "--prompt", "x", "--feature", "resid-L2:1:1", "--method", "multiply")
     assert refused.returncode == 2 and "invalid choice: 'multiply'" in refused.stderr

@@ -172,12 +172,16 @@ def test_lists_collect_features_and_export_with_labels(user_db):
         sae_hash("transcoder-L3"), "transcoder-L3", 11, "carol", status="interpretable", tags=["deception", "pii"]
     )
     items = store.list_frame("deception-candidates")
-    assert list(items["latent"]) == [11] and items["note"][0] == "check with the red team"
+    rows = items.to_dict("records")
+    assert [row["latent"] for row in rows] == [11] and rows[0]["note"] == "check with the red team"
     exported = json.loads(as_json(items))
     assert exported[0]["tags"] == ["deception", "pii"] and exported[0]["status"] == "interpretable"
     from io import StringIO
 
-    assert json.loads(pd.read_csv(StringIO(as_csv(items).decode()))["tags"][0]) == ["deception", "pii"]
+    assert json.loads(pd.read_csv(StringIO(as_csv(items).decode())).to_dict("records")[0]["tags"]) == [
+        "deception",
+        "pii",
+    ]
     lists_page = page(LISTS, user="carol", list="deception-candidates")
     assert list(lists_page.dataframe[-1].value["latent"]) == [11]
     assert [b.proto.label for b in lists_page.get("download_button")] == [

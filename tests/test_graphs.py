@@ -44,7 +44,9 @@ def test_replacement_features_are_the_sae_lens_transcoders_activations(live):
     ids, _ = live.tokenize(PROMPT)
     _, features = replacement_model(live).get_activations(ids)
     _, cache = live.model.run_with_cache(ids)
-    for layer, name in enumerate(replacement_model(live).scan):
+    scan = replacement_model(live).scan
+    assert isinstance(scan, list)  # a transcoder set names each layer's transcoder
+    for layer, name in enumerate(scan):
         transcoder = live.sae(name)
         expected = transcoder.sae.encode(cache[transcoder.hook_name][0])
         # circuit-tracer zeroes position 0 (BOS); padding latents beyond d_sae never fire
@@ -70,6 +72,7 @@ def test_sampled_edges_equal_a_frozen_intervention_on_their_source(live, result)
         logits, pre = model.feature_intervention(
             ids, [(layer, position, latent, 0.0)], constrained_layers=range(n_layers), apply_activation_function=False
         )
+        assert pre is not None  # feature_intervention returns activations unless told not to
         measured = (base_pre - pre)[targets[:, 0], targets[:, 1], targets[:, 2]]
         assert torch.allclose(graph.adjacency_matrix[:n_features, source], measured, atol=1e-3)
         change = (base_logits - logits)[0, -1]

@@ -36,9 +36,9 @@ def test_an_atlas_names_the_model_and_saes_it_was_built_from(live, atlas_meta, d
 
 def test_a_model_that_is_not_here_is_named_in_the_reason():
     reason = LiveSpecs(model="/nowhere/model", saes=()).unavailable_reason()
-    assert "not available here" in reason and "/nowhere/model" in reason
+    assert reason is not None and "not available here" in reason and "/nowhere/model" in reason
     reason = LiveSpecs(model="some-org/not-downloaded", saes=()).unavailable_reason()
-    assert "not available offline" in reason
+    assert reason is not None and "not available offline" in reason
 
 
 def test_text_is_cut_from_the_left_to_fit_and_empty_text_is_refused(live):

@@ -11,6 +11,7 @@ import pytest
 from analysis.paths import DEMO_DIR
 from analysis.steering_methods import DEFAULT_METHOD, METHODS
 from dashboard.userdata import open_user_store
+from tests.atlas_rows import one_row
 from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page
 
 pytestmark = pytest.mark.model
@@ -18,9 +19,9 @@ pytestmark = pytest.mark.model
 STEER, SEARCH, FEATURE = "pages/5_Steer.py", "pages/6_Search_by_text.py", "pages/2_Feature.py"
 
 
-def atlas_value(query: str, params: list):
+def atlas_value(query: str, params: list) -> tuple:
     with duckdb.connect(str(DEMO_DIR / "atlas.duckdb"), read_only=True) as connection:
-        return connection.execute(query, params).fetchone()
+        return one_row(connection, query, params)
 
 
 def generate(app):
@@ -40,7 +41,7 @@ def test_steering_from_a_link_streams_both_completions_and_records_the_run(user_
     assert any("Recorded as run" in c.value and "dana" in c.value for c in app.caption)
     runs = open_user_store(user_db).experiments("steering")
     assert list(runs["reviewer"]) == ["dana"] and list(runs["title"]) == ["In the beginning"]
-    record = open_user_store(user_db).experiment(runs["id"][0])["record"]
+    record = open_user_store(user_db).experiment(runs.to_dict("records")[0]["id"])["record"]
     assert record["targets"] == [{"sae": "transcoder-L3", "latent": 5, "coefficient": 40.0}]
     assert record["model_hash"] == atlas_value("SELECT value->>'content_hash' FROM meta WHERE key = 'model'", [])[0]
     assert record["divergence"]["next_tokens"], "the distribution shift at the first difference is kept"
@@ -148,9 +149,7 @@ def test_testing_text_on_a_feature_page_highlights_each_token_and_marks_the_hist
     )[0]
     tokens = atlas_value("SELECT tokens FROM windows WHERE window_id = ?", [window])[0]
     with duckdb.connect(str(DEMO_DIR / "atlas.duckdb"), read_only=True) as connection:
-        text = "".join(
-            connection.execute("SELECT text FROM tokens WHERE token = ?", [t]).fetchone()[0] for t in tokens[1:]
-        )
+        text = "".join(one_row(connection, "SELECT text FROM tokens WHERE token = ?", [t])[0] for t in tokens[1:])
     app = page(FEATURE, sae="resid-L2", latent="938")
     assert not app.exception
     by_label(app.text_area, "Test your text").set_value(text)

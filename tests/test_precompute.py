@@ -18,6 +18,7 @@ import pytest
 from analysis.atlas.contract import SCHEMA_VERSION
 from analysis.atlas.reader import AtlasError, open_atlas, read_meta
 from analysis.paths import DEMO_DIR, REPO_ROOT
+from tests.atlas_rows import one_row
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -81,11 +82,9 @@ def test_atlas_records_the_run_and_every_latent(atlas):
     meta = read_meta(connection)
     assert meta["schema_version"] == SCHEMA_VERSION and meta["tokens"] == TOKENS and meta["context"] == 128
     assert meta["saes"][0]["hook_name"] == "blocks.0.ln2.hook_normalized" and len(meta["saes"][0]["content_hash"]) == 64
-    assert connection.execute("SELECT count(*) FROM features").fetchone()[0] == 512
-    firing = connection.execute("SELECT count(*) FROM features WHERE fire_count > 0").fetchone()[0]
-    labelled = connection.execute(
-        "SELECT count(*) FROM features WHERE label <> '' AND label_source = 'auto'"
-    ).fetchone()[0]
+    assert one_row(connection, "SELECT count(*) FROM features")[0] == 512
+    firing = one_row(connection, "SELECT count(*) FROM features WHERE fire_count > 0")[0]
+    labelled = one_row(connection, "SELECT count(*) FROM features WHERE label <> '' AND label_source = 'auto'")[0]
     assert 0 < labelled <= firing
     # the top example of every firing latent holds its max, at the stored position of a stored window
     rows = connection.execute(
@@ -99,25 +98,27 @@ def test_atlas_records_the_run_and_every_latent(atlas):
         "FROM examples WHERE kind = 'interval'"
     ).fetchall()
     assert samples and all(abs(a - v) <= v * 2**-11 for v, a in samples)
-    specials = connection.execute(
+    specials = one_row(
+        connection,
         "SELECT count(*) FROM examples e JOIN windows w USING (window_id) "
-        "WHERE w.tokens[e.position + 1] IN (8190, 8191)"
-    ).fetchone()[0]
+        "WHERE w.tokens[e.position + 1] IN (8190, 8191)",
+    )[0]
     assert specials == 0
     # the label's firing tokens are stored as ids, and each label word is findable in label_terms
     for latent, label, top_tokens in connection.execute(
         "SELECT latent, label, top_tokens FROM features WHERE label <> '' LIMIT 20"
     ).fetchall():
-        texts = [connection.execute("SELECT text FROM tokens WHERE token = ?", [t]).fetchone()[0] for t in top_tokens]
+        texts = [one_row(connection, "SELECT text FROM tokens WHERE token = ?", [t])[0] for t in top_tokens]
         assert label.startswith("fires on ") and 1 <= len(top_tokens) <= 3
         words = {w.lower() for text in texts for w in re.findall(r"\w+", text)}
         terms = {t for (t,) in connection.execute("SELECT term FROM label_terms WHERE latent = ?", [latent]).fetchall()}
         assert words <= terms and ("promotes" not in terms or "promotes" in words)
     # every neighbour row carries the other latent's label
-    mismatched = connection.execute(
+    mismatched = one_row(
+        connection,
         "SELECT count(*) FROM neighbours g JOIN features f ON f.sae = g.other_sae AND f.latent = g.other_latent "
-        "WHERE g.other_label <> f.label"
-    ).fetchone()[0]
+        "WHERE g.other_label <> f.label",
+    )[0]
     assert mismatched == 0
     connection.close()
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+from typing import Any, cast
 
 import duckdb
 import pytest
@@ -26,6 +27,7 @@ from analysis.steering import (
 from analysis.steering_hooks import steering_hooks
 from analysis.steering_methods import METHODS
 from analysis.steering_target import SteeringTarget
+from tests.atlas_rows import one_row
 
 pytestmark = pytest.mark.model
 
@@ -38,9 +40,12 @@ def strong_promoter(demo_dir) -> tuple[str, int, float, list[int]]:
     """The last transcoder's latent whose decoder row promotes its top token most (it writes just before the
     unembedding, so its atlas logit effect is what steering it does): (SAE, latent, max act, top tokens)."""
     with duckdb.connect(str(demo_dir / "atlas.duckdb"), read_only=True) as atlas:
-        return atlas.execute("""SELECT s.name, f.latent, f.max_act, f.top_logit_tokens FROM features f JOIN saes s USING (sae)
-                            WHERE s.name = 'transcoder-L3' AND f.density > 0.001
-                            ORDER BY f.top_logit_values[1] DESC LIMIT 1""").fetchone()
+        return one_row(
+            atlas,
+            """SELECT s.name, f.latent, f.max_act, f.top_logit_tokens FROM features f JOIN saes s USING (sae)
+            WHERE s.name = 'transcoder-L3' AND f.density > 0.001
+            ORDER BY f.top_logit_values[1] DESC LIMIT 1""",
+        )
 
 
 def activations(live, hook: str, hooks=()) -> tuple[torch.Tensor, dict]:
@@ -151,7 +156,8 @@ def test_replace_sets_the_component_along_the_decoder_direction(live):
     [
         (lambda: ("   ", [SteeringTarget("resid-L2", 7, 1.0)], SHORT), "the text is empty"),
         (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, float("nan"))], SHORT), "finite number"),
-        (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, "abc")], SHORT), "finite number"),
+        # a wrong type on purpose: what a caller without type checks could pass
+        (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, cast(Any, "abc"))], SHORT), "finite number"),
         (lambda: (PROMPT, [SteeringTarget("resid-L2", 7, 1e6)], SHORT), "out of range"),
         (lambda: (PROMPT, [SteeringTarget("resid-L2", 5000, 1.0)], SHORT), "resid-L2 has no latent 5000"),
         (lambda: (PROMPT, [SteeringTarget("nope", 1, 1.0)], SHORT), "no SAE called 'nope' is loaded; loaded: resid-L2"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import cast
 
 import numpy as np
 import pytest
@@ -75,6 +76,7 @@ def test_a_target_is_read_and_written_without_torch():
 
 
 def test_a_numpy_latent_from_a_table_becomes_a_plain_int():
-    target = SteeringTarget("resid-L2", np.int64(3), np.float32(2.5))
+    # numpy scalars where the annotations say int and float: what a pandas table hands over
+    target = SteeringTarget("resid-L2", cast(int, np.int64(3)), cast(float, np.float32(2.5)))
     assert type(target.latent) is int and type(target.coefficient) is float
     assert target.as_text() == "resid-L2:3:2.5"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -32,7 +33,7 @@ def built(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture()
-def atlas(built) -> duckdb.DuckDBPyConnection:
+def atlas(built) -> Iterator[duckdb.DuckDBPyConnection]:
     connection = open_atlas(built[0])
     yield connection
     connection.close()

@@ -16,8 +16,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import duckdb
+import pandas as pd
 import pytest
 
 from analysis.paths import REPO_ROOT
@@ -515,7 +517,7 @@ def test_concurrent_sessions_lose_nothing(tmp_path):
                 feature = rng.choice(features)
                 roll = rng.random()
                 if roll < 0.75:
-                    fields = {"label": f"{reviewer}#{n}"}  # unique: finds this save in the audit log
+                    fields: dict[str, Any] = {"label": f"{reviewer}#{n}"}  # unique: finds this save in the audit log
                     if rng.random() < 0.5:
                         fields["status"] = rng.choice(STATUSES)
                     if rng.random() < 0.3:
@@ -565,40 +567,43 @@ def test_concurrent_sessions_lose_nothing(tmp_path):
     assert store.retries > 0, "no conflict happened: the test proved nothing"
     assert attach_rounds[0] > 10
 
+    # pandas annotates a boolean-mask selection as Series | DataFrame: the casts say it is a frame
     audit = store.audit_frame()
-    saves = audit[audit["action"].isin(["edit", "undo"])]
+    saves = cast(pd.DataFrame, audit[audit["action"].isin(["edit", "undo"])])
     print(
         f"\n{len(edits)} saves, {len(undos)} undos in {elapsed:.1f}s "
         f"({(len(edits) + len(undos)) / elapsed:.0f}/s); {store.retries} retries; {attach_rounds[0]} attach rounds"
     )
 
     # Every save that returned is in the log exactly once, by its author, on its feature.
-    labels = saves[saves["field"] == "label"].groupby("new_value")
-    assert audit[audit["action"] == "edit"]["edit_id"].nunique() == len(edits)
+    labels = cast(pd.DataFrame, saves[saves["field"] == "label"]).groupby("new_value")
+    assert cast(pd.Series, audit[audit["action"] == "edit"]["edit_id"]).nunique() == len(edits)
     edit_of = {}
     for feature, reviewer, fields in edits:
-        rows = labels.get_group(fields["label"])
-        rows = rows[rows["action"] == "edit"]
+        label_rows = cast(pd.DataFrame, labels.get_group(fields["label"])).to_dict("records")
+        rows = [row for row in label_rows if row["action"] == "edit"]
         assert len(rows) == 1
-        row = rows.iloc[0]
-        assert (row.sae_hash, row.latent, row.reviewer) == (*feature, reviewer)
-        edit_of[row.edit_id] = fields
+        row = rows[0]
+        assert (row["sae_hash"], row["latent"], row["reviewer"]) == (*feature, reviewer)
+        edit_of[row["edit_id"]] = fields
 
     # Each undo that returned is one undo group, and no save is undone twice.
-    undo_groups = saves[saves["action"] == "undo"].groupby("edit_id")["undoes"].first()
+    undos_logged = cast(pd.DataFrame, saves[saves["action"] == "undo"])
+    undo_groups = cast(pd.Series, undos_logged.groupby("edit_id")["undoes"].first())
     assert len(undo_groups) == len(undos) and undo_groups.is_unique
 
     # Replaying the log: each row's old value is what the previous save left (no lost update), each
     # save left the fields it asked for, and the result is every feature's final annotation.
     encode = {"tags": lambda v: json.dumps(list(v)), "confidence": lambda v: v}
-    for (sae_hash, latent), rows in saves.groupby(["sae_hash", "latent"]):
+    for key, rows in saves.groupby(["sae_hash", "latent"]):
+        sae_hash, latent = cast(tuple[str, int], key)
         state = {"status": "unreviewed", "label": "", "tags": "[]", "notes": "", "confidence": None}
         for edit_id, group in rows.sort_values("id").groupby("edit_id", sort=False):
-            for row in group.itertuples():
-                if row.field is None:  # an undo with nothing left to restore
+            for row in group.to_dict("records"):
+                if row["field"] is None:  # an undo with nothing left to restore
                     continue
-                assert row.old_value == state[row.field], (sae_hash, latent, row)
-                state[row.field] = row.new_value
+                assert row["old_value"] == state[row["field"]], (sae_hash, latent, row)
+                state[row["field"]] = row["new_value"]
             for field, value in edit_of.get(edit_id, {}).items():
                 assert state[field] == encode.get(field, lambda v: v)(value)
         final = store.annotation(sae_hash, latent)
@@ -606,18 +611,19 @@ def test_concurrent_sessions_lose_nothing(tmp_path):
 
     # The shared list holds what its log says.
     members: dict = {}
-    for row in audit[audit["list_name"] == "shared"].sort_values("id").itertuples():
-        key = (row.sae_hash, row.latent)
-        if row.action == "list_add":
+    shared_log = cast(pd.DataFrame, audit[audit["list_name"] == "shared"])
+    for row in shared_log.sort_values("id").to_dict("records"):
+        key = (row["sae_hash"], row["latent"])
+        if row["action"] == "list_add":
             assert key not in members
-            members[key] = row.new_value
-        elif row.action == "list_note":
-            assert members[key] == row.old_value
-            members[key] = row.new_value
-        elif row.action == "list_remove":
-            assert members.pop(key) == row.old_value
+            members[key] = row["new_value"]
+        elif row["action"] == "list_note":
+            assert members[key] == row["old_value"]
+            members[key] = row["new_value"]
+        elif row["action"] == "list_remove":
+            assert members.pop(key) == row["old_value"]
     items = store.list_items("shared")
-    assert {(r.sae_hash, r.latent): r.note for r in items.itertuples()} == members
+    assert {(r["sae_hash"], r["latent"]): r["note"] for r in items.to_dict("records")} == members
     store.close()
 
 

@@ -19,13 +19,15 @@ def test_blocked_neighbours_equal_brute_force(directions, rows, columns):
     units = [torch.nn.functional.normalize(d, dim=1) if d is not None else None for d in directions]
     assert found[1] == {}
     for sae, other in ((0, 2), (2, 0)):
-        same = units[sae] @ units[sae].T
+        unit, other_unit = units[sae], units[other]
+        assert unit is not None and other_unit is not None  # only SAE 1 has no directions
+        same = unit @ unit.T
         same.fill_diagonal_(-2)
         best = same.topk(10)
         owners, latents, cosines = found[sae]["same"]
         assert (owners == sae).all() and (latents == best.indices.numpy()).all()
         assert torch.allclose(torch.from_numpy(cosines), best.values, atol=1e-6)
-        across = (units[sae] @ units[other].T).topk(10)
+        across = (unit @ other_unit.T).topk(10)
         owners, latents, cosines = found[sae]["other"]
         assert (owners == other).all() and (latents == across.indices.numpy()).all()
         assert torch.allclose(torch.from_numpy(cosines), across.values, atol=1e-6)
