@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -22,9 +23,13 @@ from transformers import PreTrainedTokenizerBase
 from analysis.content_hash import model_hash, sae_hash
 from analysis.errors import SAEscopeError
 from analysis.live_errors import LiveInputError
-from analysis.model_loading import LoadedModel, ModelLoadError, load_model, resolve_model_path
+from analysis.model_loading import LoadedModel, ModelLoadError, load_model, model_tokenizer, resolve_model_path
 from analysis.paths import REPO_ROOT
 from analysis.sae_loading import LoadedSAE, SAELoadError, check_fits, load_saes
+
+if TYPE_CHECKING:
+    from circuit_tracer.transcoder import TranscoderSet
+    from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
 
 MAX_WAITING = 4  # callers queued behind the one running; more are told the model is busy
 WAIT_SECONDS = 120.0
@@ -76,7 +81,7 @@ class LiveModel:
     wait_seconds: float = WAIT_SECONDS
     load_seconds: float = 0.0
     # circuit-tracer's own TranscoderSet or CrossLayerTranscoder, for graphs (analysis/graphs/transcoder_sets.py)
-    circuit_transcoders: object | None = None
+    circuit_transcoders: TranscoderSet | CrossLayerTranscoder | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _waiting: int = 0
     _waiting_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -91,9 +96,7 @@ class LiveModel:
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        tokenizer = self.loaded.model.tokenizer
-        assert tokenizer is not None, "models are loaded with their tokenizer"
-        return tokenizer
+        return model_tokenizer(self.loaded.model)
 
     @property
     def n_ctx(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -25,6 +26,9 @@ from transformer_lens import loading_from_pretrained as tl_loading
 from analysis.devices import pick_device
 from analysis.errors import SAEscopeError
 from analysis.model_configs import UnsupportedArchitecture, hooked_config
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -46,6 +50,13 @@ class LoadedModel:
     @property
     def architecture(self) -> str:
         return self.model.cfg.original_architecture or "unknown"
+
+
+def model_tokenizer(model: HookedTransformer) -> PreTrainedTokenizerBase:
+    """``model.tokenizer``, which transformer-lens types as optional: ``load_model`` always attaches one."""
+    tokenizer = model.tokenizer
+    assert tokenizer is not None, "models are loaded with their tokenizer"
+    return tokenizer
 
 
 def resolve_model_path(spec: str) -> Path:

@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from transformer_lens import HookedTransformer
 
 from analysis.errors import SAEscopeError
+from analysis.model_loading import model_tokenizer
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -193,7 +194,7 @@ def apply_model_processing(model: HookedTransformer, saes: list[LoadedSAE]) -> N
 @torch.no_grad()
 def hook_widths(model: HookedTransformer, hook_names: list[str]) -> dict[str, int]:
     """The last-dimension width of each hook, read off a one-token forward pass."""
-    token = torch.tensor([[model.tokenizer.bos_token_id or 0]], device=model.cfg.device)
+    token = torch.tensor([[model_tokenizer(model).bos_token_id or 0]], device=model.cfg.device)
     _, cache = model.run_with_cache(token, names_filter=lambda name: name in hook_names)
     return {name: cache[name].shape[-1] for name in hook_names}
 
@@ -202,9 +203,10 @@ def check_fits(model: HookedTransformer, saes: list[LoadedSAE]) -> None:
     """Process ``model`` as the SAEs were trained (``apply_model_processing``); raise SAELoadError
     naming the first SAE whose hooks or widths do not match it."""
     apply_model_processing(model, saes)
-    needed = [(s, s.hook_name, s.sae.cfg.d_in) for s in saes]
-    needed += [(s, s.hook_name_out, s.sae.cfg.d_out) for s in saes if s.is_transcoder]
-    for loaded, hook, _ in needed:
+    wanted = [(s, s.hook_name, s.sae.cfg.d_in) for s in saes]
+    wanted += [(s, s.hook_name_out, s.sae.cfg.d_out) for s in saes if s.is_transcoder]
+    needed: list[tuple[LoadedSAE, str, int]] = []
+    for loaded, hook, width in wanted:
         if hook is None:
             raise SAELoadError(f"transcoder '{loaded.name}' does not say where it writes (metadata.hook_name_out)")
         if hook not in model.hook_dict:
@@ -214,6 +216,7 @@ def check_fits(model: HookedTransformer, saes: list[LoadedSAE]) -> None:
                 f"({model.cfg.n_layers} layers, {model.cfg.original_architecture}) does not have; "
                 f"nearest: {', '.join(nearest)}"
             )
+        needed.append((loaded, hook, width))
     widths = hook_widths(model, sorted({hook for _, hook, _ in needed}))
     for loaded, hook, width in needed:
         if widths[hook] != width:

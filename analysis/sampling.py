@@ -31,6 +31,7 @@ import torch
 from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 
 from analysis.live_model import LiveInputError
+from analysis.model_loading import model_tokenizer
 
 MAX_NEW_TOKENS = 256
 MAX_FREQUENCY_PENALTY = 2.0  # OpenAI's range is [-2, 2]
@@ -126,7 +127,7 @@ class Completion:
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.settings.seed)
         self.counts = torch.zeros(self.model.cfg.d_vocab_out, dtype=torch.float32)
-        self.eos = self.model.tokenizer.eos_token_id
+        self.eos = model_tokenizer(self.model).eos_token_id
         self.cache = (
             TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device, 1)
             if self.settings.use_kv_cache

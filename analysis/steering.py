@@ -183,7 +183,9 @@ def _compare(
             logits = [row.step() if not row.done else None for row in (default, steered)]
             if divergence is None and default.ids[-1] != steered.ids[-1]:
                 # Until now both rows held the same tokens, so both stepped and saw the same prefix.
-                divergence, next_tokens = len(default.ids) - 1, _next_tokens(live, *logits)
+                default_logits, steered_logits = logits
+                assert default_logits is not None and steered_logits is not None, "both rows stepped"
+                divergence, next_tokens = len(default.ids) - 1, _next_tokens(live, default_logits, steered_logits)
             yield SteeringProgress(
                 max(len(default.ids), len(steered.ids)),
                 list(default.ids),

@@ -26,6 +26,7 @@ def measure(n: int, width: int, device: str) -> float:
 
 
 def main() -> None:
+    assert __doc__ is not None, "the module docstring is the bench's description"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latents", default="4096,8192,16384")
     parser.add_argument("--width", type=int, default=768)

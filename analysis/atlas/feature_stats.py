@@ -19,7 +19,8 @@ Every update is a few tensor operations over all latents at once; nothing loops 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 
@@ -126,6 +127,8 @@ def _replacements(
 
 class _Entries:
     """Columns of equal length (one row per candidate example) that concatenate and index together."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # set on each subclass by @dataclass
 
     def cat(self, other):
         return type(self)(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -21,6 +22,9 @@ from analysis.atlas.reader import open_atlas, read_meta
 from analysis.atlas.store import AtlasContent, SAEResult, write_atlas
 from analysis.atlas.weight_stats import LogitEffects
 from analysis.errors import SAEscopeError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _RUN_KEYS = (
     "schema_version",
@@ -56,7 +60,7 @@ def stored_weight_tables(
             "logit_hist_min, logit_hist_max, logit_hist FROM features WHERE sae = ? ORDER BY latent",
             [sae],
         ).fetchnumpy()
-        logits = LogitEffects(*(np.stack(v) if v.dtype == object else v for v in f.values()))
+        logits = LogitEffects(*(_stacked(v) for v in f.values()))
     neighbours = {}
     for scope in ("same", "other"):
         n = connection.execute(
@@ -66,6 +70,12 @@ def stored_weight_tables(
         if len(n["other_sae"]):
             neighbours[scope] = tuple(v.reshape(d_sae, -1) for v in n.values())
     return logits, neighbours
+
+
+def _stacked(column: np.ndarray | pd.Categorical) -> np.ndarray:
+    """A fetched column as one array: a list column comes back as an object array of per-row arrays."""
+    assert isinstance(column, np.ndarray), "only ENUM columns come back as Categorical, and features has none"
+    return np.stack(list(column)) if column.dtype == object else column
 
 
 def _windows(span: tuple[int, int]) -> str:

@@ -35,7 +35,7 @@ from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual
 from analysis.content_hash import model_hash, sae_hash
 from analysis.devices import pick_device
 from analysis.hooked_forward import run_to_hooks
-from analysis.model_loading import LoadedModel, load_model, load_tokenizer
+from analysis.model_loading import LoadedModel, load_model, load_tokenizer, model_tokenizer
 from analysis.paths import REPO_ROOT
 from analysis.sae_loading import LoadedSAE, check_fits, load_saes
 from analysis.sae_metrics import QualitySums, measure_batch
@@ -161,7 +161,7 @@ class Precompute:
         names = [s.name for s in self.saes]
         if len(set(names)) != len(names):
             raise PrecomputeError(f"two SAEs share a name ({names}); give each a distinct folder name")
-        tokenizer = self.model.tokenizer
+        tokenizer = model_tokenizer(self.model)
         self.bos_id = special_token_id(tokenizer, "bos")
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=self.loaded.device)
         index, count = config.shard
@@ -331,7 +331,7 @@ class Precompute:
                 self.saes, state.stats, state.quality, directions, neighbours
             )
         ]
-        tokenizer = self.model.tokenizer
+        tokenizer = model_tokenizer(self.model)
         meta = self.run_description() | {
             "shards": [list(self.config.shard)],
             "window_ranges": [list(self.window_range)],

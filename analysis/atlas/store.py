@@ -17,13 +17,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from analysis.atlas import contract
 from analysis.atlas.contract import DENSITY_BINS, SCHEMA_VERSION
 from analysis.atlas.corpus_source import CorpusTokens
 from analysis.atlas.feature_stats import EMPTY_KEY, STORED_IN_FEATURES, FeatureStats
 from analysis.atlas.labels import automatic_labels, enriched_tokens
-from analysis.atlas.weight_stats import LogitEffects
+from analysis.atlas.weight_stats import LogitEffects, Neighbours
 from analysis.errors import SAEscopeError
 from analysis.sae_metrics import DENSE_FRACTION, QualitySums
 
@@ -36,7 +37,7 @@ class SAEResult:
     stats: FeatureStats
     quality: QualitySums
     logits: LogitEffects | None
-    neighbours: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    neighbours: dict[str, Neighbours]
 
 
 @dataclass
@@ -146,13 +147,13 @@ def _example_table(sae: int, stats: FeatureStats, corpus: CorpusTokens) -> pa.Ta
 def _labels(result: SAEResult, examples: pa.Table, content: AtlasContent) -> tuple[list[str], list[list[int]]]:
     """Automatic labels from the top examples' firing tokens and the promoted tokens, and those
     firing tokens (the ``top_tokens`` column, which the dashboard's token filter searches)."""
-    top = examples.filter(pa.compute.equal(examples["kind"], "top"))
+    top = examples.filter(pc.equal(examples["kind"], "top"))  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute defines it at import time
     context = result.stats.context
-    lengths = pa.compute.list_value_length(top["act_positions"]).to_numpy()
+    lengths = pc.list_value_length(top["act_positions"]).to_numpy()  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute defines it at import time
     latents = np.repeat(top["latent"].to_numpy(), lengths)
     windows = np.repeat(top["window_id"].to_numpy(), lengths)
-    positions = pa.compute.list_flatten(top["act_positions"]).to_numpy().astype(np.int64)
-    values = pa.compute.list_flatten(top["act_values"]).to_numpy().astype(np.float64)
+    positions = pc.list_flatten(top["act_positions"]).to_numpy().astype(np.int64)  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute defines it at import time
+    values = pc.list_flatten(top["act_values"]).to_numpy().astype(np.float64)  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute defines it at import time
     unique_windows, inverse = np.unique(windows, return_inverse=True)
     window_tokens = content.corpus.windows(unique_windows, context, content.bos_id or 0).numpy()
     tokens = window_tokens[inverse, positions] if len(inverse) else np.zeros(0, dtype=np.int64)

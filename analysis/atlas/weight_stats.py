@@ -25,6 +25,7 @@ from analysis.sae_loading import LoadedSAE
 
 NEIGHBOURS = 10
 _RESIDUAL_HOOKS = re.compile(r"(hook_resid_(pre|mid|post)|hook_mlp_out|hook_attn_out|hook_embed|hook_pos_embed)$")
+Neighbours = tuple[np.ndarray, np.ndarray, np.ndarray]  # (sae, latent, cosine), each [d_sae, NEIGHBOURS]
 
 
 @dataclass
@@ -47,10 +48,10 @@ def residual_directions(model: HookedTransformer, loaded: LoadedSAE) -> torch.Te
     if _RESIDUAL_HOOKS.search(hook):
         return w_dec
     if layer and hook.endswith("attn.hook_z"):
-        w_o = model.blocks[int(layer.group(1))].attn.W_O.float()  # [heads, d_head, d_model]
+        w_o = model.get_parameter(f"blocks.{layer.group(1)}.attn.W_O").float()  # [heads, d_head, d_model]
         return torch.einsum("fhd,hdm->fm", w_dec.view(len(w_dec), *w_o.shape[:2]), w_o)
     if layer and hook.endswith("mlp.hook_post"):
-        return w_dec @ model.blocks[int(layer.group(1))].mlp.W_out.float()
+        return w_dec @ model.get_parameter(f"blocks.{layer.group(1)}.mlp.W_out").float()
     return None
 
 
@@ -58,13 +59,13 @@ def residual_directions(model: HookedTransformer, loaded: LoadedSAE) -> torch.Te
 def logit_effects(model: HookedTransformer, directions: torch.Tensor, chunk: int = 4096) -> LogitEffects:
     """Top and bottom tokens of each direction pushed through the final LayerNorm and unembedding."""
     parts: list[tuple] = []
-    ln = model.ln_final
+    gain = getattr(model.ln_final, "w", None)  # LNPre and RMSNormPre have none
     for start in range(0, len(directions), chunk):
         block = directions[start : start + chunk]
         if model.cfg.normalization_type in ("LN", "LNPre"):
             block = block - block.mean(dim=-1, keepdim=True)
-        if getattr(ln, "w", None) is not None:
-            block = block * ln.w.float()
+        if gain is not None:
+            block = block * gain.float()
         effect = block @ model.W_U.float()
         top = effect.topk(LOGIT_ROWS, dim=1)
         bottom = effect.topk(LOGIT_ROWS, dim=1, largest=False)
@@ -82,7 +83,7 @@ def logit_effects(model: HookedTransformer, directions: torch.Tensor, chunk: int
 @torch.no_grad()
 def nearest_latents(
     directions: list[torch.Tensor | None], rows: int = 1024, columns: int = 16384
-) -> list[dict[str, np.ndarray]]:
+) -> list[dict[str, Neighbours]]:
     """For every latent of every SAE, the 10 latents of the same SAE and of the other SAEs nearest by
     decoder cosine similarity. Returns per SAE {scope: (sae [d,10], latent [d,10], cosine [d,10])} arrays.
 
@@ -90,14 +91,14 @@ def nearest_latents(
     at a time and a running top 10 per scope is merged with each block's, so memory is
     ``rows x columns`` similarities (64 MB) whatever the number of latents (all-pairs at 1M
     latents would be 8 GB per 2,048-row chunk). Time stays O(N^2 d): docs/PERFORMANCE.md."""
-    present = [i for i, d in enumerate(directions) if d is not None]
-    units = torch.cat([torch.nn.functional.normalize(directions[i].float(), dim=1) for i in present])
-    owner = torch.cat([torch.full((len(directions[i]),), i, dtype=torch.long) for i in present]).to(units.device)
-    local = torch.cat([torch.arange(len(directions[i])) for i in present]).to(units.device)
-    results: list[dict[str, np.ndarray]] = [{} for _ in directions]
+    present = {i: d for i, d in enumerate(directions) if d is not None}
+    units = torch.cat([torch.nn.functional.normalize(d.float(), dim=1) for d in present.values()])
+    owner = torch.cat([torch.full((len(d),), i, dtype=torch.long) for i, d in present.items()]).to(units.device)
+    local = torch.cat([torch.arange(len(d)) for d in present.values()]).to(units.device)
+    results: list[dict[str, Neighbours]] = [{} for _ in directions]
     offset = 0
-    for i in present:
-        n = len(directions[i])
+    for i, d in present.items():
+        n = len(d)
         sizes = {"same": n - 1, "other": len(units) - n}
         found: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"same": [], "other": []}
         for start in range(0, n, rows):
@@ -110,7 +111,7 @@ def nearest_latents(
             if parts and sizes[scope] > 0:
                 values = torch.cat([v for v, _ in parts])
                 indices = torch.cat([j for _, j in parts])
-                results[i][scope] = tuple(x.cpu().numpy() for x in (owner[indices], local[indices], values))
+                results[i][scope] = (owner[indices].cpu().numpy(), local[indices].cpu().numpy(), values.cpu().numpy())
         offset += n
     return results
 

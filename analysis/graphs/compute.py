@@ -76,7 +76,7 @@ def compute_graph(
     ids = prompt_ids(live, prompt, settings.max_tokens)
     with live.exclusive():
         model = replacement_model(live)
-        targets = attribution_targets(target, live.tokenizer, model.unembed.W_U)
+        targets = attribution_targets(target, live.tokenizer, model.unembed_proj)
         started = time.perf_counter()
         with warnings.catch_warnings():
             # transformer-lens's module backward hooks say this on every pass; it is expected here

@@ -36,7 +36,7 @@ class GraphSetupError(SAEscopeError, ValueError):
     """The loaded transcoders cannot make a replacement model, with a message that says why."""
 
 
-def _split_hook(hook: str, name: str) -> tuple[int, str]:
+def _split_hook(hook: str | None, name: str) -> tuple[int, str]:
     match = _LAYER_HOOK.match(hook or "")
     if not match:
         raise GraphSetupError(f"transcoder {name!r} uses hook {hook!r}, which is not inside a layer (blocks.L....)")
