@@ -655,6 +655,7 @@ def configure_logging(verbose: bool) -> None:
     logger = logging.getLogger("analysis")  # the dashboard runs in its own process (streamlit), not this one
     logger.handlers = [handler]  # replaced, not added to: main() may run more than once in a process
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False  # a library that configures the root logger must not print each line twice
 
 
 def main(argv: list[str] | None = None) -> int:
