@@ -116,10 +116,8 @@ def _neox(hf: Any) -> dict[str, Any]:
     }
 
 
-def _llama_like(hf: Any) -> dict[str, Any]:
-    """Llama, Mistral, Qwen 2/2.5 and Qwen 3: RMSNorm, rotary, gated MLP, optional GQA."""
-    d_head = _head_dim(hf)
-    window = getattr(hf, "sliding_window", None) if getattr(hf, "use_sliding_window", True) else None
+def _rotary_rms(hf: Any, d_head: int, act_fn: str) -> dict[str, Any]:
+    """What Llama-like and Gemma models share: RMSNorm, rotary on whole heads, a gated MLP, GQA."""
     return {
         "d_model": hf.hidden_size,
         "d_head": d_head,
@@ -130,7 +128,7 @@ def _llama_like(hf: Any) -> dict[str, Any]:
         "n_ctx": _context(hf),
         "eps": hf.rms_norm_eps,
         "d_vocab": hf.vocab_size,
-        "act_fn": hf.hidden_act,
+        "act_fn": act_fn,
         "normalization_type": "RMS",
         "final_rms": True,
         "gated_mlp": True,
@@ -138,6 +136,14 @@ def _llama_like(hf: Any) -> dict[str, Any]:
         "rotary_dim": d_head,
         "rotary_base": _rope_theta(hf),
         "rotary_adjacent_pairs": False,
+    }
+
+
+def _llama_like(hf: Any) -> dict[str, Any]:
+    """Llama, Mistral, Qwen 2/2.5 and Qwen 3: RMSNorm, rotary, gated MLP, optional GQA."""
+    d_head = _head_dim(hf)
+    window = getattr(hf, "sliding_window", None) if getattr(hf, "use_sliding_window", True) else None
+    return _rotary_rms(hf, d_head, hf.hidden_act) | {
         "use_local_attn": bool(window),
         "window_size": window or None,
         "attn_types": ["local"] * hf.num_hidden_layers if window else None,
@@ -158,25 +164,8 @@ def _gemma(hf: Any, qk_norm: bool) -> dict[str, Any]:
     before and after each sublayer, embeddings scaled by sqrt(d_model), alternating local/global
     attention, soft-capping (Gemma 2), q/k norms and a separate local rope base (Gemma 3)."""
     attn_types = _attention_types(hf)
-    config = {
-        "d_model": hf.hidden_size,
-        "d_head": hf.head_dim,
-        "n_heads": hf.num_attention_heads,
-        "n_key_value_heads": _kv_heads(hf),
-        "d_mlp": hf.intermediate_size,
-        "n_layers": hf.num_hidden_layers,
-        "n_ctx": _context(hf),
-        "eps": hf.rms_norm_eps,
-        "d_vocab": hf.vocab_size,
-        "act_fn": hf.hidden_activation,
-        "normalization_type": "RMS",
-        "final_rms": True,
-        "gated_mlp": True,
+    config = _rotary_rms(hf, hf.head_dim, hf.hidden_activation) | {
         "use_normalization_before_and_after": True,
-        "positional_embedding_type": "rotary",
-        "rotary_dim": hf.head_dim,
-        "rotary_base": _rope_theta(hf),
-        "rotary_adjacent_pairs": False,
         "attn_scale": float(hf.query_pre_attn_scalar) ** 0.5,
         "use_local_attn": attn_types is not None,
         "window_size": hf.sliding_window if attn_types else None,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import numpy as np
 
+from analysis.atlas import contract
 from analysis.atlas.corpus_source import load_corpus
 from analysis.atlas.partial import read_partial
 from analysis.atlas.reader import open_atlas, read_meta
@@ -173,20 +174,7 @@ def merge_atlases(partials: list[Path], out: Path, overwrite: bool = False, allo
         results = []
         for row, sae_stats, sae_quality in zip(sae_rows, stats, quality):
             logits, neighbours = stored_weight_tables(connection, row["sae"], row["d_sae"])
-            info = {
-                k: row[k]
-                for k in (
-                    "name",
-                    "spec",
-                    "hook_name",
-                    "hook_name_out",
-                    "architecture",
-                    "is_transcoder",
-                    "d_in",
-                    "d_sae",
-                    "content_hash",
-                )
-            }
+            info = {k: row[k] for k in contract.SAE_INFO}
             results.append(SAEResult(info, sae_stats, sae_quality, logits, neighbours))
         token_text = [r[0] for r in connection.execute("SELECT text FROM tokens ORDER BY token").fetchall()]
         bos = connection.execute("SELECT tokens[1] FROM windows LIMIT 1").fetchone()
