@@ -166,7 +166,9 @@ def test_steering_turns_the_text_toward_a_latents_domain_in_the_browser(served_d
     browser.get(f"{url}/Steer?atlas=demo&steer=resid-L2:938:25&method=additive")
     wait_for_text(browser, "Live model on", timeout=90)
     _settle(browser)
-    prompt = browser.find_element(By.CSS_SELECTOR, 'textarea[aria-label="Prompt"]')
+    prompt = WebDriverWait(browser, 60).until(  # the form draws after the model's caption on a busy machine
+        lambda d: d.find_element(By.CSS_SELECTOR, 'textarea[aria-label="Prompt"]')
+    )
     prompt.send_keys(Keys.CONTROL, "a")
     prompt.send_keys(Keys.DELETE)
     prompt.send_keys("To install the package, run", Keys.TAB)
