@@ -1,0 +1,1 @@
+"""Governance: feature detectors, watchlist checks and evidence packs (issue 18; docs/GOVERNANCE.md)."""
