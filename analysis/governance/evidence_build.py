@@ -73,8 +73,10 @@ def make_pack(
     sign_key: Path | None = None,
     pdf: bool = True,
     overwrite: bool = False,
+    atlas=None,
 ) -> PackSummary:
-    """Write the pack for ``request`` to ``out``. Every check comes before the atlas is read."""
+    """Write the pack for ``request`` to ``out``. Every check comes before the atlas is read. ``atlas``:
+    a connection to ``request.atlas`` the caller holds open (the dashboard's workspace cursor)."""
     from analysis.governance.evidence_report import report_html
 
     started = time.perf_counter()
@@ -84,9 +86,9 @@ def make_pack(
     chromium = find_chromium() if pdf else None
     if pdf and chromium is None:
         raise EvidenceError(MISSING)
-    inputs = resolve_inputs(request, store)
+    inputs = resolve_inputs(request, store, atlas_open=atlas is not None)
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
-    data = collect(inputs, store, generated_by, generated_at)
+    data = collect(inputs, store, generated_by, generated_at, atlas)
     manifest = _manifest(data, inputs, signing_key)
     html = report_html(data, manifest)
     files = {

@@ -112,8 +112,9 @@ def _detector(folder: Path) -> dict:
     return {"folder": str(folder), **parts}
 
 
-def resolve_inputs(request: EvidenceRequest, store) -> Inputs:
-    """Check everything the request names (cheap: nothing but small files and the user store is read)."""
+def resolve_inputs(request: EvidenceRequest, store, atlas_open: bool = False) -> Inputs:
+    """Check everything the request names (cheap: nothing but small files and the user store is read);
+    ``atlas_open``: the caller holds the atlas open already (the dashboard), so it is not checked here."""
     from analysis.atlas.reader import open_atlas
 
     if not 0 <= request.examples <= 50:
@@ -126,7 +127,8 @@ def resolve_inputs(request: EvidenceRequest, store) -> Inputs:
         inputs.watch, inputs.watch_path = _watch_run(request)
     if request.detector is not None:
         inputs.detector = _detector(request.detector)
-    open_atlas(request.atlas).close()  # AtlasError (one line) for a missing, foreign or unfinished atlas
+    if not atlas_open:
+        open_atlas(request.atlas).close()  # AtlasError (one line) for a missing, foreign or unfinished atlas
     return inputs
 
 
@@ -209,15 +211,17 @@ def _feature(connection, store, item: dict, saes: dict[str, dict], examples: int
     return feature
 
 
-def collect(inputs: Inputs, store, generated_by: str, generated_at: str) -> dict:
-    """The pack's ``evidence.json``: everything the report shows, and more (every activation, every audit row)."""
+def collect(inputs: Inputs, store, generated_by: str, generated_at: str, atlas=None) -> dict:
+    """The pack's ``evidence.json``: everything the report shows, and more (every activation, every audit
+    row). ``atlas``: an open connection (or cursor) whose tables are the atlas's, used and left open;
+    else ``inputs.request.atlas`` is opened and closed."""
     from analysis.atlas.reader import open_atlas, read_meta, sae_records
 
     request = inputs.request
     items = _records(store.list_frame(request.list_name))
     the_list = next(row for row in _records(store.lists()) if row["name"] == request.list_name)
     audit = _records(store.audit_frame())
-    connection = open_atlas(request.atlas)
+    connection = atlas if atlas is not None else open_atlas(request.atlas)
     try:
         meta = read_meta(connection)
         saes = {
@@ -239,7 +243,8 @@ def collect(inputs: Inputs, store, generated_by: str, generated_at: str) -> dict
         }
         features = [_feature(connection, store, item, saes, request.examples) for item in items]
     finally:
-        connection.close()
+        if atlas is None:
+            connection.close()
     used = {f["sae_hash"] for f in features}
     return {
         "format": FORMAT,

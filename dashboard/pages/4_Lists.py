@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard.browse.exports import as_csv, as_json  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
+from dashboard.governance.evidence_button import evidence_button  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
 from dashboard.shell.plain_text import md, option, plain_frame  # noqa: E402
 from dashboard.shell.url_state import text  # noqa: E402
@@ -65,6 +66,7 @@ def _show_list(page: PageContext, name: str) -> None:
                 page.store.remove_from_list(name, item["sae_hash"], int(item["latent"]))
                 st.rerun()
     _downloads("Download this list", items, f"list-{name}", f"list_{name}")
+    evidence_button(page, name)
 
 
 page = open_page("Lists")

@@ -1,0 +1,1 @@
+"""The dashboard's governance parts (issue 18): detectors, watchlists and evidence packs."""
