@@ -223,7 +223,7 @@ def _steering_run(run: dict) -> str:
     divergence = record.get("divergence") or {}
     shift = _table(
         [
-            {"token": n.get("text"), "p default": n.get("p_default"), "p steered": n.get("p_steered")}
+            {"token": repr(n.get("text")), "p default": n.get("p_default"), "p steered": n.get("p_steered")}
             for n in divergence.get("next_tokens", [])
         ]
     )
@@ -272,12 +272,16 @@ def _tested(data: dict) -> str:
     return (
         "<h2>4. What was tested by intervention</h2>"
         + (
-            f"<p>{len(runs)} steering runs: the same prompt and seed with and without the features turned.</p>"
+            f"<p>Steering runs ({len(runs)}): the same prompt and seed, with and without the features turned.</p>"
             if runs
             else ""
         )
         + "".join(_steering_run(run) for run in runs)
-        + (f"<p>{len(graphs)} attribution graphs.</p>" if graphs else "")
+        + (
+            f"<p>Attribution graphs ({len(graphs)}): how the model reached its next token, through transcoder features.</p>"
+            if graphs
+            else ""
+        )
         + "".join(_graph(run, highlight) for run in graphs)
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 
 from dashboard.shell.plain_text import visible
@@ -78,25 +79,40 @@ def density_position(edges: Sequence[float], counts: Sequence[int], density: flo
     return bars(list(counts), edges[0], edges[-1], "log10 density (share of tokens firing)", "density", marker)
 
 
-def _graph_layout(nodes: list[dict], width: int, height: int) -> dict[str, tuple[float, float]]:
-    """Columns by token position, rows by layer (embeddings at the bottom, logits on top); nodes sharing a
-    cell are spread across it."""
-    positions = sorted({int(n["position"]) for n in nodes})
-    layers = sorted({int(n["layer"]) for n in nodes})
-    column = {p: i for i, p in enumerate(positions)}
-    row = {layer: i for i, layer in enumerate(layers)}
-    cell_w = (width - 40) / max(len(positions), 1)
-    cell_h = (height - 50) / max(len(layers), 1)
+@dataclass
+class _Layout:
+    """Where each node is drawn, each position's column (start, width) and each layer's row height."""
+
+    where: dict[str, tuple[float, float]]
+    columns: dict[int, tuple[float, float]]
+    rows: dict[int, float]
+
+
+LEFT, BOTTOM = 46, 40  # room for the layer names and the tokens
+
+
+def _graph_layout(nodes: list[dict], width: int, height: int) -> _Layout:
+    """Columns by token position, as wide as the most nodes any of its cells holds (the logits share
+    one); rows by layer, embeddings at the bottom and logits on top; a cell's nodes spread across it."""
     cells: dict[tuple[int, int], list[str]] = {}
     for node in nodes:
         cells.setdefault((int(node["position"]), int(node["layer"])), []).append(node["id"])
+    positions = sorted({position for position, _ in cells})
+    layers = sorted({layer for _, layer in cells})
+    weight = {p: max(len(ids) for (q, _), ids in cells.items() if q == p) ** 0.7 for p in positions}
+    unit = (width - LEFT - 10) / max(sum(weight.values()), 1)
+    columns, x = {}, float(LEFT)
+    for position in positions:
+        columns[position] = (x, unit * weight[position])
+        x += unit * weight[position]
+    cell_h = (height - BOTTOM - 10) / max(len(layers), 1)
+    rows = {layer: height - BOTTOM - cell_h * (i + 0.5) for i, layer in enumerate(layers)}
     where = {}
     for (position, layer), ids in cells.items():
+        start, span = columns[position]
         for k, node_id in enumerate(ids):
-            x = 20 + cell_w * (column[position] + (k + 1) / (len(ids) + 1))
-            y = height - 40 - cell_h * (row[layer] + 0.5)
-            where[node_id] = (x, y)
-    return where
+            where[node_id] = (start + span * (k + 1) / (len(ids) + 1), rows[layer])
+    return _Layout(where, columns, rows)
 
 
 def attribution_graph(data: dict, highlight: set[tuple[str, int]], max_edges: int = 200, width: int = 760) -> str:
@@ -106,7 +122,8 @@ def attribution_graph(data: dict, highlight: set[tuple[str, int]], max_edges: in
     nodes = [n for n in data.get("nodes", []) if "position" in n and "layer" in n]
     layers = {int(n["layer"]) for n in nodes}
     height = max(220, 46 * len(layers) + 60)
-    where = _graph_layout(nodes, width, height)
+    layout = _graph_layout(nodes, width, height)
+    where = layout.where
     links = sorted(
         (
             link
@@ -117,6 +134,10 @@ def attribution_graph(data: dict, highlight: set[tuple[str, int]], max_edges: in
     )[:max_edges]
     strongest = max((abs(float(link.get("weight", 0))) for link in links), default=1.0) or 1.0
     parts = []
+    top_layer = max(layers, default=0)
+    for layer, y in layout.rows.items():
+        name = "emb" if layer < 0 else "logit" if layer == top_layer and layer > 0 else f"L{layer}"
+        parts.append(f'<text x="4" y="{y + 3:.1f}" fill="{INK}">{name}</text>')
     for link in links:
         (x1, y1), (x2, y2) = where[link["source"]], where[link["target"]]
         weight = float(link.get("weight", 0))
@@ -128,19 +149,16 @@ def attribution_graph(data: dict, highlight: set[tuple[str, int]], max_edges: in
         x, y = where[node["id"]]
         kind = node.get("kind", "")
         ringed = kind == "feature" and (str(node.get("transcoder")), int(node.get("latent", -1))) in highlight
-        title = _node_title(node)
         stroke = f'stroke="{RED}" stroke-width="2.5"' if ringed else 'stroke="#ffffff" stroke-width="0.8"'
         parts.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{6 if ringed else 4.5}" fill="{KIND_COLOURS.get(kind, GREY)}" {stroke}>'
-            f"<title>{escape(title)}</title></circle>"
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{6 if ringed else 4.5}" fill="{KIND_COLOURS.get(kind, GREY)}" '
+            f"{stroke}><title>{escape(_node_title(node))}</title></circle>"
         )
     tokens = data.get("graph", {}).get("tokens") or []
-    positions = sorted({int(n["position"]) for n in nodes})
-    cell_w = (width - 40) / max(len(positions), 1)
-    for i, position in enumerate(positions):
+    for position, (start, span) in layout.columns.items():
         token = tokens[position] if 0 <= position < len(tokens) else str(position)
         parts.append(
-            f'<text x="{20 + cell_w * (i + 0.5):.1f}" y="{height - 14}" text-anchor="middle" fill="{INK}">'
+            f'<text x="{start + span / 2:.1f}" y="{height - 14}" text-anchor="middle" fill="{INK}">'
             f"{escape(_short(token))}</text>"
         )
     return _svg(width, height, "".join(parts), "attribution graph")
