@@ -139,13 +139,16 @@ def add_evidence_command(commands: argparse._SubParsersAction, verbose_help: str
     evidence.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
     evidence.add_argument("--out", metavar="PACK.zip", help="the pack to write")
     actions = evidence.add_subparsers(dest="evidence_action", metavar="[verify | keygen]")
-    verify = actions.add_parser("verify", help=VERIFY_HELP, description=VERIFY_HELP + ".")
+    verify = actions.add_parser(
+        "verify", prog="saescope evidence verify", help=VERIFY_HELP, description=VERIFY_HELP + "."
+    )
     verify.add_argument("pack", help="the pack (.zip)")
     verify.add_argument(
         "--public-key", metavar="KEY", help="the operator's Ed25519 public key (PEM): check the signature too"
     )
     keygen = actions.add_parser(
         "keygen",
+        prog="saescope evidence keygen",
         help="make an Ed25519 key pair for signing packs",
         description="Write evidence-signing-key.pem (private, mode 600) and evidence-signing-key.pub.pem to DIR; never overwrites.",
     )

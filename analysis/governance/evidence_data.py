@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.errors import SAEscopeError
@@ -51,7 +51,6 @@ class Inputs:
     watch: dict | None = None
     watch_path: Path | None = None
     detector: dict | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def watch_runs_dir(given: Path | None = None) -> Path:
