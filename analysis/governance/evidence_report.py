@@ -184,7 +184,7 @@ def _feature_card(feature: dict, sae_info: dict[str, dict]) -> str:
             + f"<p><b>Top examples</b> (token colour = activation, the max outlined):</p>{_examples_html(feature)}"
         )
     audit = (
-        f"<details><summary>Audit trail: {len(feature['audit'])} changes</summary>"
+        f"<details open><summary>Audit trail: {len(feature['audit'])} changes</summary>"
         + _table(feature["audit"], ["changed_at", "reviewer", "action", "list_name", "field", "old_value", "new_value"])
         + "</details>"
     )
