@@ -151,7 +151,7 @@ def test_hostile_tokens_are_shown_as_text_and_run_nothing(served_dashboard):
     browser.get(f"{url}/Feature?atlas=hostile&sae=resid-L2&latent=17")
     wait_for_text(browser, "Top 20 examples", timeout=60)
     _settle(browser)
-    body = wait_for_text(browser, "<img·src=x·onerror=alert(1)>", timeout=30)  # the examples' HTML can paint last
+    body = wait_for_text(browser, "<img src=x onerror=alert(1)>", timeout=30)  # the examples' HTML can paint last
     assert "<script>alert('label')</script> & \"" in body
     assert "⟨U+202E⟩⟨U+0007⟩</div><script>alert(2)</script>" in body
     assert not browser.find_elements(By.CSS_SELECTOR, "section.stMain img[src='x']")
