@@ -108,8 +108,8 @@ def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashbo
     grid = browser.find_element(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
     browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", grid)
     time.sleep(0.5)
-    # the row-selection checkbox sits in the first column; aim at the second data row (feature 1:
-    # feature 0 of resid-L2 is dead, and a live one makes a better screenshot)
+    # the row-selection checkbox sits in the first column; aim at the second data row (the table
+    # lists live, labelled features first, and one of them makes a good screenshot)
     ActionChains(browser).move_to_element_with_offset(
         grid, -grid.size["width"] // 2 + 16, -grid.size["height"] // 2 + ROW_Y
     ).click().perform()

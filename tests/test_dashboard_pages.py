@@ -66,8 +66,12 @@ def test_the_table_starts_with_live_labelled_features_and_shows_every_byte_reada
     assert "sort" not in app.query_params and len(first) == 50
     assert all(first["auto_label"] != "") and list(first["sae_name"].unique()) == ["resid-L2"]
     assert first["latent"].is_monotonic_increasing
-    densities = dict(atlas_sql("SELECT latent, density FROM features WHERE sae = 0"))
-    assert all(0 < densities[latent] <= 0.1 for latent in first["latent"])
+    fired = {
+        latent: (count, density)
+        for latent, count, density in atlas_sql("SELECT latent, fire_count, density FROM features WHERE sae = 0")
+    }
+    assert all(fired[latent][0] >= 20 and fired[latent][1] <= 0.1 for latent in first["latent"])
+    assert fired[9][0] < 20 and 9 not in list(first["latent"])  # fired once: after those with examples to read
     assert not {w.label for w in app.text_input} & {"Reviewer"} and by_label(app.text_input, "Reviewed by")
 
     by_label(app.selectbox, "Sort by").set_value("feature")

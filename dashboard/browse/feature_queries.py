@@ -19,12 +19,15 @@ import pandas as pd
 from dashboard.browse.token_names import readable_label
 from dashboard.shell.workspace import Atlas, Workspace
 
-# The default order puts first what a reader can judge: features that fired, carry an automatic
-# label and fire on at most 10% of tokens (Home's "dense" cut), in (SAE, feature) order; then the
-# dense ones; then the dead or unlabelled ones (no examples to read).
+# The default order puts first what a reader can judge: features with an automatic label that fired
+# on at least 20 tokens (a page of top examples) and on at most 10% of tokens (Home's "dense" cut),
+# in (SAE, feature) order; then the rarer or denser ones; then the dead or unlabelled ones.
 USEFUL_FIRST = "live and labelled first"
-DENSE = 0.1
-ALIVE_LABELLED_SPARSE = f"CASE WHEN f.density = 0 OR f.label = '' THEN 2 WHEN f.density > {DENSE} THEN 1 ELSE 0 END"
+DENSE, MIN_FIRES = 0.1, 20
+ALIVE_LABELLED_SPARSE = (
+    f"CASE WHEN f.fire_count = 0 OR f.label = '' THEN 2 "
+    f"WHEN f.density > {DENSE} OR f.fire_count < {MIN_FIRES} THEN 1 ELSE 0 END"
+)
 # each order: its keys as (SQL expression over ``features f``, direction), the feature itself last
 SORTS: dict[str, tuple[tuple[str, str], ...]] = {
     USEFUL_FIRST: ((ALIVE_LABELLED_SPARSE, "ASC"), ("f.sae", "ASC"), ("f.latent", "ASC")),

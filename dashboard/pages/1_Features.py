@@ -24,8 +24,9 @@ sort = sort_column.selectbox(
     "Sort by",
     list(SORTS),
     key="features_sort",
-    help="live and labelled first: features that fired, have an automatic label and fire on at most 10% of "
-    "tokens, in feature order; then the denser ones; then those that never fired or have no label",
+    help="live and labelled first: features with an automatic label that fired on at least 20 tokens and on at "
+    "most 10% of tokens, in feature order; then the rarer or denser ones; then those that never fired or have "
+    "no label",
 )
 if "features_page" not in st.session_state:
     st.session_state["features_page"] = min(max(integer(params, "page", 1), 1), MAX_PAGE)

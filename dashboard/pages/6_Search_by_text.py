@@ -61,7 +61,7 @@ def _per_token_table(atlas_key: str, hits: list[TextHit], strings: list[str], la
         ]
     )
     links = {
-        f"#{rank + 1}": st.column_config.LinkColumn(f"#{rank + 1}", display_text=r"#(.+)$", width="small")
+        f"#{rank + 1}": st.column_config.LinkColumn(f"#{rank + 1}", display_text=r"#(.+)$", width="medium")
         for rank in range(PER_TOKEN)
     }
     st.dataframe(plain_frame(table), hide_index=True, width="stretch", column_config=links, key="per_token_table")
