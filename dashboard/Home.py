@@ -57,17 +57,14 @@ st.dataframe(plain_frame(documents_per_domain(page.workspace.atlas_cursor(atlas)
 saes = atlas.saes
 st.header(f"SAEs and transcoders ({len(saes)})")
 reviewed = page.workspace.store.reviewed_counts(list(saes["content_hash"]))
-table = pd.DataFrame(
+# Two narrow tables rather than one of thirteen columns: each fits a laptop screen without scrolling.
+quality = pd.DataFrame(
     {
         "name": saes["name"],
-        "kind": ["transcoder" if t else "SAE" for t in saes["is_transcoder"]],
-        "architecture": saes["architecture"],
-        "reads": saes["hook_name"],
-        "writes": saes["hook_name_out"].fillna(saes["hook_name"]),
-        "d_sae": saes["d_sae"],
-        "mean L0": saes["mean_l0"],
-        "explained variance": saes["explained_variance"],
-        "CE loss recovered": saes["ce_loss_recovered"],
+        "latents": saes["d_sae"],
+        "L0": saes["mean_l0"],
+        "var. explained": saes["explained_variance"],
+        "CE recovered": saes["ce_loss_recovered"],
         "dead": saes["dead"],
         "dense": saes["dense"],
         "reviewed": [reviewed.get(h, 0) for h in saes["content_hash"]],
@@ -75,16 +72,38 @@ table = pd.DataFrame(
     }
 )
 st.dataframe(
-    plain_frame(table),
+    plain_frame(quality),
     hide_index=True,
     width="stretch",
+    key="sae_quality",
     column_config={
-        "explained variance": st.column_config.NumberColumn(format="%.3f"),
-        "CE loss recovered": st.column_config.NumberColumn(format="%.3f"),
-        "mean L0": st.column_config.NumberColumn(format="%.1f"),
-        "triage": st.column_config.ProgressColumn("triage progress", min_value=0.0, max_value=1.0, format="percent"),
+        "latents": st.column_config.NumberColumn(help="d_sae: the number of features", format="%d"),
+        "L0": st.column_config.NumberColumn(help="mean number of features firing per token", format="%.1f"),
+        "var. explained": st.column_config.NumberColumn(
+            help="explained variance of the input by the reconstruction", format="%.3f"
+        ),
+        "CE recovered": st.column_config.NumberColumn(
+            help="CE loss recovered: share of the loss gap (zero-ablation to clean) the reconstruction closes",
+            format="%.3f",
+        ),
+        "dead": st.column_config.NumberColumn(help="features that never fired", format="%d"),
+        "dense": st.column_config.NumberColumn(help="features firing on more than 10% of tokens", format="%d"),
+        "reviewed": st.column_config.NumberColumn(help="features a reviewer has given a status", format="%d"),
+        "triage": st.column_config.ProgressColumn(
+            "triage progress", min_value=0.0, max_value=1.0, format="percent", help="reviewed / latents"
+        ),
     },
 )
+hooks = pd.DataFrame(
+    {
+        "name": saes["name"],
+        "kind": ["transcoder" if t else "SAE" for t in saes["is_transcoder"]],
+        "architecture": saes["architecture"],
+        "reads": saes["hook_name"],
+        "writes": saes["hook_name_out"].fillna(saes["hook_name"]),
+    }
+)
+st.dataframe(plain_frame(hooks), hide_index=True, width="stretch", key="sae_hooks")
 st.caption(
     f"Mean L0, dead (never fired) and dense (fired on more than 10% of tokens) count every token of the atlas; "
     f"explained variance and CE loss recovered (the reconstruction spliced in where the SAE writes) are measured "
@@ -104,4 +123,6 @@ st.plotly_chart(
     ),
     key="density_across_latents",
 )
-st.page_link("pages/1_Features.py", label="Browse the features", icon="🔎", query_params=page.link_params())
+st.page_link(
+    "pages/1_Features.py", label="Browse the features", icon=":material/search:", query_params=page.link_params()
+)

@@ -100,3 +100,30 @@ def tiny(tmp_path_factory):
     from tests.arch_models import TinyModels
 
     return TinyModels(tmp_path_factory.mktemp("architectures"))
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """The bytes behind each download button of the last AppTest run, by "<what> (CSV|JSON)" as its
+    help says (Streamlit keeps them in its in-memory media store; this keeps a handle on the store
+    AppTest creates)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    stores: list[MemoryMediaFileStorage] = []
+    original = MemoryMediaFileStorage.__init__
+
+    def keep(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        stores.append(self)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "__init__", keep)
+
+    def read(app) -> dict[str, bytes]:
+        return {
+            f"{button.proto.help.split(' as ')[0]} ({button.proto.label})": stores[-1]
+            .get_file(button.proto.url.rsplit("/", 1)[1])
+            .content
+            for button in app.get("download_button")
+        }
+
+    return read

@@ -108,8 +108,8 @@ def test_label_a_feature_from_the_table_and_find_it_after_a_reload(served_dashbo
     grid = browser.find_element(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
     browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", grid)
     time.sleep(0.5)
-    # the row-selection checkbox sits in the first column; aim at the second data row (feature 1:
-    # feature 0 of resid-L2 is dead, and a live one makes a better screenshot)
+    # the row-selection checkbox sits in the first column; aim at the second data row (the table
+    # lists live, labelled features first, and one of them makes a good screenshot)
     ActionChains(browser).move_to_element_with_offset(
         grid, -grid.size["width"] // 2 + 16, -grid.size["height"] // 2 + ROW_Y
     ).click().perform()
@@ -151,7 +151,7 @@ def test_hostile_tokens_are_shown_as_text_and_run_nothing(served_dashboard):
     browser.get(f"{url}/Feature?atlas=hostile&sae=resid-L2&latent=17")
     wait_for_text(browser, "Top 20 examples", timeout=60)
     _settle(browser)
-    body = wait_for_text(browser, "<img·src=x·onerror=alert(1)>", timeout=30)  # the examples' HTML can paint last
+    body = wait_for_text(browser, "<img src=x onerror=alert(1)>", timeout=30)  # the examples' HTML can paint last
     assert "<script>alert('label')</script> & \"" in body
     assert "⟨U+202E⟩⟨U+0007⟩</div><script>alert(2)</script>" in body
     assert not browser.find_elements(By.CSS_SELECTOR, "section.stMain img[src='x']")

@@ -27,7 +27,7 @@ def test_home_opens_the_demo_atlas_and_names_its_model_and_every_sae(demo_metric
     shown = app.dataframe[1].value
     assert list(shown["name"]) == sorted(demo_metrics["saes"]) == list(saes["name"])
     assert list(shown["dead"]) == list(saes["dead"]) and list(shown["reviewed"]) == [0] * len(saes)
-    assert set(shown["kind"]) == {"transcoder", "SAE"}
+    assert set(app.dataframe[2].value["kind"]) == {"transcoder", "SAE"}
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ it, undo, lists and exports, read-only mode, bad links and hostile text."""
 from __future__ import annotations
 
 import getpass
+import html
 import json
 import re
 
@@ -55,6 +56,32 @@ def test_filtering_the_feature_table_runs_in_sql_and_lands_in_the_url(user_db):
     assert f"{len(expected):,} features match" in app.caption[0].value
     assert app.query_params["sae"] == "transcoder-L1" and app.query_params["min_density"] == "0.001"
     assert app.query_params["sort"] == "density, highest first"
+
+
+def test_the_table_starts_with_live_labelled_features_and_shows_every_byte_readably(user_db):
+    app = page(FEATURES)
+    first = app.dataframe[0].value
+    dead_or_blank = atlas_sql("SELECT count(*) FROM features WHERE sae = 0 AND latent < 50 AND label = ''")[0][0]
+    assert dead_or_blank > 0  # the demo's first features include dead ones, which the default order puts last
+    assert "sort" not in app.query_params and len(first) == 50
+    assert all(first["auto_label"] != "") and list(first["sae_name"].unique()) == ["resid-L2"]
+    assert first["latent"].is_monotonic_increasing
+    fired = {
+        latent: (count, density)
+        for latent, count, density in atlas_sql("SELECT latent, fire_count, density FROM features WHERE sae = 0")
+    }
+    assert all(fired[latent][0] >= 20 and fired[latent][1] <= 0.1 for latent in first["latent"])
+    assert fired[9][0] < 20 and 9 not in list(first["latent"])  # fired once: after those with examples to read
+    assert not {w.label for w in app.text_input} & {"Reviewer"} and by_label(app.text_input, "Reviewed by")
+
+    by_label(app.selectbox, "Sort by").set_value("feature")
+    app.run()
+    labels = list(app.dataframe[0].value["auto_label"])
+    stored = dict(atlas_sql("SELECT latent, label FROM features WHERE sae = 0 AND latent < 50"))
+    assert "\\x16" in stored[31] and "\ufffd" in stored[31]  # as the atlas keeps it: escapes and U+FFFD
+    assert labels[31] == "fires on ' fac' · promotes '⟨U+0016⟩', '⟨0xC8⟩', '⟨U+001B⟩'"
+    assert labels[15] == "fires on ' Mod', '⟨0xE5⟩⟨0xB0⟩', '>' · promotes '⟨0xA1⟩有', '⟨0xC1⟩', 'ohns'"
+    assert not any("\\x" in label or "\ufffd" in label for label in labels)
 
 
 def test_a_link_reproduces_the_filtered_view(user_db):
@@ -109,6 +136,23 @@ def test_opening_a_feature_from_the_table_shows_its_examples_and_statistics(user
     assert any(s.value == f"Top {top} examples" for s in app.subheader)
 
 
+def test_examples_read_as_the_text_they_were_with_real_spaces(user_db):
+    """The first example of resid-L2 #938 is a slice of its window's text: spaces are spaces (not ·),
+    a newline is ↵ and a line break, the leading … is glued to the first token."""
+    window = atlas_sql(
+        "SELECT w.tokens FROM examples e JOIN windows w USING (window_id) "
+        "WHERE e.sae = 0 AND e.latent = 938 AND e.kind = 'top' AND e.rank = 0"
+    )[0][0]
+    texts = dict(atlas_sql("SELECT token, text FROM tokens"))
+    whole = "".join(texts[t] for t in window[1:]).replace("\n", "↵\n")
+    app = page(FEATURE, sae="resid-L2", latent="938")
+    lines = re.findall(r'overflow-wrap: break-word;">(.*?)</div>', html_bodies(app))
+    spans = re.findall(r'<span style="[^"]*white-space: pre-wrap;[^"]*" title="[^"]*">(.*?)</span>', lines[0])
+    shown = html.unescape("".join(spans))
+    assert len(spans) > 10 and " " in shown and "·" not in shown and shown in whole
+    assert lines[0].startswith("…<span")
+
+
 def test_labelling_a_feature_is_audited_and_undo_restores_it(user_db):
     app = page(FEATURE, user="alice", sae="resid-L2", latent="17")
     by_label(app.radio, "Status").set_value("interpretable")
@@ -159,14 +203,21 @@ def test_triage_walks_the_unreviewed_queue_and_counts_progress(user_db):
     assert open_user_store(user_db).annotation(sae_hash("transcoder-L0"), queue[0][0]).status == "polysemantic"
 
 
-def test_lists_collect_features_and_export_with_labels(user_db):
+def test_lists_collect_features_and_export_with_labels_density_and_links(user_db, downloads):
     app = page(LISTS, user="carol")
     by_label(app.text_input, "New list name").set_value("deception-candidates")
     by_label(app.button, "Create list").click().run()
     assert not app.exception and app.query_params["list"] == "deception-candidates"
+    open_user_store(user_db).create_list("later", "carol")
     feature = page(FEATURE, user="carol", sae="transcoder-L3", latent="11")
+    assert any(c.value == "In no list yet." for c in feature.caption)
+    by_label(feature.selectbox, "List").set_value("deception-candidates")
     by_label(feature.text_input, "Note on this feature").set_value("check with the red team")
     by_label(feature.button, "Add to list").click().run()
+    assert not feature.exception and not feature.error
+    assert by_label(feature.text_input, "Note on this feature").value == ""  # emptied after a successful add
+    assert any(m.value == "In **deception-candidates**" for m in feature.markdown)
+    assert by_label(feature.selectbox, "List").options == ["later"]  # the lists it is not in yet
     store = open_user_store(user_db)
     store.annotate(
         sae_hash("transcoder-L3"), "transcoder-L3", 11, "carol", status="interpretable", tags=["deception", "pii"]
@@ -183,23 +234,41 @@ def test_lists_collect_features_and_export_with_labels(user_db):
         "pii",
     ]
     lists_page = page(LISTS, user="carol", list="deception-candidates")
-    assert list(lists_page.dataframe[-1].value["latent"]) == [11]
-    assert [b.proto.label for b in lists_page.get("download_button")] == [
-        "Download this list (CSV)",
-        "Download this list (JSON)",
-        "Labels (CSV)",
-        "Labels (JSON)",
-        "Audit log (CSV)",
-        "Audit log (JSON)",
-    ]
+    shown = lists_page.dataframe[-1].value
+    density, label = atlas_sql("SELECT density, label FROM features WHERE sae = 4 AND latent = 11")[0]
+    assert list(shown["latent"]) == [11] and list(shown["density"]) == [density]
+    assert "\ufffd" in label  # stored with U+FFFD for bytes that are not a character alone; shown as the bytes
+    assert list(shown["automatic_label"]) == ["fires on '.' · promotes '⟨0xDE⟩', '⟨0x83⟩⟨0xBD⟩', ' compon'"]
+    assert list(shown["link"]) == ["Feature?atlas=demo&sae=transcoder-L3&latent=11"]
+    buttons = lists_page.get("download_button")
+    assert [(b.proto.label, b.proto.icon) for b in buttons] == [
+        ("CSV", ":material/table:"),
+        ("JSON", ":material/data_object:"),
+    ] * 3
+    exported = json.loads(downloads(lists_page)["This list (JSON)"])[0]
+    assert (exported["link"], exported["density"], exported["automatic_label"]) == (
+        "Feature?atlas=demo&sae=transcoder-L3&latent=11",  # AppTest has no browser URL; a browser's is absolute
+        density,
+        shown["automatic_label"][0],
+    )
 
 
-def test_read_only_mode_shows_a_banner_and_allows_no_edit(user_db, monkeypatch):
+def test_read_only_mode_shows_annotations_as_text_after_the_feature_and_no_form(user_db, monkeypatch):
+    store = open_user_store(user_db)
+    store.annotate(sae_hash("resid-L2"), "resid-L2", 17, "erin", status="interpretable", label="put / let")
+    store.create_list("verbs", "erin")
+    store.add_to_list("verbs", sae_hash("resid-L2"), "resid-L2", 17, "erin")
+    store.close()
     monkeypatch.setenv("SAESCOPE_READ_ONLY", "1")
     app = page(FEATURE, user="dave", sae="resid-L2", latent="17")
     assert any("Read-only mode" in i.value for i in app.info)
-    assert by_label(app.button, "Save").disabled and by_label(app.button, "Undo my last change").disabled
-    assert not [w for w in app.text_input if w.label == "Reviewer"]
+    assert not app.radio and not [b for b in app.button if b.label in ("Save", "Undo my last change", "Add to list")]
+    assert not [w for w in app.text_input if w.label in ("Reviewer", "Label", "Note on this feature")]
+    headings = [s.value for s in app.subheader]
+    assert "Triage" not in headings
+    assert headings.index("Logit effects") < headings.index("Lists") < headings.index("Annotation")
+    shown = [m.value for m in app.markdown]
+    assert "**Status:** interpretable  \n**Label:** put / let" in shown and "In **verbs**" in shown
 
 
 @pytest.mark.parametrize(
@@ -232,7 +301,7 @@ def test_hostile_tokens_and_labels_render_as_escaped_text(user_db, tmp_path, mon
     assert not app.exception
     bodies = html_bodies(app)
     assert "<img" not in bodies and "<script" not in bodies
-    assert "&lt;img·src=x·onerror=alert(1)&gt;" in bodies  # spaces inside tokens are shown as ·
+    assert "&lt;img src=x onerror=alert(1)&gt;" in bodies  # spaces are spaces, the markup is text
     assert "&lt;script&gt;alert(&#x27;label&#x27;)&lt;/script&gt; &amp; &quot;" in bodies
     assert "⟨U+202E⟩⟨U+0007⟩&lt;/div&gt;&lt;script&gt;" in bodies
     assert HOSTILE_TOKEN not in bodies and HOSTILE_TOKEN_2 not in bodies and HOSTILE_LABEL not in bodies

@@ -3,6 +3,7 @@ Streamlit's AppTest on the demo bundle: real model, real SAEs, real user-data fi
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import duckdb
@@ -10,6 +11,7 @@ import pytest
 
 from analysis.paths import DEMO_DIR
 from analysis.steering_methods import DEFAULT_METHOD, METHODS
+from analysis.text_activations import DEFAULT_MAX_DENSITY
 from dashboard.userdata import open_user_store
 from tests.atlas_rows import one_row
 from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page
@@ -119,28 +121,35 @@ def test_a_model_that_fails_to_load_is_reported_not_raised(user_db, tmp_path, mo
 def test_search_by_text_lists_the_latents_a_text_excites_with_links(user_db):
     app = page(SEARCH, text="And the LORD spake unto Moses, saying")
     assert not app.exception and not app.error
+    sae_index = {"resid-L2": 0, "transcoder-L0": 1, "transcoder-L1": 2, "transcoder-L2": 3, "transcoder-L3": 4}
+
+    def density(sae: str, latent) -> float:
+        return atlas_value("SELECT density FROM features WHERE sae = ? AND latent = ?", [sae_index[sae], int(latent)])[
+            0
+        ]
+
+    assert by_label(app.number_input, "max density").value == DEFAULT_MAX_DENSITY == 0.01
     table = app.dataframe[0].value
-    assert len(table) == 25 and set(table["SAE"]) <= {
-        "resid-L2",
-        "transcoder-L0",
-        "transcoder-L1",
-        "transcoder-L2",
-        "transcoder-L3",
-    }
+    assert len(table) == 25 and set(table["SAE"]) <= set(sae_index)
     assert table["score"].is_monotonic_decreasing
+    assert all(density(sae, latent) <= 0.01 for sae, latent in zip(table["SAE"], table["latent"]))
+    assert all(table["automatic label"] != "")  # sparse latents carry labels (dense ones mostly did not)
     first = table.iloc[0]
     assert first["feature"] == f"Feature?atlas=demo&sae={first['SAE']}&latent={first['latent']}"
     assert first["steer"] == f"Steer?atlas=demo&steer={first['SAE']}%3A{first['latent']}"
-    by_label(app.text_input, "max density").set_value("0.001").run()
-    dense = {(sae, latent) for sae, latent in zip(table["SAE"], table["latent"])}
-    sparse = app.dataframe[0].value
-    sae_index = {"resid-L2": 0, "transcoder-L0": 1, "transcoder-L1": 2, "transcoder-L2": 3, "transcoder-L3": 4}
-    for sae, latent in zip(sparse["SAE"], sparse["latent"]):
-        assert (
-            atlas_value("SELECT density FROM features WHERE sae = ? AND latent = ?", [sae_index[sae], int(latent)])[0]
-            <= 0.001
-        )
-    assert dense != {(sae, latent) for sae, latent in zip(sparse["SAE"], sparse["latent"])}
+    by_label(app.number_input, "max density").set_value(1.0).run()
+    unlimited = app.dataframe[0].value
+    assert max(density(sae, latent) for sae, latent in zip(unlimited["SAE"], unlimited["latent"])) > 0.01
+
+    by_label(app.number_input, "max density").set_value(0.01)
+    by_label(app.toggle, "per token").set_value(True).run()
+    assert not app.exception and not app.error
+    per_token = app.dataframe[0].value
+    tokens = ["And", " the", " LORD", " spake", " unto", " Moses", ",", " saying"]
+    assert list(per_token["token"]) == [f"{i}: {t.replace(' ', '·')}" for i, t in enumerate(tokens, 1)]
+    link = re.compile(r"Feature\?atlas=demo&sae=([\w-]+)&latent=(\d+)#\1 #\2 · \d+\.\d\d")
+    assert all(link.fullmatch(cell) for column in ("#1", "#2", "#3") for cell in per_token[column])
+    assert len(app.dataframe[1].value) == 3 * len(tokens)  # every hit, one row each, in the expander
 
 
 def test_testing_text_on_a_feature_page_highlights_each_token_and_marks_the_histogram(user_db):

@@ -20,7 +20,6 @@ import duckdb
 import pandas as pd
 import pytest
 from markdown_it import MarkdownIt
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from analysis.paths import DEMO_DIR
@@ -240,34 +239,12 @@ def test_what_reviewers_typed_is_text_on_every_page(hostile_user_data, path, que
 # --- exports -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def downloads(monkeypatch):
-    """The bytes behind each download button of the last AppTest run (Streamlit keeps them in its
-    in-memory media store; this keeps a handle on the store AppTest creates)."""
-    stores: list[MemoryMediaFileStorage] = []
-    original = MemoryMediaFileStorage.__init__
-
-    def keep(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        stores.append(self)
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "__init__", keep)
-
-    def read(app) -> dict[str, bytes]:
-        return {
-            button.proto.label: stores[-1].get_file(button.proto.url.rsplit("/", 1)[1]).content
-            for button in app.get("download_button")
-        }
-
-    return read
-
-
 def test_csv_exports_carry_no_formula_and_json_exports_stay_exact(hostile_user_data, downloads):
     app = page(LISTS, list=MARKDOWN)
     assert not app.exception
     files = downloads(app)
     assert sorted(files) == sorted(
-        f"{what} ({kind})" for what in ("Download this list", "Labels", "Audit log") for kind in ("CSV", "JSON")
+        f"{what} ({kind})" for what in ("This list", "Labels", "Audit log") for kind in ("CSV", "JSON")
     )
     for label, content in files.items():
         if label.endswith("(CSV)"):
@@ -278,10 +255,10 @@ def test_csv_exports_carry_no_formula_and_json_exports_stay_exact(hostile_user_d
     assert list(labels["label"]) == ["'" + FORMULA]
     audit_csv = pd.read_csv(StringIO(files["Audit log (CSV)"].decode()), dtype=str, keep_default_na=False)
     assert "'" + FORMULA in list(audit_csv["new_value"])
-    items = pd.read_csv(StringIO(files["Download this list (CSV)"].decode()), dtype=str)
+    items = pd.read_csv(StringIO(files["This list (CSV)"].decode()), dtype=str)
     assert list(items["note"]) == ["'@SUM(1+1)" + BIDI]
     assert json.loads(files["Labels (JSON)"])[0]["label"] == FORMULA
-    assert json.loads(files["Download this list (JSON)"])[0]["note"] == "@SUM(1+1)" + BIDI
+    assert json.loads(files["This list (JSON)"])[0]["note"] == "@SUM(1+1)" + BIDI
     assert FORMULA in [row["new_value"] for row in json.loads(files["Audit log (JSON)"])]
 
 

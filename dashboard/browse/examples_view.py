@@ -38,7 +38,7 @@ def example_html(
     line = highlighted_tokens(
         [token_text[t] for t in tokens], acts, centre, scale, window_slice(len(tokens), centre, width)
     )
-    source = html.escape(visible(documents.get(int(example["document"]), "?")))
+    source = html.escape(visible(documents.get(int(example["document"]), "?"), spaces=False))
     return (
         f'<div style="margin: 0 0 0.6rem 0;"><div style="font-size: 0.75rem; color: #555;">'
         f"{float(example['value']):.3f} · {source} · window {int(example['window_id'])}</div>{line}</div>"

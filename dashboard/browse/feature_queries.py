@@ -16,19 +16,31 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from dashboard.browse.token_names import readable_label
 from dashboard.shell.workspace import Atlas, Workspace
 
-SORTS = {
-    "feature": "f.sae, f.latent",
-    "density, highest first": "f.density DESC, f.sae, f.latent",
-    "density, lowest first": "f.density, f.sae, f.latent",
-    "max activation, highest first": "f.max_act DESC, f.sae, f.latent",
-    "mean activation, highest first": "f.mean_act DESC, f.sae, f.latent",
+# The default order puts first what a reader can judge: features with an automatic label that fired
+# on at least 20 tokens (a page of top examples) and on at most 10% of tokens (Home's "dense" cut),
+# in (SAE, feature) order; then the rarer or denser ones; then the dead or unlabelled ones.
+USEFUL_FIRST = "live and labelled first"
+DENSE, MIN_FIRES = 0.1, 20
+ALIVE_LABELLED_SPARSE = (
+    f"CASE WHEN f.fire_count = 0 OR f.label = '' THEN 2 "
+    f"WHEN f.density > {DENSE} OR f.fire_count < {MIN_FIRES} THEN 1 ELSE 0 END"
+)
+# each order: its keys as (SQL expression over ``features f``, direction), the feature itself last
+SORTS: dict[str, tuple[tuple[str, str], ...]] = {
+    USEFUL_FIRST: ((ALIVE_LABELLED_SPARSE, "ASC"), ("f.sae", "ASC"), ("f.latent", "ASC")),
+    "feature": (("f.sae", "ASC"), ("f.latent", "ASC")),
+    "density, highest first": (("f.density", "DESC"), ("f.sae", "ASC"), ("f.latent", "ASC")),
+    "density, lowest first": (("f.density", "ASC"), ("f.sae", "ASC"), ("f.latent", "ASC")),
+    "max activation, highest first": (("f.max_act", "DESC"), ("f.sae", "ASC"), ("f.latent", "ASC")),
+    "mean activation, highest first": (("f.mean_act", "DESC"), ("f.sae", "ASC"), ("f.latent", "ASC")),
 }
 # what the Feature and Triage pages show of a feature's row (each column read is a block to load)
 STATS_COLUMNS = (
     "sae, latent, fire_count, density, max_act, mean_act, range_exp, hist, log_hist, interval_count, "
-    "label, top_logit_tokens, top_logit_values, bottom_logit_tokens, bottom_logit_values, "
+    "label, top_tokens, top_logit_tokens, top_logit_values, bottom_logit_tokens, bottom_logit_values, "
     "logit_hist_min, logit_hist_max, logit_hist"
 )
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="feature-view")  # shared by every session
@@ -171,23 +183,58 @@ def feature_table(
     One scan of the features' narrow columns gives both the count and the page's row ids; only
     those rows are then read whole (by rowid) and joined with their SAE and annotation."""
     query, a, order = _Query(workspace, atlas, flt), atlas.alias, SORTS[sort]
-    keys = ", ".join(dict.fromkeys(["f.sae", "f.latent", *(term.split()[0] for term in order.split(", "))]))
+    keys = ", ".join(f"{expression} AS k{i}" for i, (expression, _) in enumerate(order))
+    by_keys = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(order))
     cursor = workspace.cursor()
     counted = cursor.execute(
         f"WITH f AS MATERIALIZED (SELECT f.rowid AS id, {keys} FROM {a}.features f WHERE {query.where}) "
-        f"SELECT (SELECT count(*) FROM f), (SELECT list(id) FROM (SELECT id FROM f ORDER BY {order} LIMIT ? OFFSET ?))",
+        f"SELECT (SELECT count(*) FROM f), (SELECT list(id) FROM (SELECT id FROM f ORDER BY {by_keys} LIMIT ? OFFSET ?))",
         query.params + [page_size, page * page_size],
     ).fetchone()
     assert counted is not None, "a SELECT of scalar subqueries always returns one row"
     total, ids = counted
     rows = cursor.execute(
         f"SELECT s.name AS sae_name, f.sae, f.latent, f.density, f.max_act, f.mean_act, f.label AS auto_label, "
-        f"coalesce(n.status, 'unreviewed') AS status, n.label, n.tags, n.reviewer "
+        f"coalesce(n.status, 'unreviewed') AS status, n.label, n.tags, n.reviewer, f.top_tokens, f.top_logit_tokens "
         f"FROM {a}.features f JOIN {a}.saes s ON s.sae = f.sae LEFT JOIN {workspace.store.table('annotations')} n "
-        f"ON n.sae_hash = s.content_hash AND n.latent = f.latent WHERE f.rowid = ANY(?::BIGINT[]) ORDER BY {order}",
+        f"ON n.sae_hash = s.content_hash AND n.latent = f.latent WHERE f.rowid = ANY(?::BIGINT[]) "
+        f"ORDER BY {', '.join(f'{expression} {direction}' for expression, direction in order)}",
         [ids],
     ).df()
+    rows["auto_label"] = [
+        readable_label(label, _ids(firing), _ids(promoted), atlas)
+        for label, firing, promoted in zip(rows["auto_label"], rows.pop("top_tokens"), rows.pop("top_logit_tokens"))
+    ]
     return TablePage(rows=rows, total=int(total))
+
+
+def _ids(value: object) -> list[int] | None:
+    """A list of token ids as DuckDB hands it over (a list or an array; None for NULL)."""
+    return [int(v) for v in value] if isinstance(value, (list, tuple, np.ndarray)) else None
+
+
+@dataclass(frozen=True)
+class FeatureSummary:
+    density: float
+    label: str  # the automatic label as shown (``readable_label``)
+
+
+def feature_summaries(
+    workspace: Workspace, atlas: Atlas, keys: list[tuple[int, int]]
+) -> dict[tuple[int, int], FeatureSummary]:
+    """Density and readable automatic label of each (sae, latent) the atlas has (by rowid: point lookups)."""
+    rowids = {rowid for sae, latent in keys if (rowid := atlas.feature_rowid(sae, latent)) is not None}
+    rows = _by_ids(
+        workspace.cursor(),
+        f"SELECT sae, latent, density, label, top_tokens, top_logit_tokens FROM {atlas.alias}.features WHERE rowid",
+        rowids,
+    )
+    return {
+        (int(sae), int(latent)): FeatureSummary(
+            float(density), readable_label(label, _ids(firing), _ids(promoted), atlas)
+        )
+        for sae, latent, density, label, firing, promoted in rows
+    }
 
 
 def queue_progress(workspace: Workspace, atlas: Atlas, flt: FeatureFilter) -> tuple[int, int]:
@@ -264,7 +311,8 @@ class FeatureView:
     examples: list[dict]  # kind, interval_index, rank, window_id, position, value, document, act_positions, acts
     windows: dict[int, list[int]]  # window_id -> token ids
     documents: dict[int, dict]  # document -> domain, source
-    neighbours: list[dict]  # scope, rank, other_sae, other_name, other_latent, cosine, other_label
+    neighbours: list[dict]  # scope, rank, other_sae, other_name, other_latent, cosine, other_label (readable)
+    label: str  # the automatic label as shown (``readable_label``)
 
     def domains(self) -> pd.DataFrame:
         """How many of its examples come from each corpus domain, most first."""
@@ -335,7 +383,18 @@ def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> F
     stats = _rows(workspace.cursor(), f"SELECT {STATS_COLUMNS} FROM {a}.features WHERE rowid = ?", [rowid])[0]
     examples, windows, documents = examples_part.result()
     names = dict(zip(atlas.saes["sae"], atlas.saes["name"]))
-    neighbours = [row | {"other_name": names[row["other_sae"]]} for row in neighbours_part.result()]
+    neighbours = neighbours_part.result()
+    labels = feature_summaries(workspace, atlas, [(row["other_sae"], row["other_latent"]) for row in neighbours])
+    neighbours = [
+        row
+        | {
+            "other_name": names[row["other_sae"]],
+            "other_label": (
+                labels[key].label if (key := (row["other_sae"], row["other_latent"])) in labels else row["other_label"]
+            ),
+        }
+        for row in neighbours
+    ]
     return FeatureView(
         sae=sae,
         latent=latent,
@@ -344,4 +403,5 @@ def feature_view(workspace: Workspace, atlas: Atlas, sae: int, latent: int) -> F
         windows=windows,
         documents=documents,
         neighbours=neighbours,
+        label=readable_label(stats["label"], _ids(stats["top_tokens"]), _ids(stats["top_logit_tokens"]), atlas),
     )

@@ -1,9 +1,11 @@
-"""Token strings as highlighted HTML: data, never markup.
+"""Token strings as highlighted HTML: data, never markup, and read as the text it was.
 
-Every token is shown through ``visible()`` (whitespace, control and invisible characters become
-visible symbols, so a bidi override or a zero-width space cannot hide or reorder text) and then
-``html.escape`` (so ``<script>`` is text). Colour encodes the activation, the hover title gives
-its value, and the example's max token is outlined.
+Each token is one span with ``white-space: pre-wrap``: its spaces are real spaces (a line wraps at
+them, never inside a word, and a token that ends a word is not split); a newline is shown as ↵ and
+breaks the line; control and invisible characters become visible symbols (``visible``: a bidi
+override or a zero-width space cannot hide or reorder text). Then ``html.escape``, so ``<script>``
+is text. Colour encodes the activation, the hover title gives its value, and the example's max token
+is outlined. An ellipsis marks a cut window, on the same line as the tokens.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ import numpy as np
 from dashboard.shell.plain_text import visible
 
 HIGHLIGHT_RGB = "255, 127, 14"  # plotly's orange, the colour of activation everywhere in SAEscope
+# a line wraps at spaces; only a word longer than the line is broken (overflow-wrap: break-word)
+LINE_STYLE = (
+    "font-family: ui-monospace, monospace; font-size: 0.85rem; line-height: 1.7; "
+    "white-space: normal; word-break: normal; overflow-wrap: break-word;"
+)
 
 
 def _token_span(text: str, value: float, scale: float, is_max: bool) -> str:
     alpha = 0.0 if scale <= 0 else min(max(value / scale, 0.0), 1.0)
-    style = f"background: rgba({HIGHLIGHT_RGB}, {alpha:.3f}); border-radius: 2px; padding: 0 1px;"
+    style = f"background: rgba({HIGHLIGHT_RGB}, {alpha:.3f}); border-radius: 2px; white-space: pre-wrap;"
     if is_max:
         style += " outline: 2px solid #c2410c; font-weight: 600;"
-    shown = visible(text)
-    title = html.escape(f"{shown}  activation {value:.4g}", quote=True)
-    span = f'<span style="{style}" title="{title}">{html.escape(shown, quote=True)}</span>'
-    return span + "<br>" if "\n" in text else span
+    shown = "↵\n".join(visible(line, spaces=False) for line in text.split("\n"))
+    title = html.escape(f"{visible(text)}  activation {value:.4g}", quote=True)
+    return f'<span style="{style}" title="{title}">{html.escape(shown, quote=True)}</span>'
 
 
 def window_slice(length: int, centre: int, width: int | None) -> range:
@@ -47,9 +53,6 @@ def highlighted_tokens(
     """One example as a line of coloured token spans (positions in ``shown`` only)."""
     positions = shown if shown is not None else range(len(texts))
     spans = "".join(_token_span(texts[p], float(values[p]), scale, p == max_position) for p in positions)
-    prefix = "… " if positions.start > 0 else ""
-    suffix = " …" if positions.stop < len(texts) else ""
-    return (
-        f'<div style="font-family: ui-monospace, monospace; font-size: 0.85rem; line-height: 1.7; '
-        f'white-space: normal; overflow-wrap: anywhere;">{prefix}{spans}{suffix}</div>'
-    )
+    prefix = "…" if positions.start > 0 else ""  # no space after it: it stays on the first token's line
+    suffix = "\u00a0…" if positions.stop < len(texts) else ""
+    return f'<div style="{LINE_STYLE}">{prefix}{spans}{suffix}</div>'

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.browse.feature_queries import SORTS, feature_table  # noqa: E402
+from dashboard.browse.feature_queries import SORTS, USEFUL_FIRST, feature_table  # noqa: E402
 from dashboard.browse.filter_controls import filter_controls, url_params, write_url  # noqa: E402
 from dashboard.shell.page import open_page  # noqa: E402
 from dashboard.shell.plain_text import option, plain_frame  # noqa: E402
@@ -19,8 +19,15 @@ params = url_params()
 flt = filter_controls(page, "features")
 sort_column, page_column = st.columns([3, 1])
 if "features_sort" not in st.session_state:
-    st.session_state["features_sort"] = read_sort(params)
-sort = sort_column.selectbox("Sort by", list(SORTS), key="features_sort")
+    st.session_state["features_sort"] = read_sort(params) if "sort" in params else USEFUL_FIRST
+sort = sort_column.selectbox(
+    "Sort by",
+    list(SORTS),
+    key="features_sort",
+    help="live and labelled first: features with an automatic label that fired on at least 20 tokens and on at "
+    "most 10% of tokens, in feature order; then the rarer or denser ones; then those that never fired or have "
+    "no label",
+)
 if "features_page" not in st.session_state:
     st.session_state["features_page"] = min(max(integer(params, "page", 1), 1), MAX_PAGE)
     st.session_state["features_last_query"] = (flt, sort)
@@ -34,7 +41,7 @@ if st.session_state["features_page"] > pages:
     st.session_state["features_page"] = pages
     result = feature_table(page.workspace, page.atlas, flt, sort, pages - 1, PAGE_SIZE)
 page_number = page_column.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key="features_page")
-write_url(page, flt, sort=sort if sort != "feature" else "", page=page_number if page_number > 1 else "")
+write_url(page, flt, sort=sort if sort != USEFUL_FIRST else "", page=page_number if page_number > 1 else "")
 
 st.caption(f"{result.total:,} features match · showing {len(result.rows)} · select a row to open it")
 shown = result.rows.drop(columns=["sae"]).fillna({"label": "", "reviewer": ""})

@@ -13,12 +13,13 @@ from dashboard.browse import charts as charts  # noqa: E402
 from dashboard.browse.examples_view import CONTEXT_WIDTHS, show_examples  # noqa: E402
 from dashboard.browse.feature_queries import FeatureView, feature_view  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
+from dashboard.browse.token_names import token_names  # noqa: E402
 from dashboard.browse.triage_panel import triage_panel  # noqa: E402
 from dashboard.live.text_test_panel import text_test_panel  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
 from dashboard.shell.plain_text import md, option, plain_frame, visible  # noqa: E402
 from dashboard.shell.url_state import integer, text  # noqa: E402
-from dashboard.userdata import UserDataError  # noqa: E402
+from dashboard.userdata import Annotation, UserDataError  # noqa: E402
 
 AUDIT_ROWS_SHOWN = 20
 
@@ -87,22 +88,56 @@ def _neighbours(page: PageContext, view: FeatureView) -> None:
             )
 
 
-def _add_to_list(page: PageContext, sae: int, latent: int) -> None:
-    lists = page.workspace.store.lists()
-    if lists.empty:
-        st.caption("No lists yet: create one on the Lists page.")
+def _lists(page: PageContext, sae: int, latent: int) -> None:
+    """The lists this feature is in, and (for a user who may write) a form to add it to another."""
+    sae_hash = str(page.atlas.sae_row(sae)["content_hash"])
+    member_of = page.workspace.store.lists_with(sae_hash, latent)
+    if member_of:
+        st.markdown("In " + ", ".join(f"**{md(name)}**" for name in member_of))
+    else:
+        st.caption("In no list yet.")
+    lists = [name for name in page.workspace.store.lists()["name"] if name not in member_of]
+    if page.read_only or not lists:
         return
+    note_key = f"list_note_{sae}_{latent}"
     with st.form(f"add_to_list_{sae}_{latent}"):
-        name = st.selectbox("List", list(lists["name"]), format_func=option)
-        assert name is not None, "a selectbox over the (non-empty) lists always has one chosen"
-        note = st.text_input("Note on this feature")
-        if st.form_submit_button("Add to list", disabled=page.read_only):
-            row = page.atlas.sae_row(sae)
-            try:
-                page.store.add_to_list(name, str(row["content_hash"]), str(row["name"]), latent, note)
-                st.toast(f"Added to {md(name)}")
-            except UserDataError as error:
-                st.error(md(error))
+        st.selectbox("List", lists, format_func=option, key=f"list_choice_{sae}_{latent}")
+        st.text_input("Note on this feature", key=note_key)
+        st.form_submit_button("Add to list", on_click=_add_to_list, args=(page, sae, latent, note_key))
+    if message := st.session_state.pop(f"{note_key}_error", None):
+        st.error(message)
+
+
+def _add_to_list(page: PageContext, sae: int, latent: int, note_key: str) -> None:
+    """The form's callback (it runs before the page, so it may empty the note after a successful add)."""
+    name = st.session_state[f"list_choice_{sae}_{latent}"]
+    row = page.atlas.sae_row(sae)
+    try:
+        page.store.add_to_list(name, str(row["content_hash"]), str(row["name"]), latent, st.session_state[note_key])
+    except UserDataError as error:
+        st.session_state[f"{note_key}_error"] = md(error)
+    else:
+        st.session_state[note_key] = ""
+        st.toast(f"Added to {md(name)}")
+
+
+def _annotation_text(annotation: Annotation) -> None:
+    """A read-only user's view of the annotation: text, not a greyed-out form."""
+    if not annotation.reviewed and not (annotation.label or annotation.notes or annotation.tags):
+        st.caption("Nobody has annotated this feature yet.")
+        return
+    lines = [f"**Status:** {md(annotation.status)}"]
+    for title, value in (
+        ("Label", annotation.label),
+        ("Tags", ", ".join(annotation.tags)),
+        ("Notes", annotation.notes),
+        ("Confidence", annotation.confidence or ""),
+    ):
+        if value:
+            lines.append(f"**{title}:** {md(value)}")
+    st.markdown("  \n".join(lines))
+    if annotation.reviewer and annotation.updated_at is not None:
+        st.caption(f"last changed by {md(annotation.reviewer)} on {annotation.updated_at:%Y-%m-%d %H:%M}")
 
 
 page = open_page("Feature")
@@ -115,7 +150,7 @@ if view is None:
         f"{md(sae_row['name'])} has no feature {latent}: its features are numbered 0 to {int(sae_row['d_sae']) - 1}.",  # pyright: ignore[reportArgumentType]  (pandas types a Series item as a union with Series)
     )
 
-stats, token_text = view.stats, page.atlas.token_text
+stats, token_text = view.stats, token_names(page.atlas)
 back, steer, previous, following = st.columns([4, 1, 1, 1])
 back.subheader(md(f"{sae_row['name']} · feature {latent}", 80))
 steer.page_link(
@@ -133,7 +168,7 @@ reviewer_label = (
     if annotation.reviewed or annotation.label
     else ""
 )
-auto_label = visible(stats["label"] or "no automatic label", spaces=False)
+auto_label = view.label or "no automatic label"
 st.html(
     f'<div style="font-size: 1rem;">{html.escape(auto_label)} '
     f'<span style="font-size: 0.75rem; color: #777; border: 1px solid #bbb; border-radius: 4px; padding: 0 4px;">'
@@ -170,9 +205,10 @@ with left:
     st.query_params["width"] = width
     show_examples(view, token_text, CONTEXT_WIDTHS[width])
 with right:
-    st.subheader("Triage")
-    if triage_panel(page, sae, latent) is not None:
-        st.rerun()
+    if not page.read_only:
+        st.subheader("Triage")
+        if triage_panel(page, sae, latent) is not None:
+            st.rerun()
     st.subheader("Logit effects")
     _logit_effects(view, token_text)
     st.subheader("Nearest features")
@@ -180,7 +216,10 @@ with right:
     st.subheader("Where its examples come from")
     st.dataframe(plain_frame(view.domains()), hide_index=True)
     st.subheader("Lists")
-    _add_to_list(page, sae, latent)
+    _lists(page, sae, latent)
+    if page.read_only:
+        st.subheader("Annotation")
+        _annotation_text(annotation)
     st.subheader("Audit log")
     history = page.workspace.store.history(str(sae_row["content_hash"]), latent)
     if history.empty:

@@ -1,11 +1,16 @@
-"""Lists: named sets of features with a note on each, and downloads of lists, labels and the
-audit log (CSV and JSON)."""
+"""Lists: named sets of features with a note on each (shown and exported with each feature's
+automatic label, density and a link to its page), and downloads of lists, labels and the audit log
+(CSV and JSON)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode, urljoin
+
+import pandas as pd
 import streamlit as st
 
 from dashboard.browse.exports import as_csv, as_json  # noqa: E402
+from dashboard.browse.feature_queries import feature_summaries  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.governance.evidence_button import evidence_button  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
@@ -15,11 +20,47 @@ from dashboard.userdata import UserDataError  # noqa: E402
 
 
 def _downloads(title: str, frame, stem: str, key: str) -> None:
-    csv_column, json_column, _ = st.columns([1, 1, 3])
-    csv_column.download_button(f"{title} (CSV)", as_csv(frame), f"{stem}.csv", "text/csv", key=f"{key}_csv")
-    json_column.download_button(
-        f"{title} (JSON)", as_json(frame), f"{stem}.json", "application/json", key=f"{key}_json"
-    )
+    """A row: what is downloaded, then a CSV and a JSON button (short labels that fit any width)."""
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.markdown(f"**{title}**", width="content")
+        st.download_button(
+            "CSV",
+            as_csv(frame),
+            f"{stem}.csv",
+            "text/csv",
+            key=f"{key}_csv",
+            icon=":material/table:",
+            help=f"{title} as CSV, for a spreadsheet",
+        )
+        st.download_button(
+            "JSON",
+            as_json(frame),
+            f"{stem}.json",
+            "application/json",
+            key=f"{key}_json",
+            icon=":material/data_object:",
+            help=f"{title} as JSON, for a script",
+        )
+
+
+def _described(page: PageContext, items: pd.DataFrame) -> pd.DataFrame:
+    """A list's items with the URL of each feature's page, its density and automatic label (empty for
+    an SAE this atlas does not have), after the feature's number: the short columns first."""
+    sae_of = {str(h): int(sae) for h, sae in zip(page.atlas.saes["content_hash"], page.atlas.saes["sae"])}
+    keys = [(sae_of[h], int(latent)) if h in sae_of else None for h, latent in zip(items["sae_hash"], items["latent"])]
+    summaries = feature_summaries(page.workspace, page.atlas, [key for key in keys if key is not None])
+    found = [summaries.get(key) if key is not None else None for key in keys]
+    here = st.context.url or ""
+    described = items.copy()
+    at = list(described.columns).index("latent") + 1
+    described.insert(at, "automatic_label", [f.label if f is not None else "" for f in found])
+    described.insert(at, "density", [f.density if f is not None else None for f in found])
+    links = [
+        urljoin(here, "Feature?" + urlencode(page.feature_params(*key))) if key is not None and key in summaries else ""
+        for key in keys
+    ]
+    described.insert(at, "link", links)
+    return described
 
 
 def _create_list(page: PageContext) -> None:
@@ -38,7 +79,7 @@ def _create_list(page: PageContext) -> None:
 
 def _show_list(page: PageContext, name: str) -> None:
     store = page.workspace.store
-    items = store.list_frame(name)
+    items = _described(page, store.list_frame(name))
     st.caption(f"{len(items)} features")
     hashes = dict(zip(page.atlas.saes["content_hash"], page.atlas.saes["sae"]))
     selection = st.dataframe(
@@ -47,6 +88,14 @@ def _show_list(page: PageContext, name: str) -> None:
         on_select="rerun",
         selection_mode="single-row",
         key=f"list_items_{name}",
+        column_config={
+            "sae_name": "SAE",
+            "latent": st.column_config.NumberColumn("feature", format="%d"),
+            "automatic_label": "automatic label",
+            "density": st.column_config.NumberColumn(format="%.2e"),
+            "link": st.column_config.LinkColumn("page", display_text="open"),
+            "label": "reviewer label",
+        },
     )
     rows = selection.selection.rows if selection else []
     if rows:
@@ -65,7 +114,7 @@ def _show_list(page: PageContext, name: str) -> None:
                 item = items.iloc[choices.index(chosen)]
                 page.store.remove_from_list(name, item["sae_hash"], int(item["latent"]))
                 st.rerun()
-    _downloads("Download this list", items, f"list-{name}", f"list_{name}")
+    _downloads("This list", items, f"list-{name}", f"list_{name}")
     evidence_button(page, name)
 
 

@@ -72,9 +72,14 @@ def open_page(title: str) -> PageContext:
     _signed_in_sidebar(user)
     read_only = settings.read_only or not user.at_least("reviewer")
     if settings.read_only:
-        st.info("Read-only mode: browsing only; labels, tags, notes and lists cannot be changed.", icon="🔒")
+        st.info(
+            "Read-only mode: browsing only; labels, tags, notes and lists cannot be changed.", icon=":material/lock:"
+        )
     elif read_only:
-        st.info(f"Signed in as {user.role}: browsing only; labels, tags, notes and lists cannot be changed.", icon="🔒")
+        st.info(
+            f"Signed in as {user.role}: browsing only; labels, tags, notes and lists cannot be changed.",
+            icon=":material/lock:",
+        )
     everything = atlas_catalog(workspace)
     shown = visible_atlases(user, everything, workspace.store.atlas_grants())
     catalog = {key: everything[key] for key in shown}

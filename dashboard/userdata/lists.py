@@ -179,6 +179,16 @@ class Lists(StoreBase):
             times=["added_at"],
         )
 
+    def lists_with(self, sae_hash: str, latent: int) -> list[str]:
+        """The names of the lists a feature is in, by name."""
+        rows = self._read(
+            lambda cursor: cursor.execute(
+                f"SELECT name FROM {self._db.table('list_items')} WHERE sae_hash = ? AND latent = ? ORDER BY name",
+                [sae_hash, int(latent)],
+            ).fetchall()
+        )
+        return [name for (name,) in rows]
+
     def list_frame(self, name: str) -> pd.DataFrame:
         """A list's features with their annotations, for download (a list shared with others)."""
         name = valid_list_name(name)
