@@ -97,20 +97,26 @@ def _choose_status(prefix: str, status: str) -> None:
     st.session_state[f"{prefix}_status"] = status
 
 
+def _details(prefix: str, vocabulary: list[str], locked: bool, notes_height: int) -> None:
+    st.multiselect("Tags", vocabulary, key=f"{prefix}_tags", disabled=locked, format_func=option)
+    st.text_area("Notes", key=f"{prefix}_notes", max_chars=5000, height=notes_height, disabled=locked)
+    st.select_slider(CONFIDENCE, CONFIDENCE_OPTIONS, key=f"{prefix}_confidence", disabled=locked)
+
+
 def _form(prefix: str, vocabulary: list[str], locked: bool, save_label: str, quick: bool) -> bool:
-    """The form's widgets; True when it was submitted. ``quick`` (Triage) packs it to fit beside the
-    examples at 1280x800 and adds a save button per status, each with its number key."""
+    """The form's widgets; True when it was submitted. ``quick`` (Triage) keeps status, label and the
+    save buttons in view beside the examples at 1280x800 (tags, notes and confidence fold away, open
+    when the feature has any) and adds a save button per status, each with its number key."""
+    state = st.session_state
     with st.form(prefix, border=True):
         st.radio("Status", STATUSES, key=f"{prefix}_status", horizontal=True, disabled=locked)
         st.text_input("Label", key=f"{prefix}_label", max_chars=500, disabled=locked)
-        tags, confidence = st.columns([3, 2]) if quick else (st.container(), None)
-        tags.multiselect("Tags", vocabulary, key=f"{prefix}_tags", disabled=locked, format_func=option)
-        if confidence is not None:  # beside the tags, so the save buttons stay in view
-            confidence.select_slider(CONFIDENCE, CONFIDENCE_OPTIONS, key=f"{prefix}_confidence", disabled=locked)
-        st.text_area("Notes", key=f"{prefix}_notes", max_chars=5000, height=68 if quick else 80, disabled=locked)
         if not quick:
-            st.select_slider(CONFIDENCE, CONFIDENCE_OPTIONS, key=f"{prefix}_confidence", disabled=locked)
+            _details(prefix, vocabulary, locked, notes_height=80)
             return st.form_submit_button(save_label, type="primary", disabled=locked)
+        filled = state[f"{prefix}_tags"] or state[f"{prefix}_notes"] or state[f"{prefix}_confidence"] != NO_CONFIDENCE
+        with st.expander("Tags, notes, confidence", expanded=bool(filled)):
+            _details(prefix, vocabulary, locked, notes_height=68)
         with st.container(horizontal=True, gap="small"):
             submitted = st.form_submit_button(save_label, type="primary", disabled=locked, shortcut=SAVE_AND_NEXT_KEY)
             for status, key in STATUS_KEYS.items():

@@ -66,9 +66,11 @@ params = url_params()
 st.session_state.setdefault("triage_dead", text(params, "dead") == "1")
 with st.expander("Queue filter"):
     flt = filter_controls(page, "triage")
-progress_column, dead_column = st.columns([5, 2], vertical_alignment="center")
+examples_column, form_column = st.columns([4, 5], gap="medium")  # the form starts at the top, in view
+with examples_column:
+    progress_column, dead_column = st.container(), st.container()
 dead = dead_column.toggle(
-    "Include dead features", key="triage_dead", help="features that never fired on the corpus, so have no examples"
+    "Include dead features", key="triage_dead", help="features that never fired on the corpus (no examples to judge)"
 )
 flt = replace(flt, live_only=not dead)
 reviewed, total = queue_progress(page.workspace, page.atlas, flt)
@@ -96,7 +98,6 @@ if view is None:  # a link naming a latent the SAE does not have
     st.stop()
 write_url(page, flt, feature=feature_ref(page.atlas, sae, latent), dead="1" if dead else "")
 stats = view.stats
-examples_column, form_column = st.columns([1, 1], gap="medium")
 with form_column:
     saved = triage_panel(page, sae, latent, save_label="Save and next", quick=True)
     with st.container(horizontal=True, gap="small"):
