@@ -142,15 +142,13 @@ def test_ten_features_triaged_without_scrolling_then_undo_and_the_link_in_a_new_
         wait_for_text(browser, "Sign in to SAEscope", timeout=60)
     store = open_user_store(user_db)
     try:
-        audit = store.audit_frame()
-        saves = audit[audit["action"] == "edit"].drop_duplicates("edit_id")
-        assert [f"{n}:{latent}" for n, latent in zip(saves["sae_name"], saves["latent"])] == seen
-        assert set(saves["reviewer"]) == {"rita"}
-        undo = audit[audit["action"] == "undo"]
-        assert list(undo["undoes"].unique()) == [saves["edit_id"].iloc[-1]]
-        statuses = [store.annotation(h, latent).status for h, latent in zip(saves["sae_hash"], saves["latent"])]
-        assert statuses == ["interpretable", "polysemantic", "uninterpretable"] * 3 + ["unreviewed"]
-        labelled = [store.annotation(h, latent).label for h, latent in zip(saves["sae_hash"], saves["latent"])]
-        assert labelled[1] == "label 1" and labelled[4] == "label 4" and labelled[7] == "label 7"
+        rows = store.audit_frame().to_dict("records")
+        saves = list({row["edit_id"]: row for row in rows if row["action"] == "edit"}.values())  # one per save
+        assert [f"{row['sae_name']}:{row['latent']}" for row in saves] == seen
+        assert {row["reviewer"] for row in saves} == {"rita"}
+        assert {row["undoes"] for row in rows if row["action"] == "undo"} == {saves[-1]["edit_id"]}
+        now = [store.annotation(row["sae_hash"], row["latent"]) for row in saves]
+        assert [a.status for a in now] == ["interpretable", "polysemantic", "uninterpretable"] * 3 + ["unreviewed"]
+        assert [now[i].label for i in (1, 4, 7)] == ["label 1", "label 4", "label 7"]
     finally:
         store.close()

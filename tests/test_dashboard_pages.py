@@ -177,6 +177,8 @@ def test_a_triage_link_reopens_the_same_queue_at_the_same_feature(user_db):
     progress, feature = app.get("progress")[0].proto.text, _triage_feature(app)
     live = atlas_sql("SELECT count(*) FROM features WHERE density >= 0.001")[0][0]
     assert progress == f"3 of {live:,} reviewed" and "sae" not in app.query_params
+    assert not [w for w in app.text_input if w.label == "Reviewer"]  # who you are is the sign-in, not a field
+    assert by_label(app.text_input, "Last edited by").value == ""  # the filter says what it filters
     reopened = page(TRIAGE, user="bob", **dict(app.query_params))
     assert reopened.get("progress")[0].proto.text == progress and _triage_feature(reopened) == feature
     assert reopened.subheader[0].value == f"{feature[0]} · feature {feature[1]}"

@@ -64,7 +64,9 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     vocabulary = page.workspace.store.tags()
     st.session_state[f"{prefix}_tags"] = [t for t in st.session_state[f"{prefix}_tags"] if t in vocabulary]
     tags = second[3].multiselect("Tags", vocabulary, key=f"{prefix}_tags", placeholder="any", format_func=option)
-    reviewer = second[4].text_input("Reviewer", key=f"{prefix}_reviewer")
+    reviewer = second[4].text_input(
+        "Last edited by", key=f"{prefix}_reviewer", help="features whose label was last saved by this user name"
+    )
     return FeatureFilter(
         # the names are the atlas's own options, so every one has an index
         saes=tuple(i for name in chosen if (i := page.atlas.sae_index(name)) is not None),
