@@ -300,3 +300,18 @@ def test_hostile_tokens_and_labels_render_as_escaped_text(user_db, tmp_path, mon
     assert "&lt;script&gt;alert(&#x27;label&#x27;)&lt;/script&gt; &amp; &quot;" in bodies
     assert "⟨U+202E⟩⟨U+0007⟩&lt;/div&gt;&lt;script&gt;" in bodies
     assert HOSTILE_TOKEN not in bodies and HOSTILE_TOKEN_2 not in bodies and HOSTILE_LABEL not in bodies
+
+
+def test_at_the_end_of_the_queue_undo_and_back_still_reach_the_last_feature(user_db):
+    app = page(TRIAGE, user="bob", sae="resid-L2", min_density="0.5")
+    queue = atlas_sql("SELECT latent FROM features WHERE sae = 0 AND density >= 0.5 ORDER BY latent")
+    assert len(queue) == 2
+    for _ in queue:
+        by_label(app.button, "Dead").click().run()
+    assert [s.value for s in app.success] == ["Every feature in this queue has been reviewed."]
+    assert "feature" not in app.query_params
+    by_label(app.button, "Back").click().run()
+    assert _triage_feature(app) == ("resid-L2", queue[-1][0])
+    by_label(app.button, "Skip").click().run()  # the queue is done again
+    by_label(app.button, "Undo my last change").click().run()
+    assert _triage_feature(app) == ("resid-L2", queue[-1][0]) and app.get("progress")[0].proto.text == "1 of 2 reviewed"

@@ -61,6 +61,23 @@ def _undo_last(page: PageContext, flt: FeatureFilter, dead: bool) -> None:
     _go(page, flt, (sae, latent), dead, trail=True)
 
 
+def _actions(page: PageContext, flt: FeatureFilter, dead: bool, here: tuple[int, int] | None) -> bool:
+    """Skip (when a feature is in view), Back, Undo and New tag, with the keys listed; Back and Undo
+    act at once. Returns whether Skip was pressed."""
+    with st.container(horizontal=True, gap="small"):
+        skip = here is not None and st.button("Skip", key=f"skip_{here[0]}_{here[1]}", shortcut=SKIP_KEY)
+        back = st.button("Back", key="triage_back", shortcut=BACK_KEY, disabled=not st.session_state.get(TRAIL))
+        undo = st.button("Undo my last change", key="triage_undo", shortcut=UNDO_KEY, disabled=page.read_only)
+        if here is not None:
+            new_tag_popover(page, st, *here)
+    st.caption(KEYS_HELP)
+    if undo:
+        _undo_last(page, flt, dead)
+    if back:
+        _go(page, flt, st.session_state[TRAIL].pop(), dead, trail=False)
+    return skip
+
+
 page = open_page("Triage")
 params = url_params()
 st.session_state.setdefault("triage_dead", text(params, "dead") == "1")
@@ -68,22 +85,25 @@ with st.expander("Queue filter"):
     flt = filter_controls(page, "triage")
 examples_column, form_column = st.columns([4, 5], gap="medium")  # the form starts at the top, in view
 with examples_column:
-    progress_column, dead_column = st.container(), st.container()
-dead = dead_column.toggle(
-    "Include dead features", key="triage_dead", help="features that never fired on the corpus (no examples to judge)"
-)
+    progress = st.empty()
+    dead = st.toggle(
+        "Include dead features",
+        key="triage_dead",
+        help="features that never fired on the corpus (no examples to judge)",
+    )
 flt = replace(flt, live_only=not dead)
 reviewed, total = queue_progress(page.workspace, page.atlas, flt)
-progress_column.progress(reviewed / total if total else 1.0, text=f"{reviewed:,} of {total:,} reviewed")
+progress.progress(reviewed / total if total else 1.0, text=f"{reviewed:,} of {total:,} reviewed")
 
 current = read_feature(params, page.atlas)
 if current is None or st.session_state.get("triage_last_filter", flt) != flt:
     current = next_in_queue(page.workspace, page.atlas, flt, None)
 st.session_state["triage_last_filter"] = flt
 st.session_state["triage_here"] = current
-if current is None:
+if current is None:  # the queue is done: Back and Undo still reach the last feature
     write_url(page, flt, dead="1" if dead else "")
     st.success("Every feature in this queue has been reviewed." if total else "No feature matches this filter.")
+    _actions(page, flt, dead, None)
     st.stop()
 sae, latent = current
 view = feature_view(page.workspace, page.atlas, sae, latent)
@@ -100,12 +120,7 @@ write_url(page, flt, feature=feature_ref(page.atlas, sae, latent), dead="1" if d
 stats = view.stats
 with form_column:
     saved = triage_panel(page, sae, latent, save_label="Save and next", quick=True)
-    with st.container(horizontal=True, gap="small"):
-        skip = st.button("Skip", key=f"skip_{sae}_{latent}", shortcut=SKIP_KEY)
-        back = st.button("Back", key="triage_back", shortcut=BACK_KEY, disabled=not st.session_state.get(TRAIL))
-        undo = st.button("Undo my last change", key="triage_undo", shortcut=UNDO_KEY, disabled=page.read_only)
-        new_tag_popover(page, st, sae, latent)
-    st.caption(KEYS_HELP)
+    skip = _actions(page, flt, dead, current)
 with examples_column:
     st.subheader(md(f"{page.atlas.sae_row(sae)['name']} · feature {latent}", 80))
     st.html(
@@ -117,9 +132,5 @@ with examples_column:
         "pages/2_Feature.py", label="Open the full feature page", query_params=page.feature_params(sae, latent)
     )
     show_examples(view, page.atlas.token_text, EXAMPLE_WIDTH)
-if undo:
-    _undo_last(page, flt, dead)
-if back:
-    _go(page, flt, st.session_state[TRAIL].pop(), dead, trail=False)
 if saved or skip:
     _go(page, flt, next_in_queue(page.workspace, page.atlas, flt, (sae, latent)), dead, trail=True)
