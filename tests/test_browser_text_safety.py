@@ -75,8 +75,10 @@ def test_markdown_images_in_labels_lists_and_urls_are_text_and_fetch_nothing(tmp
     with streamlit_server(REPO_ROOT / "dashboard" / "Home.py", cwd=REPO_ROOT) as url, chromium() as browser:
         for name in PAGES:
             query = {"atlas": f"![b]({base}/atlas.png)"}
-            if name in ("Feature", "Triage"):
+            if name == "Feature":
                 query |= {"sae": "resid-L2", "latent": "17"}
+            if name == "Triage":
+                query |= {"feature": "resid-L2:17"}
             browser.get(f"{url}/{name}?{urlencode(query)}")
             wait_for_text(browser, "Unknown atlas", timeout=180)
             time.sleep(1)  # time for an image, were one drawn, to be fetched

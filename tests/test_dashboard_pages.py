@@ -72,7 +72,7 @@ def test_the_table_starts_with_live_labelled_features_and_shows_every_byte_reada
     }
     assert all(fired[latent][0] >= 20 and fired[latent][1] <= 0.1 for latent in first["latent"])
     assert fired[9][0] < 20 and 9 not in list(first["latent"])  # fired once: after those with examples to read
-    assert not {w.label for w in app.text_input} & {"Reviewer"} and by_label(app.text_input, "Reviewed by")
+    assert not {w.label for w in app.text_input} & {"Reviewer"} and by_label(app.text_input, "Last edited by")
 
     by_label(app.selectbox, "Sort by").set_value("feature")
     app.run()
@@ -189,18 +189,82 @@ def test_with_no_sign_in_configured_edits_are_the_local_users_and_nobody_types_a
     assert local == getpass.getuser() and any(f"Signed in as {local}" in t.value for t in app.text)
 
 
+def _triage_feature(app) -> tuple[str, int]:
+    name, _, latent = app.query_params["feature"].rpartition(":")
+    return name, int(latent)
+
+
 def test_triage_walks_the_unreviewed_queue_and_counts_progress(user_db):
     app = page(TRIAGE, user="bob", sae="transcoder-L0", min_density="0.01")
-    first = (app.query_params["sae"], int(app.query_params["latent"]))
     queue = atlas_sql("SELECT latent FROM features WHERE sae = 1 AND density >= 0.01 ORDER BY latent")
-    assert first == ("transcoder-L0", queue[0][0])
+    assert _triage_feature(app) == ("transcoder-L0", queue[0][0])
     by_label(app.radio, "Status").set_value("polysemantic")
     by_label(app.button, "Save and next").click().run()
-    assert int(app.query_params["latent"]) == queue[1][0]
+    assert _triage_feature(app) == ("transcoder-L0", queue[1][0])
     assert app.get("progress")[0].proto.text == f"1 of {len(queue)} reviewed"
     by_label(app.button, "Skip").click().run()
-    assert int(app.query_params["latent"]) == queue[2][0]
+    assert _triage_feature(app) == ("transcoder-L0", queue[2][0])
     assert open_user_store(user_db).annotation(sae_hash("transcoder-L0"), queue[0][0]).status == "polysemantic"
+    by_label(app.button, "Back").click().run()  # back to the skipped one, then to the saved one
+    assert _triage_feature(app) == ("transcoder-L0", queue[1][0])
+    by_label(app.button, "Back").click().run()
+    assert _triage_feature(app) == ("transcoder-L0", queue[0][0]) and by_label(app.button, "Back").disabled
+    assert by_label(app.radio, "Status").value == "polysemantic"
+
+
+def test_a_triage_link_reopens_the_same_queue_at_the_same_feature(user_db):
+    """The queue's filter (sae=) and the feature in view (feature=) are apart: a link made while
+    walking a queue over every SAE reopens that queue, counted the same, at the same feature."""
+    app = page(TRIAGE, user="bob", min_density="0.001")
+    for _ in range(3):
+        by_label(app.button, "Uninterpretable").click().run()  # its key is 3: save as that, next
+    progress, feature = app.get("progress")[0].proto.text, _triage_feature(app)
+    live = atlas_sql("SELECT count(*) FROM features WHERE density >= 0.001")[0][0]
+    assert progress == f"3 of {live:,} reviewed" and "sae" not in app.query_params
+    assert not [w for w in app.text_input if w.label == "Reviewer"]  # who you are is the sign-in, not a field
+    assert by_label(app.text_input, "Last edited by").value == ""  # the filter says what it filters
+    reopened = page(TRIAGE, user="bob", **dict(app.query_params))
+    assert reopened.get("progress")[0].proto.text == progress and _triage_feature(reopened) == feature
+    assert reopened.subheader[0].value == f"{feature[0]} · feature {feature[1]}"
+    # and a queue of one SAE, opened at a feature of it, stays that queue
+    one = page(TRIAGE, user="bob", sae="transcoder-L1", feature="transcoder-L1:40")
+    count = atlas_sql("SELECT count(*) FROM features WHERE sae = 2 AND density > 0")[0][0]
+    assert one.get("progress")[0].proto.text == f"0 of {count:,} reviewed"
+    assert _triage_feature(one) == ("transcoder-L1", 40) and one.query_params["sae"] == "transcoder-L1"
+
+
+def test_the_triage_queue_skips_dead_features_unless_asked(user_db):
+    app = page(TRIAGE, user="bob", sae="resid-L2")
+    dead = atlas_sql("SELECT latent FROM features WHERE sae = 0 AND density = 0 ORDER BY latent")
+    live = atlas_sql("SELECT latent FROM features WHERE sae = 0 AND density > 0 ORDER BY latent")
+    assert dead[0][0] == 0 and _triage_feature(app) == ("resid-L2", live[0][0])
+    assert app.get("progress")[0].proto.text == f"0 of {len(live):,} reviewed"
+    by_label(app.toggle, "Include dead features").set_value(True).run()
+    assert _triage_feature(app) == ("resid-L2", 0) and app.query_params["dead"] == "1"
+    assert app.get("progress")[0].proto.text == f"0 of {len(live) + len(dead):,} reviewed"
+    assert (
+        page(TRIAGE, user="bob", sae="resid-L2", dead="1")
+        .get("progress")[0]
+        .proto.text.endswith(f"of {len(live) + len(dead):,} reviewed")
+    )
+
+
+def test_undo_after_save_and_next_undoes_that_save_and_goes_back_to_it(user_db):
+    app = page(TRIAGE, user="bob", sae="transcoder-L0")
+    first = _triage_feature(app)
+    by_label(app.text_input, "Label").set_value("commas in lists")
+    by_label(app.button, "Interpretable").click().run()
+    assert _triage_feature(app) != first
+    store = open_user_store(user_db)
+    assert store.annotation(sae_hash("transcoder-L0"), first[1]).label == "commas in lists"
+    by_label(app.button, "Undo my last change").click().run()
+    assert not app.exception and _triage_feature(app) == first
+    undone = store.annotation(sae_hash("transcoder-L0"), first[1])
+    assert (undone.status, undone.label) == ("unreviewed", "")
+    assert by_label(app.text_input, "Label").value == "" and by_label(app.radio, "Status").value == "unreviewed"
+    assert [s.value for s in app.success] == [f"Undid your last change, on transcoder-L0:{first[1]}."]
+    by_label(app.button, "Undo my last change").click().run()  # nothing of bob's is left to undo
+    assert _triage_feature(app) == first and store.annotation(sae_hash("transcoder-L0"), first[1]).label == ""
 
 
 def test_lists_collect_features_and_export_with_labels_density_and_links(user_db, downloads):
@@ -305,3 +369,18 @@ def test_hostile_tokens_and_labels_render_as_escaped_text(user_db, tmp_path, mon
     assert "&lt;script&gt;alert(&#x27;label&#x27;)&lt;/script&gt; &amp; &quot;" in bodies
     assert "⟨U+202E⟩⟨U+0007⟩&lt;/div&gt;&lt;script&gt;" in bodies
     assert HOSTILE_TOKEN not in bodies and HOSTILE_TOKEN_2 not in bodies and HOSTILE_LABEL not in bodies
+
+
+def test_at_the_end_of_the_queue_undo_and_back_still_reach_the_last_feature(user_db):
+    app = page(TRIAGE, user="bob", sae="resid-L2", min_density="0.5")
+    queue = atlas_sql("SELECT latent FROM features WHERE sae = 0 AND density >= 0.5 ORDER BY latent")
+    assert len(queue) == 2
+    for _ in queue:
+        by_label(app.button, "Dead").click().run()
+    assert [s.value for s in app.success] == ["Every feature in this queue has been reviewed."]
+    assert "feature" not in app.query_params
+    by_label(app.button, "Back").click().run()
+    assert _triage_feature(app) == ("resid-L2", queue[-1][0])
+    by_label(app.button, "Skip").click().run()  # the queue is done again
+    by_label(app.button, "Undo my last change").click().run()
+    assert _triage_feature(app) == ("resid-L2", queue[-1][0]) and app.get("progress")[0].proto.text == "1 of 2 reviewed"

@@ -224,7 +224,7 @@ def test_the_audit_log_table_shows_reviewers_labels_and_notes_as_text(hostile_us
     [
         (FEATURES, {}, [FORMULA, f"**Admin** {BIDI_SHOWN}"]),
         (FEATURES, {"q": "calc"}, [FORMULA]),
-        (TRIAGE, {"sae": "resid-L2", "latent": "17"}, []),
+        (TRIAGE, {"feature": "resid-L2:17"}, []),
         (LISTS, {}, [MARKDOWN, "# Heading↵| a | b |", f"@SUM(1+1){BIDI_SHOWN}"]),
         (STEER, {}, [MARKDOWN + BIDI_SHOWN, f"**Admin** {BIDI_SHOWN}"]),
         (GRAPH, {}, [MARKDOWN + BIDI_SHOWN, f"**Admin** {BIDI_SHOWN}"]),
@@ -277,9 +277,9 @@ NOT_FOUND = "has no feature"
         (FEATURE, {"sae": "resid-L2", "latent": "99999999999999999999"}, NOT_FOUND),
         (FEATURE, {"sae": "resid-L2", "latent": "-3"}, NOT_FOUND),
         (FEATURE, {"sae": "resid-L2", "latent": "3", "width": "bogus"}, None),
-        (TRIAGE, {"sae": "resid-L2", "latent": "99999999"}, NOT_FOUND),
-        (TRIAGE, {"sae": "resid-L2", "latent": "-3"}, NOT_FOUND),
-        (TRIAGE, {"sae": "resid-L2", "latent": "99999999999999999999"}, NOT_FOUND),
+        (TRIAGE, {"feature": "resid-L2:99999999"}, NOT_FOUND),
+        (TRIAGE, {"feature": "resid-L2:-3"}, NOT_FOUND),
+        (TRIAGE, {"feature": "resid-L2:99999999999999999999"}, NOT_FOUND),
         (LISTS, {"list": "no such list"}, None),
         (STEER, {"steer": "resid-L2:3:1e308"}, None),
         (STEER, {"steer": "resid-L2:99999999999999999999"}, "no such feature"),
@@ -297,6 +297,6 @@ def test_out_of_range_url_values_get_a_message_not_a_traceback(user_db, path, qu
 
 
 def test_a_triage_link_to_a_missing_feature_says_which_and_offers_the_queue(user_db):
-    app = page(TRIAGE, sae="resid-L2", latent="-3")
+    app = page(TRIAGE, feature="resid-L2:-3")
     assert [e.value for e in app.error] == ["resid-L2 has no feature -3: its features are numbered 0 to 1023."]
     assert [link.proto.label for link in app.get("page_link")] == ["Start the queue at its first unreviewed feature"]

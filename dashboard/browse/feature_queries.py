@@ -60,6 +60,7 @@ class FeatureFilter:
     statuses: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     reviewer: str = ""
+    live_only: bool = False  # only features that fired on the corpus (a dead one has no examples to judge)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class _Query:
         ):
             if value is not None:
                 self.add(clause, value)
+        if flt.live_only:
+            self.add("f.density > 0")
         if flt.text.strip():
             self._text(flt.text.strip())
         if flt.top_token:

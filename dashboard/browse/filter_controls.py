@@ -65,10 +65,10 @@ def filter_controls(page: PageContext, prefix: str) -> FeatureFilter:
     st.session_state[f"{prefix}_tags"] = [t for t in st.session_state[f"{prefix}_tags"] if t in vocabulary]
     tags = second[3].multiselect("Tags", vocabulary, key=f"{prefix}_tags", placeholder="any", format_func=option)
     reviewer = second[4].text_input(
-        "Reviewed by",
+        "Last edited by",
         key=f"{prefix}_reviewer",
         placeholder="anyone",
-        help="a filter: only features whose annotation this reviewer changed last (you are who the sidebar says)",
+        help="a filter: only features whose annotation this user saved last (you are who the sidebar says)",
     )
     return FeatureFilter(
         # the names are the atlas's own options, so every one has an index

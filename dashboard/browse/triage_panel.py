@@ -17,6 +17,7 @@ from dashboard.shell.plain_text import md, option
 from dashboard.userdata import CONFIDENCES, STATUSES, Annotation, EditConflict, UserDataError
 
 NO_CONFIDENCE = "—"
+CONFIDENCE, CONFIDENCE_OPTIONS = "Confidence", [NO_CONFIDENCE, *CONFIDENCES]
 
 
 def _feature_key(page: PageContext, sae: int) -> tuple[str, str]:
@@ -85,8 +86,70 @@ def _conflict_panel(page: PageContext, prefix: str, sae_hash: str, sae_name: str
     return None
 
 
-def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Save") -> Annotation | None:
-    """Draw the form; returns the saved annotation after a save (the caller reruns or moves on)."""
+# The Triage page's keys (Streamlit's own button shortcuts): a status key saves with that status and
+# moves on; plain keys act only when the cursor is not in a text field, Ctrl+Enter works in one too.
+STATUS_KEYS = {status: str(number) for number, status in enumerate(STATUSES[1:], start=1)}
+SAVE_AND_NEXT_KEY = "Ctrl+Enter"
+
+
+def _choose_status(prefix: str, status: str) -> None:
+    """A status button's click: the form saves with this status (set before the script reads it)."""
+    st.session_state[f"{prefix}_status"] = status
+
+
+def _details(prefix: str, vocabulary: list[str], locked: bool, notes_height: int) -> None:
+    st.multiselect("Tags", vocabulary, key=f"{prefix}_tags", disabled=locked, format_func=option)
+    st.text_area("Notes", key=f"{prefix}_notes", max_chars=5000, height=notes_height, disabled=locked)
+    st.select_slider(CONFIDENCE, CONFIDENCE_OPTIONS, key=f"{prefix}_confidence", disabled=locked)
+
+
+def _form(prefix: str, vocabulary: list[str], locked: bool, save_label: str, quick: bool) -> bool:
+    """The form's widgets; True when it was submitted. ``quick`` (Triage) keeps status, label and the
+    save buttons in view beside the examples at 1280x800 (tags, notes and confidence fold away, open
+    when the feature has any) and adds a save button per status, each with its number key."""
+    state = st.session_state
+    with st.form(prefix, border=True):
+        st.radio("Status", STATUSES, key=f"{prefix}_status", horizontal=True, disabled=locked)
+        st.text_input("Label", key=f"{prefix}_label", max_chars=500, disabled=locked)
+        if not quick:
+            _details(prefix, vocabulary, locked, notes_height=80)
+            return st.form_submit_button(save_label, type="primary", disabled=locked)
+        filled = state[f"{prefix}_tags"] or state[f"{prefix}_notes"] or state[f"{prefix}_confidence"] != NO_CONFIDENCE
+        with st.expander("Tags, notes, confidence", expanded=bool(filled)):
+            _details(prefix, vocabulary, locked, notes_height=68)
+        with st.container(horizontal=True, gap="small"):
+            submitted = st.form_submit_button(save_label, type="primary", disabled=locked, shortcut=SAVE_AND_NEXT_KEY)
+            for status, key in STATUS_KEYS.items():
+                submitted |= st.form_submit_button(
+                    status.capitalize(),
+                    key=f"{prefix}_as_{status}",
+                    help=f"Save as {status} and go to the next feature",
+                    disabled=locked,
+                    shortcut=key,
+                    on_click=_choose_status,
+                    args=(prefix, status),
+                )
+        return submitted
+
+
+def new_tag_popover(page: PageContext, where, sae: int, latent: int) -> None:
+    """Add a tag to the vocabulary (it is then offered in every form)."""
+    with where.popover("New tag", disabled=page.read_only):
+        new_tag = st.text_input("Tag name", key=f"new_tag_{sae}_{latent}")
+        if st.button("Add to the vocabulary", key=f"add_tag_{sae}_{latent}") and new_tag.strip():
+            try:
+                st.toast(f"Added tag {md(page.store.add_tag(new_tag))}")
+            except UserDataError as error:
+                st.error(md(error))
+
+
+def triage_panel(
+    page: PageContext, sae: int, latent: int, save_label: str = "Save", quick: bool = False
+) -> Annotation | None:
+    """Draw the form; returns the saved annotation after a save (the caller reruns or moves on).
+
+    ``quick`` is the Triage page's compact form with a save button (and key) per status; its undo
+    follows the reviewer across features, so the page draws it and this panel leaves it out."""
     sae_hash, sae_name = _feature_key(page, sae)
     store = page.workspace.store
     current = store.annotation(sae_hash, latent)
@@ -102,16 +165,12 @@ def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Sa
         st.success(flash)
     if current.updated_at != base.updated_at and f"{prefix}_conflict" not in st.session_state:
         st.info("This feature changed after you opened it; saving will show you what changed and let you choose.")
-    with st.form(prefix, border=True):
-        st.radio("Status", STATUSES, key=f"{prefix}_status", horizontal=True, disabled=locked)
-        st.text_input("Label", key=f"{prefix}_label", max_chars=500, disabled=locked)
-        st.multiselect("Tags", vocabulary, key=f"{prefix}_tags", disabled=locked, format_func=option)
-        st.text_area("Notes", key=f"{prefix}_notes", max_chars=5000, height=80, disabled=locked)
-        st.select_slider("Confidence", [NO_CONFIDENCE, *CONFIDENCES], key=f"{prefix}_confidence", disabled=locked)
-        submitted = st.form_submit_button(save_label, type="primary", disabled=locked)
+    submitted = _form(prefix, vocabulary, locked, save_label, quick)
     changed = _save(page, prefix, sae_hash, sae_name, latent, base.updated_at) if submitted else None
     if f"{prefix}_conflict" in st.session_state:
         changed = _conflict_panel(page, prefix, sae_hash, sae_name, latent) or changed
+    if quick:
+        return changed
     undo_column, tag_column = st.columns(2)
     if undo_column.button("Undo my last change", key=f"undo_{sae}_{latent}", disabled=locked):
         try:
@@ -123,11 +182,5 @@ def triage_panel(page: PageContext, sae: int, latent: int, save_label: str = "Sa
             if restored:
                 st.session_state[f"{prefix}_reload"] = True
                 st.rerun()
-    with tag_column.popover("New tag", disabled=locked):
-        new_tag = st.text_input("Tag name", key=f"new_tag_{sae}_{latent}")
-        if st.button("Add to the vocabulary", key=f"add_tag_{sae}_{latent}") and new_tag.strip():
-            try:
-                st.toast(f"Added tag {md(page.store.add_tag(new_tag))}")
-            except UserDataError as error:
-                st.error(md(error))
+    new_tag_popover(page, tag_column, sae, latent)
     return changed

@@ -78,6 +78,13 @@ class ActingStore:
         """Undo the signed-in user's own last save on this feature (never anyone else's)."""
         return self.store.undo(sae_hash, latent, self._require("reviewer", "undo changes"))
 
+    def undo_last(self, sae_hashes: Iterable[str]) -> tuple[str, int, Annotation | None] | None:
+        """Undo the signed-in user's last save on any feature of these SAEs (the one they may have
+        moved on from); returns that feature and its annotation afterwards, None when nothing is left."""
+        who = self._require("reviewer", "undo changes")
+        target = self.store.last_edit(who, sae_hashes)
+        return None if target is None else (*target, self.store.undo(*target, who))
+
     def add_tag(self, tag: str) -> str:
         return self.store.add_tag(tag, self._require("reviewer", "add tags"))
 

@@ -3,8 +3,9 @@ session's sign-in (a local account or OpenID Connect through Streamlit's ``st.lo
 default local user when no sign-in is configured and the server is on a loopback address.
 
 Sign-ins last ``session_minutes`` (then the user signs in again); failed ones are limited per name
-(``MAX_FAILURES`` in ``FAILURE_WINDOW_S``) and audited. A session's state lives on the server,
-so a browser reload starts a new session and asks again (OIDC's cookie survives reloads).
+(``MAX_FAILURES`` in ``FAILURE_WINDOW_S``) and audited. A session's state lives on the server and
+belongs to one tab; an account sign-in holds for the browser's other tabs and reloads too, through a
+cookie with a random token (:mod:`dashboard.shell.browser_sign_in`); OIDC's own cookie does the same.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import deque
 
 import streamlit as st
 
+from dashboard.shell import browser_sign_in
 from dashboard.shell.exposure import oidc_configured, refusal_to_serve
 from dashboard.shell.identity import Identity
 from dashboard.shell.settings import Settings
@@ -120,14 +122,20 @@ def _sign_in_form(settings: Settings, store: UserStore, oidc: bool, has_accounts
         st.error("Wrong user name or password.")
         return
     FAILED.forget(key)
-    st.session_state[_SESSION_KEY] = (Identity(account.name, account.role, "account"), time.monotonic())
+    signed_in = (Identity(account.name, account.role, "account"), time.monotonic())
+    st.session_state[_SESSION_KEY] = signed_in
+    browser_sign_in.remember(*signed_in, lifetime_s=settings.session_minutes * 60)
     st.rerun()
 
 
 def _session_identity(settings: Settings, store: UserStore, oidc: bool) -> Identity | None:
     """This session's signed-in user, with the role the store gives them now; None when signed out
     or expired (then the user is told)."""
+    if browser_sign_in.ended_elsewhere():  # signed out in another tab of this browser
+        sign_out()
     signed_in = st.session_state.get(_SESSION_KEY)
+    if signed_in is None and (signed_in := browser_sign_in.recalled()) is not None:  # signed in in another tab
+        st.session_state[_SESSION_KEY] = signed_in
     if signed_in is None and oidc and st.user.is_logged_in:
         name = str(st.user.get("email") or st.user.get("sub") or "")
         try:
@@ -156,6 +164,7 @@ def _session_identity(settings: Settings, store: UserStore, oidc: bool) -> Ident
 
 def sign_out() -> None:
     signed_in = st.session_state.pop(_SESSION_KEY, None)
+    browser_sign_in.forget()
     if signed_in is not None and signed_in[0].source == "oidc":
         st.logout()
 
@@ -171,6 +180,7 @@ def current_identity(settings: Settings, store: UserStore) -> Identity:
     if settings.auth_header:
         return _from_proxy(settings, store)
     identity = _session_identity(settings, store, oidc)
+    browser_sign_in.write_cookie()
     if identity is not None:
         return identity
     if not has_accounts and not oidc:

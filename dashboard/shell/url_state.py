@@ -2,7 +2,9 @@
 
 Keys: ``atlas`` (catalog key), ``sae`` (SAE names, repeated), ``latent``, ``min_density``,
 ``max_density``, ``min_max_act``, ``q`` (text), ``token``, ``status`` and ``tag`` (repeated),
-``reviewer``, ``sort``, ``page``, ``width``.
+``reviewer``, ``sort``, ``page``, ``width``; on the Triage page, ``feature`` (the feature in view,
+``<SAE name>:<latent>``, apart from the queue's ``sae`` filter) and ``dead`` (``1``: the queue
+includes features that never fired).
 """
 
 from __future__ import annotations
@@ -45,6 +47,22 @@ def integer(params: Params, key: str, default: int | None = None) -> int | None:
 def text(params: Params, key: str, default: str = "") -> str:
     values = _all(params, key)
     return values[0] if values else default
+
+
+def read_feature(params: Params, atlas: Atlas) -> tuple[int, int] | None:
+    """The ``feature`` a Triage link names, as (sae, latent); None when it is absent, names no SAE of
+    this atlas or no whole number (the latent itself is checked by the page, which says what is wrong)."""
+    name, _, number = text(params, "feature").rpartition(":")
+    sae = atlas.sae_index(name) if name else None
+    try:
+        return None if sae is None else (sae, int(number))
+    except ValueError:
+        return None
+
+
+def feature_ref(atlas: Atlas, sae: int, latent: int) -> str:
+    """The ``feature`` value for (sae, latent): read back by :func:`read_feature`."""
+    return f"{atlas.sae_row(sae)['name']}:{latent}"
 
 
 def read_filter(params: Params, atlas: Atlas) -> FeatureFilter:

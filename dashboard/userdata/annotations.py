@@ -253,6 +253,22 @@ class Annotations(StoreBase):
 
         return self._write(what, work)
 
+    def last_edit(self, reviewer: str, sae_hashes: Iterable[str]) -> tuple[str, int] | None:
+        """(sae_hash, latent) of ``reviewer``'s most recent save on these SAEs that is not undone yet:
+        the feature "Undo my last change" goes back to when the reviewer has moved on since."""
+        reviewer = valid_reviewer(reviewer)
+        audit = self._db.table("audit")
+        row = self._read(
+            lambda cursor: cursor.execute(
+                f"""SELECT sae_hash, latent FROM {audit} AS a
+                    WHERE action = 'edit' AND reviewer = ? AND list_contains(?::VARCHAR[], sae_hash)
+                      AND NOT EXISTS (SELECT 1 FROM {audit} AS u WHERE u.action = 'undo' AND u.undoes = a.edit_id)
+                    ORDER BY id DESC LIMIT 1""",
+                [reviewer, list(dict.fromkeys(sae_hashes))],
+            ).fetchone()
+        )
+        return None if row is None else (str(row[0]), int(row[1]))
+
     def history(self, sae_hash: str, latent: int) -> pd.DataFrame:
         """Every audit row about this feature (edits, undos, list changes), newest first."""
         sae_hash, latent = valid_feature_key(sae_hash, latent)
