@@ -71,7 +71,10 @@ def _save(page: PageContext, prefix: str, sae_hash: str, sae_name: str, latent: 
 def _conflict_panel(page: PageContext, prefix: str, sae_hash: str, sae_name: str, latent: int) -> Annotation | None:
     """Who changed what since the form opened, and the user's choice: overwrite, or keep theirs."""
     conflict: EditConflict = st.session_state[f"{prefix}_conflict"]
-    st.warning("Not saved yet: this feature changed after you opened it. Your values are still in the form.", icon="⚠️")
+    st.warning(
+        "Not saved yet: this feature changed after you opened it. Your values are still in the form.",
+        icon=":material/warning:",
+    )
     st.text(str(conflict))  # names and values as plain text, never markdown
     if len(conflict.changes):
         st.dataframe(

@@ -17,6 +17,7 @@ import streamlit as st
 from dashboard.browse.examples_view import show_examples  # noqa: E402
 from dashboard.browse.feature_queries import FeatureFilter, feature_view, next_in_queue, queue_progress  # noqa: E402
 from dashboard.browse.filter_controls import filter_controls, url_params, write_url  # noqa: E402
+from dashboard.browse.token_names import token_names  # noqa: E402
 from dashboard.browse.triage_panel import SAVE_AND_NEXT_KEY, STATUS_KEYS, new_tag_popover, triage_panel  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
 from dashboard.shell.plain_text import md, visible  # noqa: E402
@@ -124,13 +125,13 @@ with form_column:
 with examples_column:
     st.subheader(md(f"{page.atlas.sae_row(sae)['name']} · feature {latent}", 80))
     st.html(
-        f"<div>{html.escape(visible(stats['label'] or 'no automatic label', spaces=False))} "
+        f"<div>{html.escape(visible(view.label or 'no automatic label', spaces=False))} "
         f'<span style="font-size: 0.75rem; color: #777;">(automatic)</span> · density {stats["density"]:.2e} · '
         f"max {stats['max_act']:.3f}</div>"
     )
     st.page_link(
         "pages/2_Feature.py", label="Open the full feature page", query_params=page.feature_params(sae, latent)
     )
-    show_examples(view, page.atlas.token_text, EXAMPLE_WIDTH)
+    show_examples(view, token_names(page.atlas), EXAMPLE_WIDTH)
 if saved or skip:
     _go(page, flt, next_in_queue(page.workspace, page.atlas, flt, (sae, latent)), dead, trail=True)
