@@ -169,6 +169,13 @@ def generate(n: int, seed: int) -> list[dict]:
         else:
             kind, text, spans = "passage", passage.text, []
         rows.append(
-            {"text": text, "label": int(positive), "spans": spans, "kind": kind, "locale": locale, "doc": passage.doc_id}
+            {
+                "text": text,
+                "label": int(positive),
+                "spans": spans,
+                "kind": kind,
+                "locale": locale,
+                "doc": passage.doc_id,
+            }
         )
     return rows

@@ -37,7 +37,9 @@ def iban_ok(text: str) -> bool:
 
 def _phone_ok(match: str) -> bool:
     digits = re.sub(r"\D", "", match.split("x")[0])
-    return 7 <= len(digits) <= 15 and (match.startswith("+") or any(sep in match for sep in " .-()") or len(digits) >= 9)
+    return 7 <= len(digits) <= 15 and (
+        match.startswith("+") or any(sep in match for sep in " .-()") or len(digits) >= 9
+    )
 
 
 def find_pii(text: str) -> list[tuple[str, int, int]]:
@@ -45,9 +47,7 @@ def find_pii(text: str) -> list[tuple[str, int, int]]:
     counted again as a phone number."""
     found: list[tuple[str, int, int]] = [("email", m.start(), m.end()) for m in EMAIL.finditer(text)]
     found += [("iban", m.start(), m.end()) for m in IBAN.finditer(text) if iban_ok(m.group())]
-    found += [
-        ("card", m.start(), m.end()) for m in CARD.finditer(text) if luhn_ok(re.sub(r"\D", "", m.group()))
-    ]
+    found += [("card", m.start(), m.end()) for m in CARD.finditer(text) if luhn_ok(re.sub(r"\D", "", m.group()))]
     taken = [(start, end) for _, start, end in found]
     for m in PHONE.finditer(text):
         inside = any(start <= m.start() < end for start, end in taken)
