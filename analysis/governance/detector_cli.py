@@ -13,6 +13,7 @@ from analysis.governance.detector_files import (
     DetectorError,
     check_out_dir,
     check_trainable,
+    portable_spec,
     read_detector,
     read_labelled,
     read_texts,
@@ -21,18 +22,6 @@ from analysis.paths import DEMO_ATLAS, DEMO_MODEL, DEMO_SAES, REPO_ROOT
 
 DEMO_SAE = DEMO_SAES / "resid-L2"
 MAX_DEMO_ROWS = 100_000
-
-
-def _portable(spec: str) -> str:
-    """A local path inside this checkout as a path relative to it (so a detector trained on the
-    demo runs from any folder and any clone); anything else as given."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        try:
-            return str(path.resolve().relative_to(REPO_ROOT))
-        except ValueError:
-            return str(path.resolve())
-    return spec
 
 
 def _resolved(spec: str) -> str:
@@ -62,6 +51,11 @@ def _load(model: str, sae: str, device: str | None):
     return load_live(LiveSpecs(model=_resolved(model), saes=(_resolved(sae),)), device=device)
 
 
+def load_for_detector(detector: dict, device: str | None):
+    """The model and SAE a detector names (repo-relative specs resolved against this checkout)."""
+    return _load(detector["model"]["spec"], detector["sae"]["spec"], device)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     rows = read_labelled(Path(args.data))
     check_trainable(rows, args.test_fraction)
@@ -88,7 +82,14 @@ def _run_train(args: argparse.Namespace) -> int:
         dashboard_url=args.dashboard_url,
         atlas_key=args.atlas_key,
     )
-    trained = train_detector(live, sae_name, rows, settings, (_portable(args.model), _portable(args.sae)), labels)
+    trained = train_detector(
+        live,
+        sae_name,
+        rows,
+        settings,
+        (portable_spec(args.model, REPO_ROOT), portable_spec(args.sae, REPO_ROOT)),
+        labels,
+    )
     write_detector(out, trained.detector, trained.metrics)
     if args.json:
         print(json.dumps({"detector": trained.detector, "metrics": trained.metrics}, indent=2))
@@ -118,7 +119,7 @@ def _run_run(args: argparse.Namespace) -> int:
     from analysis.governance.detector_report import print_scores
     from analysis.governance.detector_run import score_texts
 
-    live = _load(detector["model"]["spec"], detector["sae"]["spec"], args.device)
+    live = load_for_detector(detector, args.device)
     scores = score_texts(live, detector, texts)
     if args.json:
         print(json.dumps({"detector": str(folder), "results": [s.as_json() for s in scores]}, indent=2))

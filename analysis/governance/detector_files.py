@@ -184,5 +184,26 @@ def read_detector(folder: Path) -> dict:
 
 
 def feature_url(base: str, atlas_key: str, sae: str, latent: int) -> str:
-    """The dashboard's feature page for a latent, as the Search-by-text page links it."""
-    return f"{base.rstrip('/')}/Feature?" + urlencode({"atlas": atlas_key, "sae": sae, "latent": latent})
+    """The dashboard's feature page for a latent, as the Search-by-text page links it (relative
+    to the dashboard when ``base`` is empty)."""
+    prefix = f"{base.rstrip('/')}/" if base else ""
+    return f"{prefix}Feature?" + urlencode({"atlas": atlas_key, "sae": sae, "latent": latent})
+
+
+def portable_spec(spec: str, repo_root: Path) -> str:
+    """A local path inside the checkout as a path relative to it (so a detector trained on the
+    demo runs from any folder and any clone); another local path absolute; a hub id as given."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return spec
+    try:
+        return str(path.resolve().relative_to(repo_root))
+    except ValueError:
+        return str(path.resolve())
+
+
+def one_sae_spec(spec: str, name: str) -> str:
+    """The spec of the one SAE ``name`` that ``spec`` loaded: its own folder when ``spec`` is a
+    folder of SAE folders (as an atlas records the demo's), else ``spec``."""
+    folder = Path(spec).expanduser() / name
+    return str(folder) if (folder / "cfg.json").is_file() else spec

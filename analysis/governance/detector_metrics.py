@@ -23,7 +23,7 @@ def classification_metrics(
     """Scores at or above ``threshold`` count as positive; AUROC ranks the scores themselves."""
     truth = np.asarray(labels, dtype=int)
     predicted = (np.asarray(scores, dtype=float) >= threshold).astype(int)
-    precision, recall, f1, _ = precision_recall_fscore_support(truth, predicted, average="binary", zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(truth, predicted, average="binary", zero_division=0)  # pyright: ignore[reportArgumentType]
     tn, fp, fn, tp = confusion_matrix(truth, predicted, labels=[0, 1]).ravel()
     return {
         "precision": float(precision),

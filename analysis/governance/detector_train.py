@@ -33,7 +33,7 @@ from analysis.governance.detector_metrics import METHODS, classification_metrics
 from analysis.governance.pii_regex import regex_score
 from analysis.live_model import LiveModel
 
-C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 THRESHOLD = 0.5  # on the probability; classes are weighted "balanced", so 0.5 is the even-odds point
 LIBRARIES = ("torch", "transformer-lens", "sae-lens", "scikit-learn", "numpy", "Faker")
 

@@ -1,0 +1,1 @@
+"""The governance pages' own modules (detectors; watchlists and evidence packs)."""
