@@ -56,12 +56,12 @@ def test_the_regexes_take_checksummed_numbers_only():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, list[dict]]:
-    """A detector trained through the CLI on 240 generated rows (a few cost texts to keep it quick)."""
+    """A detector trained through the CLI on 160 generated rows (a few cost texts to keep it quick)."""
     folder = tmp_path_factory.mktemp("detector")
     data = folder / "pii.jsonl"
-    rows = generate(240, 5)
+    rows = generate(160, 5)
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = cli("train", "--data", str(data), "--out", str(folder / "det"), "--cost-texts", "24", "--seed", "1")
+    result = cli("train", "--data", str(data), "--out", str(folder / "det"), "--cost-texts", "16", "--seed", "1")
     assert result.returncode == 0, result.stderr
     assert "detector" in result.stdout and "dense_probe" in result.stdout and "regex" in result.stdout
     assert "Feature?atlas=demo&sae=resid-L2&latent=" in result.stdout
@@ -82,7 +82,7 @@ def test_train_writes_a_detector_and_metrics_that_sklearn_confirms(trained):
     assert first["url"] == f"http://localhost:8501/Feature?atlas=demo&sae=resid-L2&latent={first['latent']}"
     predictions = metrics["predictions"]
     assert predictions["labels"] == [rows[i]["label"] for i in predictions["rows"]]
-    assert metrics["split"]["test"] == len(predictions["rows"]) == 60
+    assert metrics["split"]["test"] == len(predictions["rows"]) == 40
     for name in ("detector", "dense_probe", "regex"):
         scores = predictions["scores"][name]
         predicted = [int(s >= 0.5) for s in scores]
@@ -94,7 +94,7 @@ def test_train_writes_a_detector_and_metrics_that_sklearn_confirms(trained):
         assert recorded["f1"] == pytest.approx(f1_score(predictions["labels"], predicted))
         assert recorded["auroc"] == pytest.approx(roc_auc_score(predictions["labels"], scores))
     cost = metrics["cost"]
-    assert cost["texts"] == 24 and cost["blocks_run"] == 2 and cost["n_layers"] == 4
+    assert cost["texts"] == 16 and cost["blocks_run"] == 2 and cost["n_layers"] == 4
     assert cost["detector_ms_per_1000_texts"] > 0 and cost["full_forward_ms_per_1000_texts"] > 0
 
 
@@ -190,9 +190,9 @@ def test_the_page_trains_from_an_upload_and_shows_per_token_scores(user_db):
     assert not app.exception and not app.error
     app.file_uploader[0].set_value(("bad.jsonl", b'{"text": "x", "label": 7}\n', "application/json")).run()
     assert any("'label' must be 0, 1" in e.value for e in app.error)
-    upload = "".join(json.dumps(r) + "\n" for r in generate(120, 2)).encode()
+    upload = "".join(json.dumps(r) + "\n" for r in generate(80, 2)).encode()
     app.file_uploader[0].set_value(("pii.jsonl", upload, "application/json")).run()
-    assert any("120 texts: 60 labelled 1" in c.value for c in app.caption)
+    assert any("80 texts: 40 labelled 1" in c.value for c in app.caption)
     _train_on_page(app)
     methods = app.dataframe[0].value
     assert len(methods) == 3 and set(methods.columns) >= {"precision", "recall", "F1", "AUROC"}
@@ -204,7 +204,7 @@ def test_the_page_trains_from_an_upload_and_shows_per_token_scores(user_db):
     assert not app.exception and not app.error
     assert any(c.value.startswith("Text score ") for c in app.caption)
     bodies = html_bodies(app)
-    assert "<script>" not in bodies and "&lt;script&gt;" in bodies and "example" in bodies
+    assert "<script" not in bodies and "&lt;" in bodies and "script" in bodies, "tokens are escaped text"
 
 
 @pytest.mark.model

@@ -40,8 +40,8 @@ def print_training(detector: dict, metrics: dict, out: Path) -> None:
     if cost:
         print(
             f"cost per 1,000 texts ({cost['texts']} timed, {cost['device']}, load {cost['load_average_1min']}): "
-            f"detector {cost['detector_ms_per_1000_texts']:.1f} ms (forward stops before block "
-            f"{cost['stop_at_layer']} of {cost['n_layers']}), full forward {cost['full_forward_ms_per_1000_texts']:.1f} ms "
+            f"detector {cost['detector_ms_per_1000_texts']:.1f} ms ({cost['blocks_run']} of {cost['n_layers']} blocks, "
+            f"encode, dot), full forward {cost['full_forward_ms_per_1000_texts']:.1f} ms "
             f"-> {cost['full_over_detector']:.2f}x"
         )
     print(f"features (largest |weight| first; {min(SHOWN_FEATURES, len(detector['features']))} shown):")
