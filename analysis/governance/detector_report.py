@@ -14,6 +14,7 @@ from analysis.governance.detector_metrics import METHODS
 from analysis.governance.detector_run import TextScore
 
 SHOWN_FEATURES = 20
+TOP_TOKENS = 5  # the tokens scoring highest, listed under each text
 
 
 def _plain(text: str, limit: int | None = None) -> str:
@@ -63,3 +64,6 @@ def print_scores(scores: Sequence[TextScore], threshold: float) -> None:
             for t, s in zip(result.tokens[first:], result.token_scores[first:])
         ]
         print("  tokens: " + "".join(tokens) + f"   ([token]score: at or above {threshold:g})")
+        body = list(zip(result.token_scores[first:], range(first, len(result.tokens))))
+        top = sorted(body, key=lambda pair: -pair[0])[:TOP_TOKENS]
+        print("  highest: " + ", ".join(f"[{_plain(result.tokens[i])}] {s:.3f}" for s, i in top))
