@@ -48,7 +48,7 @@ class TrainSettings:
     test_fraction: float = 0.25
     seed: int = 0
     regex: bool = True  # the PII regex baseline (for tasks that have no regex, turn off)
-    cost_texts: int = 500  # 0: do not measure the cost
+    cost_texts: int = 500  # the held-out texts, repeated in turn to this many; 0: do not measure the cost
     dashboard_url: str = "http://localhost:8501"
     atlas_key: str = "demo"
 
