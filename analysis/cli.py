@@ -628,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.users import add_users_command
 
     add_users_command(commands)
+    from analysis.governance.watch_cli import add_watch_command
+
+    add_watch_command(commands)
     for subcommand in commands.choices.values():  # also after the subcommand; SUPPRESS keeps one given before
         subcommand.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
