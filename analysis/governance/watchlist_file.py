@@ -265,8 +265,17 @@ def _check(data: object, index: int, base: Path, features: dict[str, WatchedFeat
 
 
 def load_watchlist(path: str | Path) -> Watchlist:
-    """Read and check a watchlist file; WatchlistError (one line) for anything wrong with it."""
+    """Read and check a watchlist file; WatchlistError (one line, starting with the file's path) for
+    anything wrong with it."""
     path = Path(path)
+    try:
+        return _load(path)
+    except WatchlistError as error:
+        message = str(error)
+        raise WatchlistError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+
+
+def _load(path: Path) -> Watchlist:
     try:
         raw = path.read_bytes()
     except OSError as error:
