@@ -233,6 +233,7 @@ def record_run(
     started: datetime,
     seconds: float,
     folder: Path,
+    user: str | None = None,
 ) -> dict:
     """Write the run's record, ``RUN_ID.json`` in ``folder``, and return it."""
     passed = all(r.status == "passed" for r in results)
@@ -241,7 +242,7 @@ def record_run(
         "run_id": new_run_id(started),
         "started_at": started.isoformat(timespec="seconds"),
         "seconds": round(seconds, 2),
-        "user": getpass.getuser(),
+        "user": user or getpass.getuser(),
         "host": socket.gethostname(),
         "command": sys.argv,
         "watchlist": {
@@ -267,34 +268,57 @@ def record_run(
     return record
 
 
-def run(request: RunRequest, watchlist: Watchlist) -> dict:
-    """Load, measure, decide and record (``check_request`` first); the run's record."""
+def measure_and_record(
+    watchlist: Watchlist,
+    live,
+    model_spec: str,
+    folder: Path | None,
+    baseline=None,
+    baseline_spec: str | None = None,
+    user: str | None = None,
+) -> dict:
+    """Resolve the features in ``live``'s SAEs, run every check, and record the run in ``folder``
+    (None: not written, e.g. on a read-only dashboard); the record."""
     from analysis.content_hash import sae_hash
     from analysis.governance.watch_checks import resolve, token_ids
 
     started, clock = datetime.now(UTC), time.perf_counter()
-    saes = _load_saes(watchlist, request.saes, request.device)
-    resolved = {
-        feature.id: resolve(feature, saes[feature.sae])
-        for feature in watchlist.features.values()
-        if feature.detector is None
-    }
-    live = _live(request.model, saes, request.device, request.dtype)
+    missing = [name for name in watchlist.sae_names if name not in live.saes]
+    if missing:
+        raise WatchlistError(f"the watchlist watches SAE {missing[0]!r}, which is not loaded")
+    resolved = {f.id: resolve(f, live.saes[f.sae]) for f in watchlist.features.values() if f.detector is None}
     for check in watchlist.checks:  # a token that is not one token is bad input: refuse before measuring
         if check.expect == "steering_raises":
             token_ids(live, check.tokens)
-    rise_checks = any(c.expect == "mean_rise_at_most" for c in watchlist.checks)
-    baseline = (
-        _live(request.baseline, saes, request.device, request.dtype) if request.baseline and rise_checks else None
-    )
     results = evaluate(watchlist, resolved, live, baseline)
-    models: dict[str, dict] = {"model": {"spec": request.model, "content_hash": live.model_hash}}
+    models: dict[str, dict] = {"model": {"spec": model_spec, "content_hash": live.model_hash}}
     if baseline is not None:
-        models["baseline"] = {"spec": request.baseline, "content_hash": baseline.model_hash}
-    sae_info = {name: {"spec": loaded.spec, "content_hash": sae_hash(loaded)} for name, loaded in saes.items()}
-    return record_run(
-        watchlist, results, resolved, models, sae_info, started, time.perf_counter() - clock, runs_dir(request.runs)
-    )
+        models["baseline"] = {"spec": baseline_spec, "content_hash": baseline.model_hash}
+    saes = {
+        name: {"spec": live.saes[name].spec, "content_hash": sae_hash(live.saes[name])} for name in watchlist.sae_names
+    }
+    seconds = time.perf_counter() - clock
+    if folder is None:
+        record = {"run_id": None, "started_at": started.isoformat(timespec="seconds"), "seconds": seconds}
+        return record | {"checks": [asdict(r) for r in results], "passed": all(r.status == "passed" for r in results)}
+    return record_run(watchlist, results, resolved, models, saes, started, seconds, folder, user)
+
+
+def run(request: RunRequest, watchlist: Watchlist) -> dict:
+    """Load the SAEs, resolve the features (refusing before any model loads), load the model(s),
+    measure, decide and record (``check_request`` first); the run's record."""
+    from analysis.governance.watch_checks import resolve
+
+    saes = _load_saes(watchlist, request.saes, request.device)
+    for feature in watchlist.features.values():
+        if feature.detector is None:
+            resolve(feature, saes[feature.sae])
+    live = _live(request.model, saes, request.device, request.dtype)
+    rise_checks = any(c.expect == "mean_rise_at_most" for c in watchlist.checks)
+    baseline = None
+    if request.baseline and rise_checks:
+        baseline = _live(request.baseline, saes, request.device, request.dtype)
+    return measure_and_record(watchlist, live, request.model, runs_dir(request.runs), baseline, request.baseline)
 
 
 def read_runs(folder: Path, limit: int = 200) -> list[dict]:

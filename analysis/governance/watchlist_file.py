@@ -264,22 +264,24 @@ def _check(data: object, index: int, base: Path, features: dict[str, WatchedFeat
     )
 
 
-def load_watchlist(path: str | Path) -> Watchlist:
-    """Read and check a watchlist file; WatchlistError (one line, starting with the file's path) for
-    anything wrong with it."""
+def load_watchlist(path: str | Path, raw: bytes | None = None) -> Watchlist:
+    """Read and check a watchlist file (or ``raw``, its content, e.g. typed on the dashboard; ``path``
+    then names it and relative paths in it are read from its folder); WatchlistError (one line,
+    starting with the file's path) for anything wrong with it."""
     path = Path(path)
+    if raw is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise WatchlistError(f"watchlist {path} cannot be read ({error.strerror or error})") from None
     try:
-        return _load(path)
+        return _parse(path, raw)
     except WatchlistError as error:
         message = str(error)
         raise WatchlistError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
 
-def _load(path: Path) -> Watchlist:
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise WatchlistError(f"watchlist {path} cannot be read ({error.strerror or error})") from None
+def _parse(path: Path, raw: bytes) -> Watchlist:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
