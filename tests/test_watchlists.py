@@ -177,7 +177,9 @@ def test_a_reordered_sae_is_matched_by_the_decoder_hash_and_a_perturbed_one_by_c
 
     with torch.no_grad():  # retrained: every decoder row moved a little, so no hash matches any more
         noise = torch.from_numpy(np.random.default_rng(1).normal(size=loaded.sae.W_dec.shape).astype(np.float32))
-        loaded.sae.W_dec += 0.3 * loaded.sae.W_dec.norm(dim=1, keepdim=True) * noise / noise.norm(dim=1, keepdim=True)
+        loaded.sae.W_dec.add_(
+            0.3 * loaded.sae.W_dec.norm(dim=1, keepdim=True) * noise / noise.norm(dim=1, keepdim=True)
+        )
     found = resolve(watched, loaded)
     assert found.how == "cosine" and found.latent == moved_to and 0.9 < found.cosine < 0.99
     with pytest.raises(WatchlistError, match=r"no latent of resid-L2 matches .* below min_cosine 0.99"):

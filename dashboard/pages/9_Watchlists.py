@@ -89,9 +89,7 @@ def _run_tab(page: PageContext, live: LiveModel) -> None:
     try:
         watchlist = load_watchlist("watchlist.toml", toml.encode("utf-8"))
         with st.spinner("Running the checks…"):
-            record = measure_and_record(
-                watchlist, live, live.loaded.spec, folder, user=f"{page.user.name} (dashboard)"
-            )
+            record = measure_and_record(watchlist, live, live.loaded.spec, folder, user=f"{page.user.name} (dashboard)")
     except SAEscopeError as error:
         st.error(md(error))
         return
