@@ -15,11 +15,13 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from analysis.errors import SAEscopeError
 from analysis.paths import DEMO_MODEL
+
+if TYPE_CHECKING:  # numpy and torch are imported when training starts: `saescope --help` stays light
+    import numpy as np
 
 DOMAINS = ("bible", "python-docs", "linux-docs", "fortunes", "dictionary")
 RECORD_FILE = "finetune.json"
@@ -61,6 +63,8 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 def domain_documents(domain: str, tokenizer) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The domain's held-out documents as token arrays: (even-numbered: training, odd-numbered: kept out)."""
+    import numpy as np
+
     from analysis.atlas.corpus_source import load_corpus
 
     corpus = load_corpus("demo", tokenizer)
@@ -82,6 +86,7 @@ def _windows(docs: list[np.ndarray], n: int, context: int, bos: int, rng: np.ran
 def finetune(settings: FinetuneSettings, out: Path, base: Path = DEMO_MODEL) -> dict:
     """Train ``base`` further on the domain, save it (weights + tokenizer) in ``out`` with a record
     of how (``finetune.json``), and return that record."""
+    import numpy as np
     import torch
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
