@@ -281,3 +281,15 @@ def test_a_check_that_holds_on_the_demo_model_fails_on_a_copy_fine_tuned_on_the_
     assert measured["rise"] > measured["allowed_rise"] > 0
     assert records["tuned"]["model"]["content_hash"] != records["base"]["model"]["content_hash"]
     assert records["tuned"]["baseline"]["content_hash"] == records["base"]["model"]["content_hash"]
+
+
+def test_the_runs_folder_comes_from_the_flag_then_the_environment_and_junk_files_are_not_runs(tmp_path, monkeypatch):
+    from analysis.governance.watch_run import read_runs, runs_dir
+
+    monkeypatch.setenv("SAESCOPE_WATCH_RUNS", str(tmp_path / "env"))
+    assert runs_dir(tmp_path / "flag") == tmp_path / "flag" and runs_dir() == tmp_path / "env"
+    monkeypatch.delenv("SAESCOPE_WATCH_RUNS")
+    assert runs_dir() == Path.home() / ".local" / "share" / "saescope" / "watch_runs"
+    (tmp_path / "a.json").write_text("{not json")
+    (tmp_path / "b.json").write_text(json.dumps({"format": 1, "run_id": "b"}))
+    assert read_runs(tmp_path) == []

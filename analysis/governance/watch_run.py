@@ -26,6 +26,7 @@ from analysis.governance.watchlist_file import Check, Watchlist, WatchlistError,
 
 RECORD_FORMAT = 1
 RUNS_ENV = "SAESCOPE_WATCH_RUNS"
+RECORD_KEYS = {"run_id", "started_at", "user", "watchlist", "model", "baseline", "checks", "passed", "counts"}
 LIBRARIES = ("saescope", "torch", "transformers", "transformer-lens", "sae-lens", "numpy")
 
 
@@ -322,13 +323,13 @@ def run(request: RunRequest, watchlist: Watchlist) -> dict:
 
 
 def read_runs(folder: Path, limit: int = 200) -> list[dict]:
-    """The newest run records in ``folder`` first (files that are not records are left out)."""
+    """The newest run records in ``folder`` first (files that are not whole records are left out)."""
     records = []
     for path in sorted(folder.glob("*.json"), reverse=True)[:limit]:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
-        if isinstance(record, dict) and record.get("format") == RECORD_FORMAT and "run_id" in record:
+        if isinstance(record, dict) and record.get("format") == RECORD_FORMAT and RECORD_KEYS <= record.keys():
             records.append(record)
     return records
