@@ -78,6 +78,8 @@ def domain_documents(domain: str, tokenizer) -> tuple[list[np.ndarray], list[np.
 
 
 def _windows(docs: list[np.ndarray], n: int, context: int, bos: int, rng: np.random.Generator):
+    import numpy as np
+
     from analysis.demo.lm_training import sample_windows
 
     return sample_windows(np.concatenate(docs), n, context, bos, rng)
