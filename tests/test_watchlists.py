@@ -293,3 +293,16 @@ def test_the_runs_folder_comes_from_the_flag_then_the_environment_and_junk_files
     (tmp_path / "a.json").write_text("{not json")
     (tmp_path / "b.json").write_text(json.dumps({"format": 1, "run_id": "b"}))
     assert read_runs(tmp_path) == []
+
+
+def test_detector_features_are_read_but_refused_by_this_version(tmp_path):
+    from analysis.governance.watch_run import RunRequest, check_request
+
+    (tmp_path / "pii").mkdir()
+    (tmp_path / "pii" / "detector.json").write_text("{}")
+    path = write(tmp_path, [FIRES | {"feature": "pii"}], [{"id": "pii", "detector": "pii"}])
+    assert load_watchlist(path).features["pii"].detector == tmp_path / "pii"
+    with pytest.raises(WatchlistError, match="detector features are not run by this version yet"):
+        check_request(RunRequest(path, str(DEMO_MODEL), None, (str(DEMO_SAES),), runs=tmp_path / "runs"))
+    with pytest.raises(WatchlistError, match="has no detector.json"):
+        load_watchlist(write(tmp_path, [FIRES | {"feature": "pii"}], [{"id": "pii", "detector": "nowhere"}]))

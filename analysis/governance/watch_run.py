@@ -151,6 +151,12 @@ class RunRequest:
     summary: Path | None = None
 
 
+def refuse_detectors(watchlist: Watchlist) -> None:
+    """Detector features are part of the format, but this version does not run them yet (docs/GOVERNANCE.md)."""
+    if any(f.detector is not None for f in watchlist.features.values()):
+        raise WatchlistError(f"{watchlist.path}: detector features are not run by this version yet; watch SAE latents")
+
+
 def _model_folder_problem(spec: str, flag: str) -> str | None:
     path = Path(spec).expanduser()
     looks_local = spec.startswith((".", "/", "~")) or path.exists()
@@ -170,10 +176,7 @@ def check_request(request: RunRequest) -> Watchlist:
         raise WatchlistError(
             f"check {needing[0]!r} compares with a baseline: give --baseline MODEL (or baseline_mean in the watchlist)"
         )
-    if any(f.detector is not None for f in watchlist.features.values()):
-        raise WatchlistError(
-            f"{request.watchlist}: detector features are not run by this version of `watch run`; watch SAE latents"
-        )
+    refuse_detectors(watchlist)
     for spec, flag in ((request.model, "--model"), (request.baseline, "--baseline")):
         if spec is not None and (problem := _model_folder_problem(spec, flag)):
             raise WatchlistError(problem)
@@ -284,6 +287,7 @@ def measure_and_record(
     from analysis.governance.watch_checks import resolve, token_ids
 
     started, clock = datetime.now(UTC), time.perf_counter()
+    refuse_detectors(watchlist)
     missing = [name for name in watchlist.sae_names if name not in live.saes]
     if missing:
         raise WatchlistError(f"the watchlist watches SAE {missing[0]!r}, which is not loaded")
