@@ -12,7 +12,7 @@ from analysis import preflight
 from analysis.errors import UsageError
 from analysis.paths import DEMO_MODEL, DEMO_SAES
 
-DEFAULT_TEXTS_LIMIT = 1000
+MAX_TEXTS = 10_000  # as analysis/governance/watchlist_file.py allows (not imported: it needs numpy)
 
 
 def _write_or_print(text: str, path: Path | None) -> None:
@@ -62,7 +62,9 @@ def _texts(args: argparse.Namespace) -> list[str]:
             raise UsageError(f"--texts-file {args.texts_file} cannot be read ({error})") from None
     if not texts:
         raise UsageError("give the texts the checks measure on: --text (repeat) or --texts-file")
-    return texts[:DEFAULT_TEXTS_LIMIT]
+    if len(texts) > MAX_TEXTS:
+        raise UsageError(f"{len(texts):,} texts: a watchlist check takes at most {MAX_TEXTS:,}")
+    return texts
 
 
 def _build(args: argparse.Namespace) -> int:
