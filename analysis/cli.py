@@ -634,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.governance.detector_cli import add_detector_command
 
     add_detector_command(commands)
+    from analysis.governance.watch_cli import add_watch_command
+
+    add_watch_command(commands)
     for subcommand in commands.choices.values():  # also after the subcommand; SUPPRESS keeps one given before
         subcommand.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
