@@ -295,14 +295,50 @@ def test_the_runs_folder_comes_from_the_flag_then_the_environment_and_junk_files
     assert read_runs(tmp_path) == []
 
 
-def test_detector_features_are_read_but_refused_by_this_version(tmp_path):
-    from analysis.governance.watch_run import RunRequest, check_request
+def _demo_detector(folder: Path, sae_hash: str, model_hash: str) -> Path:
+    """A detector.json as ``detector train`` writes it, reading latent 345 and one other of resid-L2
+    (weights chosen here: the check is that a watchlist runs what the file says, on any model)."""
+    from analysis.governance.detector_files import FORMAT
 
-    (tmp_path / "pii").mkdir()
-    (tmp_path / "pii" / "detector.json").write_text("{}")
-    path = write(tmp_path, [FIRES | {"feature": "pii"}], [{"id": "pii", "detector": "pii"}])
-    assert load_watchlist(path).features["pii"].detector == tmp_path / "pii"
-    with pytest.raises(WatchlistError, match="detector features are not run by this version yet"):
-        check_request(RunRequest(path, str(DEMO_MODEL), None, (str(DEMO_SAES),), runs=tmp_path / "runs"))
+    folder.mkdir()
+    detector = {
+        "format": FORMAT,
+        "model": {"spec": "a fine-tuned checkpoint", "content_hash": model_hash},
+        "sae": {"name": "resid-L2", "spec": str(DEMO_SAES / "resid-L2"), "content_hash": sae_hash},
+        "hook": "blocks.2.hook_resid_pre",
+        "pool": "max",
+        "features": [{"latent": LATENT, "weight": 1.5}, {"latent": 17, "weight": -0.5}],
+        "intercept": -6.0,
+        "threshold": 0.5,
+    }
+    (folder / "detector.json").write_text(json.dumps(detector))
+    return folder
+
+
+@pytest.mark.model
+def test_a_watched_detector_scores_texts_on_a_model_it_was_not_trained_on(tmp_path, live):
+    """A detector feature is measured by the detector's own score (its SAE matched by content hash,
+    any model: watching other checkpoints is the point); an unknown detector folder is one line."""
+    from analysis.governance.detector_run import score_text
+    from analysis.governance.watch_run import measure_and_record
+
+    _demo_detector(tmp_path / "scripture-detector", live.sae_hashes["resid-L2"], "0" * 64)
+    checks = [
+        FIRES | {"feature": "detector", "threshold": 0.5},
+        FIRES | {"id": "quiet", "feature": "detector", "expect": "fires_at_most", "texts": EVERYDAY, "threshold": 0.5},
+    ]
+    watchlist = load_watchlist(write(tmp_path, checks, [{"id": "detector", "detector": "scripture-detector"}]))
+    assert watchlist.sae_names == ["resid-L2"]
+    record = measure_and_record(watchlist, live, "demo", folder=None)
+    detector = json.loads((tmp_path / "scripture-detector" / "detector.json").read_text())
+    for check, texts in zip(record["checks"], (SCRIPTURE, EVERYDAY)):
+        expected = [score_text(live, detector, "resid-L2", text).score for text in texts]
+        assert check["measured"]["text_maxima"] == pytest.approx(expected, abs=1e-9)
+        threshold_holds = all(v >= 0.5 for v in expected) if check["id"] == "fires" else all(v <= 0.5 for v in expected)
+        assert (check["status"] == "passed") == threshold_holds
     with pytest.raises(WatchlistError, match="has no detector.json"):
         load_watchlist(write(tmp_path, [FIRES | {"feature": "pii"}], [{"id": "pii", "detector": "nowhere"}]))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "detector.json").write_text("{}")
+    with pytest.raises(WatchlistError, match="is not a saescope-detector/1 file"):
+        load_watchlist(write(tmp_path, [FIRES | {"feature": "old"}], [{"id": "old", "detector": "old"}]))

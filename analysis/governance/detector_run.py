@@ -44,6 +44,12 @@ def matching_sae(live: LiveModel, detector: dict) -> str:
             f"the model loaded ({live.loaded.path}) is not the one this detector was trained on "
             f"({detector['model']['spec']}): its weights differ"
         )
+    return detector_sae(live, detector)
+
+
+def detector_sae(live: LiveModel, detector: dict) -> str:
+    """The loaded SAE with the weights the detector reads (its latent numbers mean those features),
+    whatever the model: a watchlist runs a detector on other checkpoints on purpose."""
     wanted = detector["sae"]["content_hash"]
     for name, content in live.sae_hashes.items():
         if content == wanted:

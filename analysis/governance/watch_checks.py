@@ -9,6 +9,8 @@ watchlist is refused, since checking some other latent would say nothing about t
 Measurements (every text runs through the model once per feature; BOS is never counted):
 - a text's activation is the latent's largest value over its tokens (``fires_at_*``);
 - a prompt set's mean activation is the latent's mean over all their tokens (``mean_rise_at_most``);
+- for a detector feature, a text's value is the detector's score (its probability, from the latents
+  pooled as it was trained), and a prompt set's mean is the mean of the texts' scores;
 - steering adds ``coefficient`` × the decoder row where the SAE writes (analysis/steering_hooks.py)
   and compares the next-token log-probabilities at each prompt's end with and without it.
 """
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from analysis.governance.detector_files import DetectorError, read_detector
+from analysis.governance.detector_run import detector_sae, score_text
 from analysis.governance.watchlist_file import Check, WatchedFeature, WatchlistError, row_sha256
 from analysis.live_model import LiveModel
 from analysis.sae_loading import LoadedSAE
@@ -45,6 +49,31 @@ class Resolved:
         if self.how == "moved":
             return f"{self.sae}:{self.latent} (same decoder row, found at another latent)"
         return f"{self.sae}:{self.latent} (decoder cosine {self.cosine:.4f})"
+
+
+@dataclass(frozen=True)
+class ResolvedDetector:
+    """A watched detector: the SAE whose latents it reads (matched by content hash) and its file."""
+
+    feature: str
+    sae: str
+    folder: str
+    detector: dict
+
+    @property
+    def note(self) -> str:
+        return f"detector {self.folder} on {self.sae} ({len(self.detector['features'])} latents)"
+
+
+def resolve_detector(feature: WatchedFeature, live: LiveModel) -> ResolvedDetector:
+    """The detector of ``feature`` on the SAE it was trained on; WatchlistError when that SAE is not loaded."""
+    assert feature.detector is not None, "only detector features are resolved here"
+    detector = read_detector(feature.detector)
+    try:
+        sae = detector_sae(live, detector)
+    except DetectorError as error:
+        raise WatchlistError(f"feature {feature.id!r}: {error}") from None
+    return ResolvedDetector(feature.id, sae, str(feature.detector), detector)
 
 
 def decoder_rows(loaded: LoadedSAE) -> np.ndarray:
@@ -81,24 +110,25 @@ def resolve(feature: WatchedFeature, loaded: LoadedSAE) -> Resolved:
     return Resolved(feature.id, loaded.name, best, float(cosines[best]), "cosine")
 
 
-def text_maxima(live: LiveModel, where: Resolved, texts: tuple[str, ...]) -> list[float]:
-    """The latent's largest value on each text, BOS left out."""
-    maxima = []
-    for text in texts:
-        acts = latent_activations(live, text, where.sae, where.latent)
-        values = acts.values[int(acts.has_bos) :]
-        maxima.append(float(max(values)) if values else 0.0)
-    return maxima
+def _token_values(live: LiveModel, where: Resolved | ResolvedDetector, text: str) -> list[float]:
+    """The values a check reads on ``text``: the latent's per token (BOS left out), or the detector's
+    one score for the whole text."""
+    if isinstance(where, ResolvedDetector):
+        return [score_text(live, where.detector, where.sae, text).score]
+    acts = latent_activations(live, text, where.sae, where.latent)
+    return list(acts.values[int(acts.has_bos) :])
 
 
-def mean_activation(live: LiveModel, where: Resolved, texts: tuple[str, ...]) -> tuple[float, int]:
-    """The latent's mean over every token of ``texts`` (BOS left out), and how many tokens that is."""
-    total, count = 0.0, 0
-    for text in texts:
-        acts = latent_activations(live, text, where.sae, where.latent)
-        values = acts.values[int(acts.has_bos) :]
-        total, count = total + float(sum(values)), count + len(values)
-    return (total / count if count else 0.0), count
+def text_maxima(live: LiveModel, where: Resolved | ResolvedDetector, texts: tuple[str, ...]) -> list[float]:
+    """The latent's largest value on each text, BOS left out (a detector's score)."""
+    return [max(values, default=0.0) for text in texts for values in [_token_values(live, where, text)]]
+
+
+def mean_activation(live: LiveModel, where: Resolved | ResolvedDetector, texts: tuple[str, ...]) -> tuple[float, int]:
+    """The latent's mean over every token of ``texts`` (BOS left out), and how many tokens that is
+    (a detector's mean score over the texts, and how many texts)."""
+    values = [value for text in texts for value in _token_values(live, where, text)]
+    return (float(sum(values)) / len(values) if values else 0.0), len(values)
 
 
 def token_ids(live: LiveModel, tokens: tuple[str, ...]) -> list[int]:

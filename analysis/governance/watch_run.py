@@ -151,12 +151,6 @@ class RunRequest:
     summary: Path | None = None
 
 
-def refuse_detectors(watchlist: Watchlist) -> None:
-    """Detector features are part of the format, but this version does not run them yet (docs/GOVERNANCE.md)."""
-    if any(f.detector is not None for f in watchlist.features.values()):
-        raise WatchlistError(f"{watchlist.path}: detector features are not run by this version yet; watch SAE latents")
-
-
 def _model_folder_problem(spec: str, flag: str) -> str | None:
     path = Path(spec).expanduser()
     looks_local = spec.startswith((".", "/", "~")) or path.exists()
@@ -176,7 +170,6 @@ def check_request(request: RunRequest) -> Watchlist:
         raise WatchlistError(
             f"check {needing[0]!r} compares with a baseline: give --baseline MODEL (or baseline_mean in the watchlist)"
         )
-    refuse_detectors(watchlist)
     for spec, flag in ((request.model, "--model"), (request.baseline, "--baseline")):
         if spec is not None and (problem := _model_folder_problem(spec, flag)):
             raise WatchlistError(problem)
@@ -284,14 +277,16 @@ def measure_and_record(
     """Resolve the features in ``live``'s SAEs, run every check, and record the run in ``folder``
     (None: not written, e.g. on a read-only dashboard); the record."""
     from analysis.content_hash import sae_hash
-    from analysis.governance.watch_checks import resolve, token_ids
+    from analysis.governance.watch_checks import resolve, resolve_detector, token_ids
 
     started, clock = datetime.now(UTC), time.perf_counter()
-    refuse_detectors(watchlist)
     missing = [name for name in watchlist.sae_names if name not in live.saes]
     if missing:
         raise WatchlistError(f"the watchlist watches SAE {missing[0]!r}, which is not loaded")
-    resolved = {f.id: resolve(f, live.saes[f.sae]) for f in watchlist.features.values() if f.detector is None}
+    resolved = {
+        f.id: resolve(f, live.saes[f.sae]) if f.detector is None else resolve_detector(f, live)
+        for f in watchlist.features.values()
+    }
     for check in watchlist.checks:  # a token that is not one token is bad input: refuse before measuring
         if check.expect == "steering_raises":
             token_ids(live, check.tokens)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.errors import SAEscopeError
+from analysis.governance.detector_files import DetectorError, read_detector
 
 FORMAT = 1
 EXPECTATIONS = ("fires_at_least", "fires_at_most", "mean_rise_at_most", "steering_raises")
@@ -48,7 +49,8 @@ def encode_row(row: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class WatchedFeature:
-    """An SAE latent to watch, or a detector folder (``detector``; then ``sae``/``latent`` are unset)."""
+    """An SAE latent to watch, or a detector folder (``detector``; then ``sae`` is the SAE its
+    detector.json names and ``latent`` is unset)."""
 
     id: str
     sae: str = ""
@@ -93,7 +95,7 @@ class Watchlist:
 
     @property
     def sae_names(self) -> list[str]:
-        return sorted({f.sae for f in self.features.values() if f.detector is None})
+        return sorted({f.sae for f in self.features.values()})
 
 
 class _Table:
@@ -195,7 +197,12 @@ def _feature(data: object, index: int, base: Path) -> WatchedFeature:
         folder = base / table.text("detector")
         if not (folder / "detector.json").is_file():
             table.fail(f"detector folder {folder} has no detector.json (write one with `saescope detector train`)")
-        return WatchedFeature(id=feature_id, label=label, detector=folder)
+        try:
+            detector = read_detector(folder)
+        except DetectorError as error:
+            table.fail(str(error))
+        # the detector reads latents of one SAE by number: that SAE is loaded like a watched latent's
+        return WatchedFeature(id=feature_id, sae=detector["sae"]["name"], label=label, detector=folder)
     latent = data.get("latent")
     if isinstance(latent, bool) or not isinstance(latent, int) or latent < 0:
         table.fail(f"'latent' must be a whole number of at least 0, not {latent!r}")
