@@ -111,30 +111,47 @@ def make_user_data(path: Path) -> dict[str, str]:
     return {"run": run, "graph": graph}
 
 
-def _attachments(folder: Path) -> tuple[Path, Path]:
-    """A watchlist run and a trained detector's files, as the watch and detector commands write them."""
+def _attachments(folder: Path) -> tuple[Path, str, Path]:
+    """A watchlist run and a trained detector's files, written by the watch and detector commands'
+    own writers (the numbers are made up: the pack only carries them)."""
+    from datetime import UTC, datetime
+
+    from analysis.governance.detector_files import FORMAT, write_detector
+    from analysis.governance.watch_run import CheckResult, record_run
+    from analysis.governance.watchlist_file import Watchlist
+
     runs = folder / "watch_runs"
-    runs.mkdir()
-    watch = {
-        "watchlist": "quotes.toml",
-        "model": "finetuned",
-        "passed": False,
-        "checks": [
-            {"name": "quote feature fires on dialogue", "expectation": "max >= 1.0", "measured": 1.8, "passed": True},
-            {"name": "no rise on code", "expectation": "mean rise <= 0.1", "measured": 0.4, "passed": False},
-        ],
-    }
-    (runs / "run-0001.json").write_text(json.dumps(watch))
+    watchlist = Watchlist(folder / "quotes.toml", "ab" * 32, "quotes", "dialogue features", {}, ())
+    results = [
+        CheckResult("dialogue", "quotes", "fires_at_least", "passed", "max activation per text ≥ 1 on 3 of 3 texts"),
+        CheckResult("code", "quotes", "mean_rise_at_most", "failed", "mean rose by 0.4 (allowed 0.1)"),
+    ]
+    models = {"model": {"spec": "finetuned", "content_hash": "cd" * 32}}
+    record = record_run(watchlist, results, {}, models, {}, datetime.now(UTC), 1.5, runs, "carol")
     detector = folder / "detector"
     detector.mkdir()
-    (detector / "detector.json").write_text(json.dumps({"sae": "resid-L2", "pool": "max", "features": [17, 3]}))
-    metrics = {
-        "detector": {"precision": 0.93, "recall": 0.88, "f1": 0.904, "auroc": 0.97},
-        "dense_probe": {"precision": 0.95, "recall": 0.9, "f1": 0.924, "auroc": 0.98},
-        "regex": {"precision": 0.7, "recall": 0.6, "f1": 0.646},
+    spec = {
+        "format": FORMAT,
+        "model": {"spec": "data/demo/model", "content_hash": "ef" * 32},
+        "sae": {"name": "resid-L2", "spec": "data/demo/saes/resid-L2", "content_hash": "01" * 32},
+        "hook": "blocks.2.hook_resid_pre",
+        "pool": "max",
+        "features": [{"latent": 17, "weight": 1.25, "label": "put, let"}, {"latent": 3, "weight": -0.5}],
+        "intercept": -2.0,
+        "threshold": 0.5,
     }
-    (detector / "metrics.json").write_text(json.dumps(metrics))
-    return runs, detector
+    metrics = {
+        "format": FORMAT,
+        "methods": {
+            "detector": {"precision": 0.93, "recall": 0.88, "f1": 0.904, "auroc": 0.97, "features": 2},
+            "dense_probe": {"precision": 0.95, "recall": 0.9, "f1": 0.924, "auroc": 0.98, "features": 256},
+            "regex": {"precision": 0.7, "recall": 0.6, "f1": 0.646, "auroc": 0.65},
+        },
+        "split": {"test": 250, "test_positives": 125},
+        "cost": {"detector_ms_per_1000_texts": 49632.0, "full_forward_ms_per_1000_texts": 87458.0},
+    }
+    write_detector(detector, spec, metrics)
+    return runs, record["run_id"], detector
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +160,12 @@ def made(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("evidence")
     user_db = folder / "userdata.duckdb"
     ids = make_user_data(user_db)
-    runs, detector = _attachments(folder)
+    runs, run_id, detector = _attachments(folder)
     keys = run_cli("evidence", "keygen", "--out", str(folder / "keys"))
     assert keys.returncode == 0, keys.stderr
     pack = folder / "pack.zip"
     args = ["evidence", "--user-db", str(user_db), "--list", LIST, "--graph", ids["graph"][:8], "--run", ids["run"]]
-    args += ["--watch", "run-0001", "--watch-runs-dir", str(runs), "--detector", str(detector), "--by", "carol"]
+    args += ["--watch", run_id, "--watch-runs-dir", str(runs), "--detector", str(detector), "--by", "carol"]
     args += ["--sign-key", str(folder / "keys" / "evidence-signing-key.pem"), "--out", str(pack)]
     args += [] if find_chromium() else ["--no-pdf"]
     result = run_cli(*args)
@@ -159,6 +176,7 @@ def made(tmp_path_factory) -> dict:
         "folder": folder,
         "user_db": user_db,
         "ids": ids,
+        "run_id": run_id,
         "public": folder / "keys" / "evidence-signing-key.pub.pem",
     }
 
@@ -185,7 +203,10 @@ def test_the_pack_holds_report_data_manifest_and_checksums(made):
     assert retired["in_atlas"] is False and retired["statistics"] is None and retired["list_note"] == "from the old SAE"
     assert [g["id"] for g in data["graphs"]] == [made["ids"]["graph"]]
     assert [r["id"] for r in data["steering_runs"]] == [made["ids"]["run"]]
-    assert data["watch"]["passed"] is False and data["detector"]["metrics"]["detector"]["f1"] == 0.904
+    assert data["watch"]["passed"] is False and data["detector"]["metrics"]["methods"]["detector"]["f1"] == 0.904
+    report = _member(pack, "report.html").decode()
+    assert "mean rose by 0.4 (allowed 0.1)" in report and '<span class="fail">FAIL</span>' in report
+    assert "dense_probe" in report and "49,632 ms per 1,000 texts" in report
     manifest = json.loads(_member(pack, "manifest.json"))
     meta = read_meta(DEMO_ATLAS)
     assert manifest["model"]["content_hash"] == meta["model"]["content_hash"]
@@ -194,7 +215,7 @@ def test_the_pack_holds_report_data_manifest_and_checksums(made):
         name: h for name, h in _hashes().items() if name in ("resid-L2", "transcoder-L0")
     }
     assert manifest["generated_by"] == "carol" and manifest["libraries"]["duckdb"]
-    assert manifest["signing_key"] and manifest["attachments"]["watch_run"]["file"] == "run-0001.json"
+    assert manifest["signing_key"] and manifest["attachments"]["watch_run"]["file"] == f"{made['run_id']}.json"
 
 
 @pytest.mark.browser

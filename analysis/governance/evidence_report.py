@@ -287,53 +287,98 @@ def _tested(data: dict) -> str:
 
 
 def _metric_rows(metrics: dict) -> list[dict]:
-    """A detector's metrics as one row per model (detector, each baseline) where they nest that way,
-    else one row per number."""
-    nested = {name: value for name, value in metrics.items() if isinstance(value, dict)}
-    rows = [
-        {"model": name, **{k: v for k, v in value.items() if not isinstance(v, (dict, list))}}
-        for name, value in nested.items()
+    """One row per method (the detector, then its baselines) from ``detector train``'s metrics.json."""
+    descriptions = metrics.get("method_descriptions", {})
+    return [
+        {"method": name, "what it is": descriptions.get(name, "")}
+        | {k: v for k, v in values.items() if not isinstance(v, (dict, list))}
+        for name, values in metrics.get("methods", {}).items()
+        if isinstance(values, dict)
     ]
-    flat = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
-    return rows + ([{"model": "(overall)", **flat}] if flat else [])
+
+
+def _ms(value: object) -> str:
+    return f"{value:,.0f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _t(value)
 
 
 def _detector(detector: dict | None) -> str:
     if detector is None:
         return ""
-    described = {k: v for k, v in detector["detector"].items() if not isinstance(v, (dict, list))}
+    spec, metrics = detector["detector"], detector["metrics"]
+    described = {
+        "SAE": spec.get("sae", {}).get("name"),
+        "hook": spec.get("hook"),
+        "pool": spec.get("pool"),
+        "latents read": len(spec.get("features", [])),
+        "threshold": spec.get("threshold"),
+        "trained on (rows)": spec.get("training", {}).get("rows"),
+        "model sha256": str(spec.get("model", {}).get("content_hash", ""))[:16] + "…",
+    }
+    split = metrics.get("split") or {}
+    cost = metrics.get("cost") or {}
+    strongest = sorted(spec.get("features", []), key=lambda f: -abs(f.get("weight", 0)))[:10]
     return (
         "<h2>5. Detector</h2>"
         f'<p class="muted">from {_t(detector["folder"])}</p>'
         + _table([described])
-        + "<p>Held-out metrics, the detector beside its baselines:</p>"
-        + _table(_metric_rows(detector["metrics"]))
+        + f"<p>Held-out metrics on {_t(split.get('test', '?'))} texts ({_t(split.get('test_positives', '?'))} "
+        "positive), the detector beside its baselines on the same split:</p>"
+        + _table(_metric_rows(metrics))
+        + (
+            f"<p>Cost: {_ms(cost.get('detector_ms_per_1000_texts'))} ms per 1,000 texts for the detector against "
+            f"{_ms(cost.get('full_forward_ms_per_1000_texts'))} ms for a full forward of the model "
+            f"({_num(cost.get('full_over_detector'))}× cheaper; {_t(cost.get('device'))}, "
+            f"load average {_num(cost.get('load_average_1min'))}).</p>"
+            if cost
+            else ""
+        )
+        + "<p>Its strongest latents:</p>"
+        + _table([{k: f.get(k) for k in ("latent", "weight", "label") if k in f} for f in strongest])
     )
 
 
 def _passed(value: object) -> str:
-    if value is True:
+    if value is True or value == "passed":
         return '<span class="pass">pass</span>'
-    if value is False:
+    if value is False or value == "failed":
         return '<span class="fail">FAIL</span>'
     return _t(value)
 
 
 def _watch(watch: dict | None) -> str:
+    """A ``watch run`` record: what ran on which weights, and each check's outcome and numbers."""
     if watch is None:
         return ""
-    scalars = {k: v for k, v in watch.items() if not isinstance(v, (dict, list))}
-    outcome = next((watch[k] for k in ("passed", "ok", "success") if k in watch), None)
-    tables = "".join(
-        f"<p><b>{_t(key)}</b></p>" + _table(value)
-        for key, value in watch.items()
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+    model, baseline = watch.get("model") or {}, watch.get("baseline") or {}
+    listed = watch.get("watchlist") or {}
+    facts = [
+        {"field": "watchlist", "value": f"{listed.get('name', '')} ({str(listed.get('sha256', ''))[:16]}…)"},
+        {"field": "model", "value": f"{model.get('spec', '')} ({str(model.get('content_hash', ''))[:16]}…)"},
+        {
+            "field": "run",
+            "value": f"{watch.get('run_id', '')} by {watch.get('user', '')} at {watch.get('started_at', '')}",
+        },
+    ]
+    if baseline:
+        facts.append(
+            {
+                "field": "baseline",
+                "value": f"{baseline.get('spec', '')} ({str(baseline.get('content_hash', ''))[:16]}…)",
+            }
+        )
+    checks = "".join(
+        f"<tr><td>{_t(c.get('id'))}</td><td>{_t(c.get('feature'))}</td><td>{_t(c.get('expect'))}</td>"
+        f"<td>{_passed(c.get('status'))}</td><td>{_t(c.get('summary'))}</td></tr>"
+        for c in watch.get("checks", [])
+        if isinstance(c, dict)
     )
     return (
         "<h2>6. Watchlist run</h2>"
-        + (f"<p>Outcome: {_passed(outcome)}</p>" if outcome is not None else "")
-        + _table([{"field": k, "value": v} for k, v in scalars.items()])
-        + tables
+        + f"<p>Outcome: {_passed(watch.get('passed'))}</p>"
+        + _table(facts)
+        + "<table><tr><th>check</th><th>feature</th><th>expects</th><th>result</th><th>measured</th></tr>"
+        + checks
+        + "</table>"
     )
 
 
