@@ -10,15 +10,14 @@ JSON; :func:`collect` then reads the atlas. Torch-free (the Lists page calls it)
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.errors import SAEscopeError
+from analysis.governance.watch_run import runs_dir
 from analysis.paths import DEMO_ATLAS
 
 FORMAT = "saescope-evidence/1"
-DEFAULT_WATCH_RUNS = Path.home() / ".local" / "share" / "saescope" / "watch_runs"
 DETECTOR_FILES = ("detector.json", "metrics.json")
 MIN_ID_PREFIX = 4  # the dashboard shows experiment ids' first 8 characters; 4 or more pick one out
 
@@ -51,14 +50,6 @@ class Inputs:
     watch: dict | None = None
     watch_path: Path | None = None
     detector: dict | None = None
-
-
-def watch_runs_dir(given: Path | None = None) -> Path:
-    """Where ``watch run`` records its runs: ``--watch-runs-dir``, else SAESCOPE_WATCH_RUNS, else the default."""
-    if given is not None:
-        return Path(given).expanduser()
-    from_env = os.environ.get("SAESCOPE_WATCH_RUNS")
-    return Path(from_env).expanduser() if from_env else DEFAULT_WATCH_RUNS
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -95,7 +86,7 @@ def _watch_run(request: EvidenceRequest) -> tuple[dict, Path]:
     path = (
         as_path
         if as_path.suffix == ".json" and as_path.is_file()
-        else watch_runs_dir(request.watch_runs_dir) / f"{given}.json"
+        else runs_dir(request.watch_runs_dir) / f"{given}.json"
     )
     if not path.is_file():
         raise EvidenceError(f"there is no watch run {given!r}: {path} does not exist")
