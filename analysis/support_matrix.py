@@ -64,7 +64,9 @@ def write(table: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.support_matrix", description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.support_matrix", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("results", type=Path, help="the JSON a test run wrote (SAESCOPE_SUPPORT_MATRIX_OUT)")
     parser.add_argument("--write", type=Path, nargs="+", required=True, help="files to write the table into")
     args = parser.parse_args(argv)
