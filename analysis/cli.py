@@ -57,13 +57,21 @@ def _run_stages(paths, stages: list[str], minutes: float, only: set[str] | None)
 
 def describe(model_spec: str, sae_specs: list[str], device: str | None, dtype: str = "float32") -> dict:
     """What a model spec and SAE specs resolve to, after checking that the SAEs fit the model."""
+    from analysis.graphs import transcoder_sets
     from analysis.model_loading import load_model
     from analysis.sae_loading import check_fits, load_saes
 
     loaded = load_model(model_spec, device=device, dtype=dtype)
     cfg = loaded.model.cfg
-    saes = [sae for spec in sae_specs for sae in load_saes(spec, device=loaded.device)]
+    configs = {spec: transcoder_sets.config_folder(spec) for spec in sae_specs}
+    saes = [sae for spec in sae_specs if configs[spec] is None for sae in load_saes(spec, device=loaded.device)]
     check_fits(loaded.model, saes)
+    circuit = []
+    for spec, folder in configs.items():
+        if folder is not None:  # circuit-tracer's own transcoder set or CLT: described whole
+            transcoders = transcoder_sets.load_transcoders(folder, loaded.device)
+            transcoder_sets.check_transcoders_fit(transcoders, loaded.model)
+            circuit.append(transcoder_sets.describe(transcoders, spec))
     return {
         "model": {
             "spec": model_spec,
@@ -89,7 +97,8 @@ def describe(model_spec: str, sae_specs: list[str], device: str | None, dtype: s
                 "d_sae": sae.d_sae,
             }
             for sae in saes
-        ],
+        ]
+        + circuit,
     }
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from analysis.content_hash import model_hash, sae_hash
+from analysis.content_hash import model_hash, sae_hash, tensor_hash
 from analysis.errors import SAEscopeError
 from analysis.live_errors import LiveInputError
 from analysis.model_loading import LoadedModel, ModelLoadError, load_model, model_tokenizer, resolve_model_path
@@ -108,7 +108,15 @@ class LiveModel:
 
     @cached_property
     def sae_hashes(self) -> dict[str, str]:
-        return {name: sae_hash(loaded) for name, loaded in self.saes.items()}
+        """Each SAE's content hash; a circuit-tracer configuration's layers share the whole one's."""
+        hashes = {name: sae_hash(loaded) for name, loaded in self.saes.items()}
+        if self.circuit_transcoders is not None:
+            from analysis.graphs.transcoder_sets import layer_names
+
+            tc = self.circuit_transcoders
+            whole = tensor_hash(tc.state_dict(), f"{tc.feature_input_hook}->{tc.feature_output_hook}")
+            hashes |= dict.fromkeys(layer_names(tc), whole)
+        return hashes
 
     def sae(self, name: str) -> LoadedSAE:
         """The loaded SAE called ``name``; LiveInputError naming the ones there are otherwise."""
@@ -171,17 +179,21 @@ def load_live(specs: LiveSpecs, device: str | None = None, dtype: str = "float32
     """Load the model and every SAE of ``specs`` onto one device (CUDA when there is one) and check
     that each SAE fits the model; ModelLoadError / SAELoadError say which does not and why."""
     started = time.perf_counter()
-    from analysis.graphs.transcoder_sets import check_transcoders_fit, config_folder, load_transcoders
+    from analysis.graphs.transcoder_sets import as_sae_lens, check_transcoders_fit, config_folder, load_transcoders
 
     loaded = load_model(specs.model, device=device, dtype=dtype)
     folders = {spec: config_folder(spec) for spec in specs.saes}
     saes = [sae for spec in specs.saes if folders[spec] is None for sae in load_saes(spec, device=loaded.device)]
     check_fits(loaded.model, saes)
-    circuit = [load_transcoders(folder, loaded.device) for folder in folders.values() if folder is not None]
+    circuit = {spec: load_transcoders(folder, loaded.device) for spec, folder in folders.items() if folder is not None}
     if len(circuit) > 1:
         raise SAELoadError("give at most one circuit-tracer transcoder configuration")
-    for transcoders in circuit:
+    for spec, transcoders in circuit.items():
         check_transcoders_fit(transcoders, loaded.model)
+        from circuit_tracer.transcoder import TranscoderSet
+
+        if isinstance(transcoders, TranscoderSet):  # its layers steer and search like any transcoder
+            saes += as_sae_lens(transcoders, spec)
     by_name: dict[str, LoadedSAE] = {}
     for sae in saes:
         if sae.name in by_name:
@@ -191,5 +203,5 @@ def load_live(specs: LiveSpecs, device: str | None = None, dtype: str = "float32
         loaded=loaded,
         saes=by_name,
         load_seconds=time.perf_counter() - started,
-        circuit_transcoders=circuit[0] if circuit else None,
+        circuit_transcoders=next(iter(circuit.values()), None),
     )

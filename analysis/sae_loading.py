@@ -133,19 +133,39 @@ def _load_release(spec: str, device: str) -> LoadedSAE:
     return LoadedSAE(name=f"{release}/{sae_id}", spec=spec, sae=sae)
 
 
+def _transcoder_set(spec: str, device: str) -> list[LoadedSAE] | None:
+    """The per-layer transcoders of circuit-tracer's transcoder-set configuration that ``spec``
+    names (a folder with config.yaml, or a hub repo of one in the local cache), else None."""
+    from analysis.graphs.transcoder_sets import as_sae_lens, config_folder, load_transcoders
+
+    folder = config_folder(spec)
+    return None if folder is None else as_sae_lens(load_transcoders(folder, device), spec)
+
+
 def load_saes(spec: str, device: str = "cpu") -> list[LoadedSAE]:
-    """Every SAE a spec names: a folder, a folder of folders, or a sae-lens ``release/sae_id``."""
+    """Every SAE a spec names: a folder, a folder of folders, a sae-lens ``release/sae_id``, or
+    circuit-tracer's transcoder-set configuration (a folder or a cached hub repo with config.yaml)."""
     path = Path(spec).expanduser()
     if path.is_dir():
         if _is_sae_folder(path):
             return [_load_folder(path, spec, device)]
         children = sorted(child for child in path.iterdir() if _is_sae_folder(child))
+        if not children and (transcoders := _transcoder_set(spec, device)) is not None:
+            return transcoders
         if not children:
             raise SAELoadError(f"'{spec}' holds no SAE: expected {CFG_FILE} and {WEIGHTS_FILE}, here or in subfolders")
         return [_load_folder(child, spec, device) for child in children]
     if path.exists() or spec.startswith((".", "/", "~")) or "/" not in spec:
         raise SAELoadError(f"SAE folder '{spec}' does not exist (or give a sae-lens release/sae_id)")
+    if not _is_release(spec) and (transcoders := _transcoder_set(spec, device)) is not None:
+        return transcoders
     return [_load_release(spec, device)]
+
+
+def _is_release(spec: str) -> bool:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return spec.partition("/")[0] in get_pretrained_saes_directory()
 
 
 # HookedTransformer weight processing an SAE's model_from_pretrained_kwargs may ask for; other keys

@@ -90,11 +90,12 @@ CLASS_NAMES = {
 }
 
 
-def save_tiny_model(name: str, folder: Path) -> Path:
-    """A random-initialised ``name`` model saved into ``folder`` with the demo tokenizer files."""
+def save_tiny_model(name: str, folder: Path, config: object | None = None) -> Path:
+    """A random-initialised ``name`` model (or one of ``config``) saved into ``folder`` with the demo
+    tokenizer files."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    config = _configs()[name]
+    config = config or _configs()[name]
     torch.manual_seed(sum(map(ord, name)))
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # norms' gains away from their initial 1 (or 0 for Gemma's 1 + w), so they matter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -12,3 +13,9 @@ def one_row(connection: duckdb.DuckDBPyConnection, query: str, params: list | tu
     row = connection.execute(query, params).fetchone()
     assert row is not None, f"no row for {query!r} with {params!r}"
     return row
+
+
+def atlas_rows(path: Path, sql: str, *params) -> list[tuple]:
+    """Every row of ``sql`` on the atlas file at ``path``, opened read-only."""
+    with duckdb.connect(str(path), read_only=True) as connection:
+        return connection.execute(sql, list(params)).fetchall()

@@ -1,9 +1,10 @@
 """Every supported architecture through every capability, on tiny random-initialised models saved
 as ``transformers`` saves them and SAEs/transcoders saved by sae-lens (tests/arch_models.py).
 
-Each test that passes records its (architecture, capability) cell; with
-SAESCOPE_UPDATE_SUPPORT_MATRIX=1 the run writes docs/support_matrix.md from those cells, and
-test_readme_support_matrix_is_the_generated_one keeps README's table equal to that file.
+Each test records its (architecture, capability) cell when it starts and again when it passes;
+with SAESCOPE_SUPPORT_MATRIX_OUT=FILE.json the run writes those cells there, for
+``python -m analysis.support_matrix FILE.json --write docs/support_matrix.md README.md``. The last
+test checks that the committed table says "yes" exactly for the cells that passed in this run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 import torch
 
@@ -22,14 +22,16 @@ from analysis.cli import main
 from analysis.model_loading import load_model
 from analysis.paths import REPO_ROOT
 from analysis.steering_hooks import SteeringTarget, steering_hooks
+from analysis.support_matrix import cells, embedded, render
 from tests.arch_models import ARCHITECTURES, CLASS_NAMES, assert_edges_equal_a_frozen_intervention, put_in_hf_cache
+from tests.atlas_rows import atlas_rows
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 CAPABILITIES = (
     "load",
     "hub cache",
-    "bfloat16",
+    "bfloat16 logits",
     "precompute",
     "logit effects",
     "neighbours",
@@ -39,27 +41,31 @@ CAPABILITIES = (
 )
 MATRIX_FILE = REPO_ROOT / "docs" / "support_matrix.md"
 TEXT = "And the king said unto his servants, Let there be light"
+_ran: set[tuple[str, str]] = set()
 _passed: set[tuple[str, str]] = set()
+
+
+def ran(name: str, capability: str) -> tuple[str, str]:
+    """Record that the (architecture, capability) cell's test started; add it to _passed at its end."""
+    _ran.add((name, capability))
+    return name, capability
+
+
+def results() -> dict:
+    return {
+        "capabilities": list(CAPABILITIES),
+        "architectures": {name: CLASS_NAMES[name] for name in ARCHITECTURES},
+        "ran": sorted(_ran),
+        "passed": sorted(_passed),
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _support_matrix():
-    """After the module: write the support matrix from the cells that passed, when asked to."""
+    """After the module: write the cells that ran and passed, when asked to (never a tracked file)."""
     yield
-    if os.environ.get("SAESCOPE_UPDATE_SUPPORT_MATRIX") == "1":
-        MATRIX_FILE.write_text(support_matrix(_passed))
-
-
-def support_matrix(passed: set[tuple[str, str]]) -> str:
-    header = "| architecture | " + " | ".join(CAPABILITIES) + " |\n"
-    rule = "|---" * (len(CAPABILITIES) + 1) + "|\n"
-    rows = "".join(
-        f"| {name} (`{CLASS_NAMES[name]}`) | "
-        + " | ".join("yes" if (name, c) in passed else "no" for c in CAPABILITIES)
-        + " |\n"
-        for name in ARCHITECTURES
-    )
-    return header + rule + rows
+    if out := os.environ.get("SAESCOPE_SUPPORT_MATRIX_OUT"):
+        Path(out).write_text(json.dumps(results(), indent=1))
 
 
 def tokens(live) -> torch.Tensor:
@@ -68,6 +74,7 @@ def tokens(live) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_hook_activations_equal_the_hugging_face_hidden_states(tiny, name):
+    cell = ran(name, "load")
     from transformers import AutoModelForCausalLM
 
     live = tiny.live(name)
@@ -90,13 +97,14 @@ def test_hook_activations_equal_the_hugging_face_hidden_states(tiny, name):
     assert live.loaded.architecture == CLASS_NAMES[name]
     for hook in ("hook_resid_pre", "ln2.hook_normalized", "hook_mlp_out", "attn.hook_z", "hook_resid_post"):
         assert f"blocks.0.{hook}" in model.hook_dict
-    _passed.add((name, "load"))
+    _passed.add(cell)
 
 
 def test_info_loads_hub_ids_from_the_local_cache_offline(tiny, tmp_path):
     """Every architecture as a hub id in a temporary HF_HOME, HF_HUB_OFFLINE=1: the CLI's own ``info``
     in one fresh interpreter (one start-up for all eight; each call goes through ``main`` as typed)."""
     for name in ARCHITECTURES:
+        ran(name, "hub cache")
         put_in_hf_cache(tiny.folder(name), tmp_path / "hf", f"saescope-tiny/{name}")
     env = os.environ | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
@@ -128,6 +136,7 @@ def test_info_loads_hub_ids_from_the_local_cache_offline(tiny, tmp_path):
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_bfloat16_computes_what_float32_computes_to_bfloat16_precision(tiny, name):
+    cell = ran(name, "bfloat16 logits")
     ids = tokens(tiny.live(name))
     low = load_model(str(tiny.folder(name)), device="cpu", dtype="bfloat16").model
     assert low.W_U.dtype == torch.bfloat16
@@ -136,16 +145,12 @@ def test_bfloat16_computes_what_float32_computes_to_bfloat16_precision(tiny, nam
         logits = low(ids).float()
     assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
     assert (logits[0, -1].topk(5).indices == reference[0, -1].topk(5).indices).float().mean() >= 0.6
-    _passed.add((name, "bfloat16 logits"))
-
-
-def atlas_rows(path: Path, sql: str, *params) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as connection:
-        return connection.execute(sql, list(params)).fetchall()
+    _passed.add(cell)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_precompute_statistics_equal_a_brute_force_pass(tiny, name):
+    cell = ran(name, "precompute")
     live, atlas = tiny.live(name), tiny.atlas(name)
     windows = torch.tensor([w for (w,) in atlas_rows(atlas, "SELECT tokens FROM windows ORDER BY window_id")])
     assert windows.shape == (8, 32)
@@ -164,7 +169,7 @@ def test_precompute_statistics_equal_a_brute_force_pass(tiny, name):
         torch.testing.assert_close(top, acts.max(0).values.double(), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(total, acts.double().sum(0), atol=1e-3, rtol=1e-5)
         assert fire.sum() > 0.1 * acts.numel()  # the SAEs really fire
-    _passed.add((name, "precompute"))
+    _passed.add(cell)
 
 
 def injected_logits(live, ids: torch.Tensor, hook: str, direction: torch.Tensor) -> torch.Tensor:
@@ -183,6 +188,7 @@ def test_logit_effects_are_the_models_own_logits_for_the_direction(tiny, name):
     own final norm and unembedding then rank tokens as the atlas's logit effects do. Adding and
     subtracting it, the difference cancels what does not depend on the direction (norm and unembedding
     biases), as the atlas leaves them out."""
+    cell = ran(name, "logit effects")
     live, atlas = tiny.live(name), tiny.atlas(name)
     last = live.model.cfg.n_layers - 1
     loaded = live.sae(f"transcoder-L{last}")
@@ -200,11 +206,12 @@ def test_logit_effects_are_the_models_own_logits_for_the_direction(tiny, name):
         )
         assert logits.topk(10).indices.tolist() == list(top)
         assert logits.topk(10, largest=False).indices.tolist() == list(bottom)
-    _passed.add((name, "logit effects"))
+    _passed.add(cell)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_neighbours_are_the_nearest_decoder_directions(tiny, name):
+    cell = ran(name, "neighbours")
     live, atlas = tiny.live(name), tiny.atlas(name)
     names = [n for (n,) in atlas_rows(atlas, "SELECT name FROM saes ORDER BY sae")]
     loaded = live.sae("transcoder-L0")
@@ -221,11 +228,12 @@ def test_neighbours_are_the_nearest_decoder_directions(tiny, name):
         best = cosine[latent].topk(10)
         assert [r[0] for r in rows] == best.indices.tolist()
         torch.testing.assert_close(torch.tensor([r[1] for r in rows]), best.values, atol=1e-5, rtol=0)
-    _passed.add((name, "neighbours"))
+    _passed.add(cell)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_steering_adds_the_row_and_clamps_through_the_sae(tiny, name, tmp_path, capsys):
+    cell = ran(name, "steer")
     live = tiny.live(name)
     ids = tokens(live)
     resid = live.sae("resid-L1")
@@ -251,11 +259,12 @@ def test_steering_adds_the_row_and_clamps_through_the_sae(tiny, name, tmp_path, 
     assert main(args) == 0
     record = json.loads(capsys.readouterr().out)
     assert 0 < len(record["steered"]["ids"]) <= 4 and 0 < len(record["default"]["ids"]) <= 4
-    _passed.add((name, "steer"))
+    _passed.add(cell)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_search_text_sums_each_latent_over_the_text(tiny, name, capsys):
+    cell = ran(name, "search-text")
     live, atlas = tiny.live(name), tiny.atlas(name)
     args = ["search-text", "--model", str(tiny.folder(name)), "--sae", str(tiny.saes(name)), "--text", TEXT]
     assert main([*args, "--atlas", str(atlas), "--top", "5", "--device", "cpu", "--json"]) == 0
@@ -268,11 +277,12 @@ def test_search_text_sums_each_latent_over_the_text(tiny, name, capsys):
     best = sorted(((float(v), n, i) for n, row in sums.items() for i, v in enumerate(row)), reverse=True)[:5]
     assert [(h["sae"], h["latent"]) for h in hits] == [(n, i) for _, n, i in best]
     assert [h["score"] for h in hits] == pytest.approx([v for v, _, _ in best], rel=1e-4)
-    _passed.add((name, "search-text"))
+    _passed.add(cell)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_graph_replacement_logits_and_edges_equal_a_frozen_intervention(tiny, name):
+    cell = ran(name, "graph")
     from analysis.graphs import GraphSettings, compute_graph, replacement_model
 
     live = tiny.live(name)
@@ -282,11 +292,17 @@ def test_graph_replacement_logits_and_edges_equal_a_frozen_intervention(tiny, na
         torch.testing.assert_close(model(ids), live.model(ids), atol=1e-5, rtol=0)
     graph = compute_graph(live, TEXT, settings=GraphSettings(max_feature_nodes=64)).graph
     assert_edges_equal_a_frozen_intervention(model, graph)
-    _passed.add((name, "graph"))
+    _passed.add(cell)
 
 
-def test_readme_support_matrix_is_the_generated_one():
-    readme = (REPO_ROOT / "README.md").read_text()
-    table = readme.split("<!-- support matrix -->\n")[1].split("<!-- end support matrix -->")[0]
-    assert table == MATRIX_FILE.read_text()
-    assert " no " not in table  # every cell passed when the file was written
+def test_the_committed_support_matrix_says_what_this_run_found():
+    """Last in the module: README's table is docs/support_matrix.md, which is a rendering of cells
+    (not typed by hand), and says "yes" exactly where this run's tests passed (of those that ran)."""
+    table = MATRIX_FILE.read_text()
+    assert embedded((REPO_ROOT / "README.md").read_text()) == table
+    committed = cells(table)
+    assert set(committed) == {(name, capability) for name in ARCHITECTURES for capability in CAPABILITIES}
+    passed = [cell for cell, yes in committed.items() if yes]
+    assert table == render(results() | {"passed": passed})
+    wrong = sorted(cell for cell in _ran if committed[cell] != (cell in _passed))
+    assert not wrong, f"docs/support_matrix.md disagrees with this run for {wrong}: regenerate it (see README)"

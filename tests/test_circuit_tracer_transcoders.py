@@ -5,7 +5,10 @@ circuit-tracer's own ``to_safetensors``, from a folder and from the Hugging Face
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -15,7 +18,9 @@ from analysis.graphs import GraphSettings, compute_graph, replacement_model
 from analysis.graphs.replacement import transcoder_set
 from analysis.graphs.transcoder_sets import TranscoderSetError
 from analysis.live_model import LiveSpecs, load_live
+from analysis.paths import REPO_ROOT
 from tests.arch_models import assert_edges_equal_a_frozen_intervention, put_in_hf_cache
+from tests.atlas_rows import atlas_rows
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -136,3 +141,62 @@ def test_a_configuration_that_does_not_fit_the_model_is_one_line(tiny, clt_folde
     (tmp_path / "bad" / "config.yaml").write_text("model_kind: magic\n")
     with pytest.raises(TranscoderSetError, match="model_kind must be one of"):
         load_live(LiveSpecs(model=str(tiny.folder("gpt2")), saes=(str(tmp_path / "bad"),)), device="cpu")
+
+
+def saescope(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args, "--device", "cpu"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+
+
+def test_info_describes_a_transcoder_set_and_a_clt(tiny, clt_folder, set_folder):
+    result = saescope("info", "--model", str(tiny.folder("gpt2")), "--sae", str(clt_folder), "--sae", str(set_folder))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()[2:]
+    assert lines == [
+        "cross-layer transcoder tiny-clt: cross_layer_transcoder, hook blocks.*.ln2.hook_normalized -> "
+        "blocks.*.hook_mlp_out, d_in 64, d_sae 48",
+        "transcoder set tiny-set: transcoder_set, hook blocks.*.ln2.hook_normalized -> blocks.*.hook_mlp_out, "
+        "d_in 64, d_sae 128",
+    ]
+
+
+def test_precompute_reads_a_transcoder_sets_layers_as_the_sae_lens_transcoders_they_came_from(
+    tiny, set_folder, clt_folder, tmp_path
+):
+    """The set was written from the tiny GPT-2's sae-lens transcoders (padded to one width), so its
+    atlas's statistics are theirs, and the padding latents never fire."""
+    out = tmp_path / "set.duckdb"
+    args = ["precompute", "--model", str(tiny.folder("gpt2")), "--tokens", "256", "--context", "32", "--batch", "4"]
+    result = saescope(*args, "--sae", str(set_folder), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    reference = tiny.atlas("gpt2")
+    for layer in range(2):
+        sql = "SELECT fire_count, max_act, act_sum FROM features JOIN saes USING (sae) WHERE name = ? ORDER BY latent"
+        theirs = atlas_rows(out, sql, f"tiny-set (layer {layer})")
+        ours = atlas_rows(reference, sql, f"transcoder-L{layer}")
+        assert len(theirs) == 128
+        assert [row[0] for row in theirs[: len(ours)]] == [row[0] for row in ours]  # fire counts
+        np.testing.assert_allclose(np.array(theirs[: len(ours)]), np.array(ours), rtol=1e-5, atol=1e-4)
+        assert all(fire == 0 for fire, _, _ in theirs[len(ours) :])
+    result = saescope(*args, "--sae", str(clt_folder), "--out", str(tmp_path / "clt.duckdb"))
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert "is a cross-layer transcoder: it makes graphs" in result.stderr
+
+
+def test_the_graph_page_draws_a_clt_named_in_the_settings(tiny, clt_folder, user_db, tmp_path, monkeypatch):
+    """The atlas (the tiny GPT-2's, built from per-layer transcoders) plus a CLT from
+    SAESCOPE_GRAPH_TRANSCODERS: the page computes the CLT's graph, whose feature nodes are its layers'."""
+    import shutil
+
+    from tests.dashboard_app import page
+
+    (tmp_path / "atlases").mkdir()
+    shutil.copy(tiny.atlas("gpt2"), tmp_path / "atlases" / "tiny.duckdb")
+    monkeypatch.setenv("SAESCOPE_ATLAS_DIR", str(tmp_path / "atlases"))
+    monkeypatch.setenv("SAESCOPE_GRAPH_TRANSCODERS", str(clt_folder))
+    app = page("pages/7_Graph.py", atlas="tiny", prompt=TEXT)
+    assert not app.exception and not app.error and not app.warning, [w.value for w in app.warning]
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    hovers = [text for trace in spec["data"] if trace.get("name") == "feature" for text in trace["hovertext"]]
+    assert hovers and all(text.startswith("tiny-clt (layer ") for text in hovers), hovers[:3]

@@ -99,3 +99,90 @@ def check_transcoders_fit(transcoders, model) -> None:
     for hook in (transcoders.feature_input_hook, transcoders.feature_output_hook):
         if f"blocks.0.{hook}" not in model.hook_dict:
             raise TranscoderSetError(f"transcoders {transcoders.scan!r} use hook {hook!r}, which this model lacks")
+
+
+def describe(transcoders, spec: str) -> dict:
+    """What ``info`` prints for a circuit-tracer configuration: one entry for the whole set or CLT."""
+    from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
+
+    clt = isinstance(transcoders, CrossLayerTranscoder)
+    d_model = transcoders.d_model if clt else transcoders.transcoders[0].d_model
+    return {
+        "name": str(transcoders.scan) if isinstance(transcoders.scan, str) else Path(spec).name,
+        "spec": spec,
+        "architecture": KINDS[1] if clt else KINDS[0],
+        "kind": "cross-layer transcoder" if clt else "transcoder set",
+        "hook": f"blocks.*.{transcoders.feature_input_hook}",
+        "hook_out": f"blocks.*.{transcoders.feature_output_hook}",
+        "d_in": d_model,
+        "d_sae": transcoders.d_transcoder,
+        "n_layers": transcoders.n_layers,
+    }
+
+
+def as_sae_lens(transcoders, spec: str) -> list:
+    """A transcoder set's per-layer transcoders as sae-lens transcoders (LoadedSAE, named as graph
+    nodes name them), so that precompute, steering and search read them like any other; the weights
+    are the set's own tensors (views, no copy). A CLT has no per-layer equivalent (its features
+    write to every later layer), so it is refused with one line.
+
+    circuit-tracer's JumpReLU is ``x * (x > t)`` and sae-lens's ``relu(x) * (x > t)``: equal for
+    the non-negative thresholds transcoders are trained with; a negative one is refused."""
+    from circuit_tracer.transcoder.activation_functions import JumpReLU
+    from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.saes.transcoder import (
+        JumpReLUSkipTranscoder,
+        JumpReLUSkipTranscoderConfig,
+        JumpReLUTranscoder,
+        JumpReLUTranscoderConfig,
+        SkipTranscoder,
+        SkipTranscoderConfig,
+        Transcoder,
+        TranscoderConfig,
+    )
+
+    from analysis.sae_loading import LoadedSAE
+
+    if isinstance(transcoders, CrossLayerTranscoder):
+        raise TranscoderSetError(
+            f"{spec} is a cross-layer transcoder: it makes graphs (saescope graph), but precompute, steer and "
+            "search need per-layer SAEs or transcoders"
+        )
+    loaded = []
+    for layer, (name, tc) in enumerate(zip(layer_names(transcoders), transcoders.transcoders)):
+        jump = isinstance(tc.activation_function, JumpReLU)
+        if not jump and tc.activation_function is not torch.nn.functional.relu:
+            raise TranscoderSetError(
+                f"{spec}: layer {layer}'s activation {tc.activation_function!r} has no sae-lens twin"
+            )
+        skip = tc.W_skip is not None
+        config_class, sae_class = {
+            (False, False): (TranscoderConfig, Transcoder),
+            (False, True): (SkipTranscoderConfig, SkipTranscoder),
+            (True, False): (JumpReLUTranscoderConfig, JumpReLUTranscoder),
+            (True, True): (JumpReLUSkipTranscoderConfig, JumpReLUSkipTranscoder),
+        }[(jump, skip)]
+        metadata = SAEMetadata(
+            hook_name=f"blocks.{layer}.{transcoders.feature_input_hook}",
+            hook_name_out=f"blocks.{layer}.{transcoders.feature_output_hook}",
+        )
+        cfg = config_class(
+            d_in=tc.d_model,
+            d_sae=tc.d_transcoder,
+            d_out=tc.d_model,
+            apply_b_dec_to_input=False,
+            device=str(tc.b_dec.device),
+            metadata=metadata,
+        )
+        state = {"W_enc": tc.W_enc.T, "W_dec": tc.W_dec, "b_enc": tc.b_enc, "b_dec": tc.b_dec}
+        if jump:
+            if (tc.activation_function.threshold < 0).any():
+                raise TranscoderSetError(f"{spec}: layer {layer} has negative JumpReLU thresholds")
+            state["threshold"] = tc.activation_function.threshold
+        if skip:
+            state["W_skip"] = tc.W_skip
+        sae = sae_class(cfg)
+        sae.load_state_dict({key: value.detach() for key, value in state.items()}, assign=True)
+        loaded.append(LoadedSAE(name=name, spec=spec, sae=sae))
+    return loaded

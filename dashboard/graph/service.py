@@ -13,7 +13,9 @@ import streamlit as st
 
 from analysis.graphs import AttributionResult, GraphSettings, GraphSetupError, GraphTarget, compute_graph, to_networkx
 from analysis.graphs.replacement import layer_transcoders
-from analysis.live_model import LiveModel
+from analysis.graphs.transcoder_sets import layer_names
+from analysis.live_model import LiveModel, LiveSpecs
+from dashboard.live.service import load_for, load_specs
 from dashboard.shell.workspace import Atlas, Workspace
 
 ADD_TRANSCODERS = (
@@ -24,9 +26,21 @@ ADD_TRANSCODERS = (
 )
 
 
+def graph_model(atlas: Atlas, transcoders: str | None) -> LiveModel | str:
+    """The live model graphs run on: the atlas's, plus circuit-tracer's transcoder set or CLT named
+    by the ``graph_transcoders`` setting when there is one (loaded once per server)."""
+    if transcoders is None:
+        return load_for(atlas)
+    specs = LiveSpecs.from_atlas_meta(atlas.meta)
+    return load_specs(LiveSpecs(model=specs.model, saes=(*specs.saes, transcoders)))
+
+
 def setup_problem(live: LiveModel, atlas: Atlas) -> str | None:
     """Why this atlas's SAEs cannot make attribution graphs (what is missing), or None. The atlas's
-    SAEs are what count: its labels and examples are what the graph's features are read with."""
+    SAEs are what count: its labels and examples are what the graph's features are read with
+    (unless the settings name circuit-tracer transcoders, which then make the graphs)."""
+    if live.circuit_transcoders is not None:
+        return None
     try:
         layer_transcoders(live, {info["name"] for info in atlas.meta["saes"]})
     except GraphSetupError as error:
@@ -36,7 +50,12 @@ def setup_problem(live: LiveModel, atlas: Atlas) -> str | None:
 
 def cache_key(live: LiveModel, prompt: str, target: GraphTarget, settings: GraphSettings) -> tuple:
     """What a graph depends on: the model and transcoder weights (by hash), the input and the knobs."""
-    transcoders = tuple(live.sae_hashes[loaded.name] for loaded in layer_transcoders(live))
+    names = (
+        layer_names(live.circuit_transcoders)
+        if live.circuit_transcoders is not None
+        else [loaded.name for loaded in layer_transcoders(live)]
+    )
+    transcoders = tuple(live.sae_hashes[name] for name in names)
     return live.model_hash, transcoders, prompt, target, settings
 
 

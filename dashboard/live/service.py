@@ -31,7 +31,11 @@ def unavailable_reason(atlas: Atlas) -> str | None:
 
 def load_for(atlas: Atlas) -> LiveModel | str:
     """The atlas's model and SAEs, loaded once per server; a one-line reason when they cannot be."""
-    specs = LiveSpecs.from_atlas_meta(atlas.meta)
+    return load_specs(LiveSpecs.from_atlas_meta(atlas.meta))
+
+
+def load_specs(specs: LiveSpecs) -> LiveModel | str:
+    """A model and SAEs, loaded once per server; a one-line reason when they cannot be."""
     reason = specs.unavailable_reason()
     if reason is not None:
         return reason

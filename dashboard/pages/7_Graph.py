@@ -24,10 +24,16 @@ from dashboard.graph.library import (  # noqa: E402
     unknown_model_warning,
 )
 from dashboard.graph.panels import intervention_panel, node_name, node_panel, pins_editor  # noqa: E402
-from dashboard.graph.service import ADD_TRANSCODERS, cache_key, cached_graph, pruned_graph, setup_problem  # noqa: E402
+from dashboard.graph.service import (  # noqa: E402
+    ADD_TRANSCODERS,
+    cache_key,
+    cached_graph,
+    graph_model,
+    pruned_graph,
+    setup_problem,
+)
 from dashboard.graph.state import GraphState, subgraph  # noqa: E402
 from dashboard.graph.view import MAX_DRAWN_NODES, filtered, graph_figure  # noqa: E402
-from dashboard.live.service import load_for  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
 from dashboard.shell.plain_text import md  # noqa: E402
 from dashboard.shell.url_state import integer, text  # noqa: E402
@@ -268,7 +274,7 @@ def _write_url(page: PageContext, request: tuple | None, thresholds: tuple[float
 
 page = open_page("Graph")
 _seed_from_url()
-live = load_for(page.atlas)
+live = graph_model(page.atlas, page.workspace.settings.graph_transcoders)
 problem = None
 if isinstance(live, str):
     st.warning(f"Graphs cannot be computed for this atlas: {md(live)}. Saved and imported graphs still open.", icon="⏸️")

@@ -9,6 +9,7 @@ then ``.streamlit/saescope.toml``, then defaults.
 | trusted reverse-proxy header naming the user (off unless set) | ``SAESCOPE_AUTH_HEADER`` | ``auth_header`` | none |
 | role of proxy / OIDC users without an account | ``SAESCOPE_DEFAULT_ROLE`` | ``default_role`` | ``viewer`` |
 | sign-in lifetime, minutes | ``SAESCOPE_SESSION_MINUTES`` | ``session_minutes`` | ``480`` |
+| transcoders for the Graph page: circuit-tracer's transcoder set or CLT (folder or cached hub repo with config.yaml) | ``SAESCOPE_GRAPH_TRANSCODERS`` | ``graph_transcoders`` | none (the atlas's transcoders) |
 
 Sign-in (docs/SECURITY.md): local accounts exist once ``saescope users add`` made one; OpenID Connect
 is on when ``.streamlit/secrets.toml`` has an ``[auth]`` section; the proxy header only when set here.
@@ -51,6 +52,7 @@ class Settings:
     auth_header: str | None = None
     default_role: str = "viewer"
     session_minutes: float = 480.0
+    graph_transcoders: str | None = None
     notices: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -104,8 +106,10 @@ def load_settings(
         session_minutes = -1.0
     if not session_minutes > 0:
         raise SettingsError(f"session_minutes must be a positive number of minutes, not {minutes!r}")
+    graph_transcoders = (_env(environ, "GRAPH_TRANSCODERS", notices) or file.get("graph_transcoders") or "").strip()
     return Settings(
         auth_header=auth_header,
+        graph_transcoders=graph_transcoders or None,
         default_role=default_role,
         session_minutes=session_minutes,
         read_only=(read_only.strip().lower() in TRUE_WORDS) if read_only is not None else bool(file.get("read_only")),
