@@ -2,7 +2,8 @@
 
 Keys: ``atlas`` (catalog key), ``sae`` (SAE names, repeated), ``latent``, ``min_density``,
 ``max_density``, ``min_max_act``, ``q`` (text), ``token``, ``status`` and ``tag`` (repeated),
-``reviewer``, ``sort``, ``page``, ``width``.
+``reviewer``, ``sort``, ``page``, ``width``. Steer: ``steer`` (SAE:LATENT:COEFFICIENT, repeated),
+``method``, ``prompt``, ``run`` (the history run shown).
 """
 
 from __future__ import annotations
