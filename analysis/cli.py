@@ -104,8 +104,18 @@ def _check_model_and_saes(args: argparse.Namespace) -> dict[str, int | None]:
     return preflight.sae_latents(_sae_specs(args))
 
 
+def _announce_load(args: argparse.Namespace) -> None:
+    """On a terminal, one line at once before the imports and the load (tens of seconds on a small
+    CPU machine) so the command is not silent; not when stderr is a pipe or a file, where the only
+    line on stderr stays the error, if any."""
+    if sys.stderr.isatty():
+        saes = _sae_specs(args)
+        print(f"loading {args.model} with {len(saes)} SAE spec(s): torch, the weights…", file=sys.stderr, flush=True)
+
+
 def _run_info(args: argparse.Namespace) -> int:
     _check_model_and_saes(args)
+    _announce_load(args)
     info = describe(args.model, _sae_specs(args), args.device, args.dtype)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -224,6 +234,7 @@ def _run_steer(args: argparse.Namespace) -> int:
             f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's {context}-token "
             f"context; at most {context - 2}"
         )
+    _announce_load(args)
     from analysis.divergence import generated_token
     from analysis.live_model import LiveSpecs, load_live
     from analysis.steering import steer
@@ -323,6 +334,7 @@ def _run_search_text(args: argparse.Namespace) -> int:
     preflight.text(args.text, "--text")
     positions = _parse_positions(args.positions) if args.positions else None
     _check_model_and_saes(args)
+    _announce_load(args)
     from analysis.atlas.reader import open_atlas
 
     atlas = open_atlas(args.atlas)
@@ -355,6 +367,7 @@ def _run_graph(args: argparse.Namespace) -> int:
     _check_model_and_saes(args)
     if args.atlas:
         preflight.atlas_file(args.atlas)
+    _announce_load(args)
     import networkx as nx
 
     from analysis.graphs import GraphSettings, GraphTarget, compute_graph, to_networkx

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,12 +30,14 @@ COMMANDS = {
         *("--max-new-tokens", "12", "--device", "cpu"),
     ],
     "graph": ["graph", "--prompt", "The capital of France is", "--out", "{tmp}/graph.json", "--device", "cpu"],
-    "steer, bad --feature": ["steer", "--prompt", "hi", "--feature", "resid-L2:227"],
+    "steer-refused": ["steer", "--prompt", "hi", "--feature", "resid-L2:227"],
 }
 
 
-def timed(checkout: Path, argv: list[str]) -> tuple[float, float, int]:
-    """Seconds to the first line on stdout or stderr, seconds to exit, and the exit code."""
+def timed(checkout: Path, argv: list[str]) -> tuple[float, float, float, int]:
+    """Seconds to the first line on stdout or stderr, seconds to exit, CPU seconds (user + system:
+    what the command itself computed, much less moved by other jobs than wall time), and the exit code."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "analysis", *argv],
@@ -49,17 +52,19 @@ def timed(checkout: Path, argv: list[str]) -> tuple[float, float, int]:
         first = first if first is not None else time.perf_counter() - started
     code = process.wait()
     end = time.perf_counter() - started
-    return (first if first is not None else end), end, code
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return (first if first is not None else end), end, cpu, code
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="the other checkout")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", help="comma-separated command names (default: all)")
     args = parser.parse_args()
     chosen = args.only.split(",") if args.only else list(COMMANDS)
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     turn = 0  # which checkout goes first alternates from run to run, across commands too
     with tempfile.TemporaryDirectory() as tmp:
         for name in chosen:
@@ -69,19 +74,20 @@ def main() -> None:
                 turn += 1
                 for label, checkout in order if turn % 2 else order[::-1]:
                     load = os.getloadavg()[0]
-                    first, end, code = timed(checkout, argv)
-                    results.setdefault((name, label), []).append((first, end))
+                    first, end, cpu, code = timed(checkout, argv)
+                    results.setdefault((name, label), []).append((first, end, cpu))
                     print(
-                        f"{name:<22} {label:<6} load {load:5.2f}  first line {first:6.1f} s  end {end:6.1f} s  rc {code}"
+                        f"{name:<22} {label:<6} load {load:5.2f}  first line {first:6.1f} s  end {end:6.1f} s  "
+                        f"cpu {cpu:6.1f} s  rc {code}",
+                        flush=True,
                     )
-    print("\nmedians (first line / end):")
+    print("\nmedians (first line / end / CPU):")
     for name in chosen:
         cells = []
         for label in ("before", "after"):
             runs = results[(name, label)]
-            cells.append(
-                f"{label} {statistics.median(r[0] for r in runs):.1f} / {statistics.median(r[1] for r in runs):.1f} s"
-            )
+            first, end, cpu = (statistics.median(r[i] for r in runs) for i in range(3))
+            cells.append(f"{label} {first:.1f} / {end:.1f} / {cpu:.1f} s")
         print(f"  {name:<22} " + "   ".join(cells))
 
 

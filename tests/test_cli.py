@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -155,3 +159,28 @@ print(codes, sorted(heavy & set(sys.modules)))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{[(2, 1, True)] * 9} []"
+
+
+def test_on_a_terminal_a_model_command_says_at_once_that_it_is_loading():
+    """With stderr on a terminal, ``steer`` prints its first line within seconds (before torch), not
+    after the tens of seconds the imports and the load take; the run is stopped once it has."""
+    main_fd, terminal = pty.openpty()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "analysis", "steer", "--prompt", "hi", "--feature", "resid-L2:1:5"],
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        cwd=REPO_ROOT,
+    )
+    os.close(terminal)
+    try:
+        ready, _, _ = select.select([main_fd], [], [], 30)
+        assert ready, "nothing on the terminal within 30 s"
+        first = os.read(main_fd, 1000).decode()
+        seconds = time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+        os.close(main_fd)
+    assert first.startswith(f"loading {REPO_ROOT / 'data' / 'demo' / 'model'} with 1 SAE spec(s)"), first
+    assert seconds < 5, f"{seconds:.1f} s"
