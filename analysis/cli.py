@@ -107,7 +107,24 @@ def _sae_specs(args: argparse.Namespace) -> list[str]:
     return args.sae if args.sae is not None else ([str(DEMO_SAES)] if args.model == str(DEMO_MODEL) else [])
 
 
+def _check_model_and_saes(args: argparse.Namespace) -> dict[str, int | None]:
+    """--model and --sae checked without torch (the folders exist, cfg.json reads); the SAEs' latent counts."""
+    preflight.model_folder(args.model)
+    return preflight.sae_latents(_sae_specs(args))
+
+
+def _announce_load(args: argparse.Namespace) -> None:
+    """On a terminal, one line at once before the imports and the load (tens of seconds on a small
+    CPU machine) so the command is not silent; not when stderr is a pipe or a file, where the only
+    line on stderr stays the error, if any."""
+    if sys.stderr.isatty():
+        saes = _sae_specs(args)
+        print(f"loading {args.model} with {len(saes)} SAE spec(s): torch, the weights…", file=sys.stderr, flush=True)
+
+
 def _run_info(args: argparse.Namespace) -> int:
+    _check_model_and_saes(args)
+    _announce_load(args)
     info = describe(args.model, _sae_specs(args), args.device, args.dtype)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -148,6 +165,8 @@ def _run_precompute(args: argparse.Namespace) -> int:
         strict=args.strict,
     )
     check_config(config)  # before torch is imported: a typo costs a second
+    preflight.model_folder(config.model)
+    preflight.sae_latents(list(config.saes))
     if args.ray is not None:
         return _run_precompute_on_ray(config, args)
     from analysis.atlas.precompute import run_precompute
@@ -175,6 +194,7 @@ def _run_precompute_on_ray(config, args: argparse.Namespace) -> int:
 
 def _run_merge(args: argparse.Namespace) -> int:
     preflight.output_file(Path(args.out), overwrite=args.overwrite)
+    preflight.duckdb_files(args.partials)
     from analysis.atlas.merge import merge_atlases
 
     summary = merge_atlases(
@@ -190,6 +210,7 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    preflight.atlas_file(args.atlas)
     from analysis.atlas.verify import verify_atlas
 
     report = verify_atlas(Path(args.atlas), sample=args.sample, seed=args.seed, device=args.device)
@@ -199,13 +220,15 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_steer(args: argparse.Namespace) -> int:
-    from analysis.live_model import LiveSpecs, load_live
-    from analysis.sampling import GenerationSettings
-    from analysis.steering import steer
+    from analysis.generation_settings import GenerationSettings
     from analysis.steering_target import SteeringTarget
 
-    # Everything the user typed is checked before the model loads, so a typo costs no waiting.
+    # Everything the user typed is checked before torch is imported, so a typo costs no waiting.
+    preflight.text(args.prompt, "--prompt")
+    latents = _check_model_and_saes(args)
     targets = [SteeringTarget.parse(text, require_coefficient=True) for text in args.feature]
+    for target in targets:
+        preflight.latent_in(target.sae, target.latent, latents)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -214,6 +237,17 @@ def _run_steer(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_kv_cache=not args.no_kv_cache,
     )
+    context = preflight.model_context(args.model)
+    if context is not None and args.max_new_tokens > context - 2:
+        raise preflight.ArgumentError(
+            f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's {context}-token "
+            f"context; at most {context - 2}"
+        )
+    _announce_load(args)
+    from analysis.divergence import generated_token
+    from analysis.live_model import LiveSpecs, load_live
+    from analysis.steering import steer
+
     live = load_live(LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device, dtype=args.dtype)
     result = steer(live, args.prompt, targets, args.method, settings)
     if args.json:
@@ -228,7 +262,10 @@ def _run_steer(args: argparse.Namespace) -> int:
     if result.divergence is None:
         print("the completions are identical")
         return 0
-    print(f"first difference at generated token {result.divergence} (marked |); next-token probabilities there:")
+    print(
+        f"first difference at {generated_token(result.divergence)} of {len(result.default_ids)} "
+        "(counting from 1; marked |); next-token probabilities there:"
+    )
     for option in result.next_tokens:
         print(f"  {option.text!r:<16} default {option.p_default:6.3f}  steered {option.p_steered:6.3f}")
     return 0
@@ -237,9 +274,12 @@ def _run_steer(args: argparse.Namespace) -> int:
 def _parse_positions(text: str) -> list[int]:
     """``--positions 3,4`` as a list of token positions."""
     try:
-        return [int(part) for part in text.split(",")]
+        positions = [int(part) for part in text.split(",")]
     except ValueError:
         raise UsageError(f"--positions must be token positions separated by commas, like 3,4; not {text!r}") from None
+    if min(positions) < 0:
+        raise UsageError(f"--positions are counted from 0 (BOS); not {text!r}")
+    return positions
 
 
 def _search_report(
@@ -300,12 +340,16 @@ def _print_search(report: dict) -> None:
 
 
 def _run_search_text(args: argparse.Namespace) -> int:
-    from analysis.atlas.reader import open_atlas
-    from analysis.live_model import LiveSpecs, load_live
-
+    preflight.text(args.text, "--text")
     positions = _parse_positions(args.positions) if args.positions else None
+    _check_model_and_saes(args)
+    _announce_load(args)
+    from analysis.atlas.reader import open_atlas
+
     atlas = open_atlas(args.atlas)
     try:
+        from analysis.live_model import LiveSpecs, load_live
+
         live = load_live(
             LiveSpecs(model=args.model, saes=tuple(_sae_specs(args))), device=args.device, dtype=args.dtype
         )
@@ -323,6 +367,16 @@ def _run_search_text(args: argparse.Namespace) -> int:
 
 def _run_graph(args: argparse.Namespace) -> int:
     preflight.output_file(Path(args.out), overwrite=True)  # before the graph is computed, not after
+    preflight.text(args.prompt, "--prompt")
+    for flag, value in (("--target", args.target), ("--versus", args.versus)):
+        if value is not None and not value:
+            raise preflight.ArgumentError(f"{flag} is empty: give a token")
+    if args.versus is not None and args.target is None:
+        raise preflight.ArgumentError("--versus needs --target: it explains logit(target) - logit(versus)")
+    _check_model_and_saes(args)
+    if args.atlas:
+        preflight.atlas_file(args.atlas)
+    _announce_load(args)
     import networkx as nx
 
     from analysis.graphs import GraphSettings, GraphTarget, compute_graph, to_networkx
@@ -336,6 +390,7 @@ def _run_graph(args: argparse.Namespace) -> int:
         settings = replace(settings, max_feature_nodes=None)
     result = compute_graph(live, args.prompt, GraphTarget(token=args.target, versus=args.versus), settings)
     atlas = args.atlas or (DEMO_ATLAS if is_demo else None)
+    network = to_networkx(result, args.node_threshold, args.edge_threshold, atlas=atlas)
     if args.neuronpedia:
         from analysis.graphs.neuronpedia import to_neuronpedia
 
@@ -347,15 +402,36 @@ def _run_graph(args: argparse.Namespace) -> int:
             f"Neuronpedia graph of {len(result.tokens)} tokens: {len(data['nodes'])} nodes, "
             f"{len(data['links'])} links, {result.seconds:.1f} s -> {args.out}"
         )
-        return 0
-    network = to_networkx(result, args.node_threshold, args.edge_threshold, atlas=atlas)
-    Path(args.out).write_text(json.dumps(nx.node_link_data(network, edges="links")))
-    print(
-        f"graph of {len(result.tokens)} tokens: {network.number_of_nodes()} nodes, {network.number_of_edges()} "
-        f"edges, replacement {network.graph['replacement_score']:.3f}, completeness "
-        f"{network.graph['completeness_score']:.3f}, {result.seconds:.1f} s -> {args.out}"
-    )
+    else:
+        Path(args.out).write_text(json.dumps(nx.node_link_data(network, edges="links")))
+        print(
+            f"graph of {len(result.tokens)} tokens: {network.number_of_nodes()} nodes, {network.number_of_edges()} "
+            f"edges, replacement {network.graph['replacement_score']:.3f}, completeness "
+            f"{network.graph['completeness_score']:.3f}, {result.seconds:.1f} s -> {args.out}"
+        )
+    _print_graph_summary(network, args.top_features)
     return 0
+
+
+def _print_graph_summary(network, top: int) -> None:
+    """The logits the graph explains and its most influential features, as a table to read in a terminal."""
+    nodes = [data for _, data in network.nodes(data=True)]
+    logits = sorted((n for n in nodes if n["kind"] == "logit"), key=lambda n: -n["probability"])
+    print("targets (token, probability):")
+    for logit in logits:
+        print(f"  {logit['token']!r:<20} {logit['probability']:.3f}")
+    features = sorted((n for n in nodes if n["kind"] == "feature"), key=lambda n: n["influence"])[:top]
+    if not features:
+        print("no feature nodes survived pruning (try a higher --node-threshold)")
+        return
+    print(f"top {len(features)} features (influence: share of all influence held by nodes at least this influential;")
+    print("smaller is more influential)")
+    print(f"  {'layer':>5} {'latent':>7} {'at token':<16} {'influence':>9}  label")
+    tokens = network.graph["tokens"]
+    for node in features:
+        at = f"{node['position']} {tokens[node['position']]!r}"
+        label = "".join(c if c.isprintable() else repr(c)[1:-1] for c in node.get("label", ""))  # no terminal codes
+        print(f"  {node['layer']:>5} {node['latent']:>7} {at:<16} {node['influence']:>9.3f}  {label}")
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:
@@ -579,10 +655,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})",
     )
     st.add_argument("--max-new-tokens", type=preflight.count, default=64, help="tokens to generate (default 64)")
-    st.add_argument("--temperature", type=float, default=0.5, help="0 is greedy (default 0.5)")
-    st.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
-    st.add_argument("--freq-penalty", type=float, default=1.0, help="OpenAI-style frequency penalty (default 1.0)")
-    st.add_argument("--seed", type=int, default=16, help="seed of both completions (default 16)")
+    st.add_argument("--temperature", type=preflight.number(0, 1e6), default=0.5, help="0 is greedy (default 0.5)")
+    st.add_argument(
+        "--top-p", type=preflight.number(0, 1, low_open=True), default=1.0, help="nucleus sampling mass (default 1.0)"
+    )
+    st.add_argument(
+        "--freq-penalty", type=preflight.number(-2, 2), default=1.0, help="OpenAI-style frequency penalty (default 1.0)"
+    )
+    st.add_argument(
+        "--seed", type=preflight.whole(0, 2**63 - 1), default=16, help="seed of both completions (default 16)"
+    )
     st.add_argument("--no-kv-cache", action="store_true", help="recompute the whole sequence every step")
     _model_arguments(st)
     st.add_argument("--json", action="store_true", help="print the full record as JSON")
@@ -619,6 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     graph.add_argument("--batch-size", type=preflight.whole(1), help="nodes per backward pass (default: GraphSettings)")
     graph.add_argument("--max-tokens", type=preflight.whole(1), help="longer prompts are refused (default 64)")
+    graph.add_argument(
+        "--top-features", type=preflight.whole(0, 1000), default=10, help="features listed after the run (10)"
+    )
     graph.add_argument(
         "--neuronpedia",
         action="store_true",

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,8 +22,8 @@ from transformers import PreTrainedTokenizerBase
 from analysis.content_hash import model_hash, sae_hash, tensor_hash
 from analysis.errors import SAEscopeError
 from analysis.live_errors import LiveInputError
-from analysis.model_loading import LoadedModel, ModelLoadError, load_model, model_tokenizer, resolve_model_path
-from analysis.paths import REPO_ROOT
+from analysis.live_specs import LiveSpecs
+from analysis.model_loading import LoadedModel, load_model, model_tokenizer
 from analysis.sae_loading import LoadedSAE, SAELoadError, check_fits, load_saes
 
 if TYPE_CHECKING:
@@ -37,38 +36,6 @@ WAIT_SECONDS = 120.0
 
 class LiveModelBusy(SAEscopeError, RuntimeError):
     """Too many callers are already waiting for the model, or the wait took too long."""
-
-
-@dataclass(frozen=True)
-class LiveSpecs:
-    """What to load: a model spec and SAE specs, as an atlas records them or a user gives them."""
-
-    model: str
-    saes: tuple[str, ...]
-
-    @classmethod
-    def from_atlas_meta(cls, meta: dict) -> LiveSpecs:
-        """The model and SAEs an atlas was built from; specs inside this repository are recorded
-        relative to its root, so they are resolved against it here."""
-        sae_specs = tuple(dict.fromkeys(_in_repo(info["spec"]) for info in meta["saes"]))
-        return cls(model=_in_repo(meta["model"]["spec"]), saes=sae_specs)
-
-    def unavailable_reason(self) -> str | None:
-        """Why these specs cannot be loaded on this machine (without loading any weights), or None."""
-        try:
-            resolve_model_path(self.model)
-        except ModelLoadError as error:
-            return f"the model is not available here: {error}"
-        for spec in self.saes:
-            path = Path(spec).expanduser()
-            if spec.startswith((".", "/", "~")) and not path.exists():
-                return f"the SAE folder {spec} is not available here"
-        return None
-
-
-def _in_repo(spec: str) -> str:
-    candidate = REPO_ROOT / spec
-    return str(candidate) if not Path(spec).is_absolute() and candidate.exists() else spec
 
 
 @dataclass
@@ -175,20 +142,36 @@ class LiveModel:
         return [self.tokenizer.decode([int(i)]) for i in values]
 
 
-def load_live(specs: LiveSpecs, device: str | None = None, dtype: str = "float32") -> LiveModel:
+def load_live(
+    specs: LiveSpecs,
+    device: str | None = None,
+    dtype: str = "float32",
+    progress: Callable[[str], None] | None = None,
+) -> LiveModel:
     """Load the model and every SAE of ``specs`` onto one device (CUDA when there is one) and check
-    that each SAE fits the model; ModelLoadError / SAELoadError say which does not and why."""
+    that each SAE fits the model; ModelLoadError / SAELoadError say which does not and why.
+    ``progress`` is told each stage as it starts (the Steer page shows them while it waits).
+    circuit-tracer is imported only when a spec is one of its transcoder configurations."""
     started = time.perf_counter()
-    from analysis.graphs.transcoder_sets import as_sae_lens, check_transcoders_fit, config_folder, load_transcoders
+    say = progress or (lambda stage: None)
+    from analysis.graphs.transcoder_sets import config_folder
 
+    say("model")
     loaded = load_model(specs.model, device=device, dtype=dtype)
     folders = {spec: config_folder(spec) for spec in specs.saes}
+    say("SAEs")
     saes = [sae for spec in specs.saes if folders[spec] is None for sae in load_saes(spec, device=loaded.device)]
+    say(f"fit check on {loaded.device}")
     check_fits(loaded.model, saes)
-    circuit = {spec: load_transcoders(folder, loaded.device) for spec, folder in folders.items() if folder is not None}
+    circuit = {spec: folder for spec, folder in folders.items() if folder is not None}
     if len(circuit) > 1:
         raise SAELoadError("give at most one circuit-tracer transcoder configuration")
-    for spec, transcoders in circuit.items():
+    transcoders = None
+    for spec, folder in circuit.items():
+        from analysis.graphs.transcoder_sets import as_sae_lens, check_transcoders_fit, load_transcoders
+
+        say("circuit-tracer transcoders")
+        transcoders = load_transcoders(folder, loaded.device)
         check_transcoders_fit(transcoders, loaded.model)
         from circuit_tracer.transcoder import TranscoderSet
 
@@ -203,5 +186,5 @@ def load_live(specs: LiveSpecs, device: str | None = None, dtype: str = "float32
         loaded=loaded,
         saes=by_name,
         load_seconds=time.perf_counter() - started,
-        circuit_transcoders=next(iter(circuit.values()), None),
+        circuit_transcoders=transcoders,
     )

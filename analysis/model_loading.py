@@ -13,7 +13,6 @@ transformer-lens's per-architecture converters, from the Hugging Face model load
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,18 +23,13 @@ from transformer_lens import HookedTransformer
 from transformer_lens import loading_from_pretrained as tl_loading
 
 from analysis.devices import pick_device
-from analysis.errors import SAEscopeError
 from analysis.model_configs import UnsupportedArchitecture, hooked_config
+from analysis.model_files import ModelLoadError, resolve_model_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-
-
-class ModelLoadError(SAEscopeError, ValueError):
-    """A model spec that cannot be loaded, with a message that says what to do."""
 
 
 @dataclass
@@ -57,31 +51,6 @@ def model_tokenizer(model: HookedTransformer) -> PreTrainedTokenizerBase:
     tokenizer = model.tokenizer
     assert tokenizer is not None, "models are loaded with their tokenizer"
     return tokenizer
-
-
-def resolve_model_path(spec: str) -> Path:
-    """The local folder a model spec names: the folder itself, or a hub id's cached snapshot."""
-    path = Path(spec).expanduser()
-    if not spec.strip():
-        raise ModelLoadError("the model spec is empty: give a Hugging Face hub id or a local folder")
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelLoadError(f"'{spec}' is a folder but has no config.json: it is not a Hugging Face model folder")
-        return path
-    if path.exists():
-        raise ModelLoadError(f"'{spec}' is a file; give the model's folder (with config.json) or a hub id")
-    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
-        raise ModelLoadError(f"model folder '{spec}' does not exist")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(spec, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as error:
-        raise ModelLoadError(
-            f"model '{spec}' is not available offline: download it first or give a local folder "
-            f"(to download: huggingface-cli download {spec})"
-        ) from error
 
 
 def load_tokenizer(spec: str):

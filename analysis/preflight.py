@@ -128,3 +128,87 @@ def model_context(model: str) -> int | None:
             if isinstance(source.get(key), int) and source[key] > 0:
                 return source[key]
     return None
+
+
+def text(value: str, flag: str) -> str:
+    """A text argument that must hold more than white space (``--prompt``, ``--text``)."""
+    if not value.strip():
+        raise ArgumentError(f"{flag} is empty: give some text")
+    return value
+
+
+def model_folder(model: str) -> Path:
+    """The model's local folder (see analysis/model_files.py), or one line saying why there is none."""
+    from analysis.model_files import resolve_model_path
+
+    return resolve_model_path(model)
+
+
+def sae_latents(specs: list[str]) -> dict[str, int | None]:
+    """The SAEs that ``specs`` name, each with its number of latents from cfg.json where a local
+    folder says it (None for a sae-lens ``release/sae_id``, known once loaded). No weights are read:
+    the names and ranges a ``--feature`` may use are known before the model loads. A circuit-tracer
+    transcoder configuration (config.yaml) names no SAEs here."""
+    found: dict[str, int | None] = {}
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if not path.is_dir():
+            if path.exists() or spec.startswith((".", "/", "~")) or "/" not in spec:
+                raise ArgumentError(f"SAE folder '{spec}' does not exist (or give a sae-lens release/sae_id)")
+            found[spec] = None
+            continue
+        if (path / TRANSCODER_CONFIG).exists() and not (path / SAE_CONFIG).exists():
+            continue
+        folders = [path] if _is_sae_folder(path) else sorted(child for child in path.iterdir() if _is_sae_folder(child))
+        if not folders:
+            raise ArgumentError(
+                f"'{spec}' holds no SAE: expected {SAE_CONFIG} and {SAE_WEIGHTS}, here or in subfolders"
+            )
+        for folder in folders:
+            found[folder.name] = _d_sae(folder / SAE_CONFIG)
+    return found
+
+
+SAE_CONFIG, SAE_WEIGHTS, TRANSCODER_CONFIG = "cfg.json", "sae_weights.safetensors", "config.yaml"
+
+
+def _is_sae_folder(path: Path) -> bool:
+    return (path / SAE_CONFIG).exists() and (path / SAE_WEIGHTS).exists()
+
+
+def _d_sae(cfg_path: Path) -> int | None:
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArgumentError(f"{cfg_path} is not a readable JSON config ({error})") from None
+    d_sae = cfg.get("d_sae") if isinstance(cfg, dict) else None
+    return d_sae if isinstance(d_sae, int) and not isinstance(d_sae, bool) and d_sae > 0 else None
+
+
+def latent_in(sae: str, latent: int, latents: dict[str, int | None], flag: str = "--feature") -> None:
+    """Refuse a (SAE, latent) that the loaded SAEs will not have, as far as ``sae_latents`` knows."""
+    if sae not in latents:
+        raise ArgumentError(f"{flag}: no SAE called {sae!r} in --sae; there are {', '.join(latents) or 'none'}")
+    d_sae = latents[sae]
+    if d_sae is not None and latent >= d_sae:
+        raise ArgumentError(f"{flag}: {sae} has no latent {latent}: its latents are numbered 0 to {d_sae - 1}")
+
+
+def atlas_file(path: str | Path) -> None:
+    """Refuse an atlas path that is not a finished atlas of this schema (opened read-only, then closed)."""
+    from analysis.atlas.reader import open_atlas
+
+    open_atlas(path).close()
+
+
+def duckdb_files(paths: list[str]) -> None:
+    """Refuse paths that are not readable DuckDB files (the partial atlases ``merge`` combines)."""
+    import duckdb
+
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ArgumentError(f"no atlas at {path}")
+        try:
+            duckdb.connect(str(path), read_only=True).close()
+        except duckdb.Error as error:
+            raise ArgumentError(f"{path} is not a readable DuckDB file (corrupt or not an atlas): {error}") from None

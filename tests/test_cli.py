@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -125,3 +129,58 @@ def test_steer_offers_exactly_the_registered_methods_with_their_help():
     assert all(f"{m.name}: {m.summary}" in method.help for m in METHODS.values())
     refused = run_cli("steer", "--prompt", "x", "--feature", "resid-L2:1:1", "--method", "multiply")
     assert refused.returncode == 2 and "invalid choice: 'multiply'" in refused.stderr
+
+
+def test_bad_arguments_of_every_model_command_are_refused_before_torch_is_imported(tmp_path):
+    """A typo in any argument of info, search-text, steer, graph, precompute, verify or merge is one line
+    and exit code 2, answered without importing torch, transformers or circuit-tracer (so in a second,
+    not after the ~25 s a model load takes here)."""
+    code = f"""
+import contextlib, io, sys
+from analysis.cli import main
+cases = [
+    ["info", "--sae", "/no/such/sae"],
+    ["info", "--model", "/no/such/model"],
+    ["search-text", "--text", "hi", "--atlas", "/no/atlas.duckdb"],
+    ["steer", "--prompt", "hi", "--feature", "resid-L2:227"],
+    ["steer", "--prompt", "hi", "--feature", "resid-L2:4096:5"],
+    ["graph", "--prompt", "hi", "--out", "{tmp_path}/g.json", "--versus", " a"],
+    ["precompute", "--tokens", "256", "--out", "{tmp_path}/a.duckdb", "--sae", "/no/such/sae"],
+    ["verify", "/no/atlas.duckdb"],
+    ["merge", "/no/part.duckdb", "--out", "{tmp_path}/m.duckdb"],
+]
+codes = []
+for argv in cases:
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        codes.append((main(argv), err.getvalue().count("\\n"), err.getvalue().startswith("error: ")))
+heavy = {{"torch", "transformers", "transformer_lens", "sae_lens", "circuit_tracer"}}
+print(codes, sorted(heavy & set(sys.modules)))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{[(2, 1, True)] * 9} []"
+
+
+def test_on_a_terminal_a_model_command_says_at_once_that_it_is_loading():
+    """With stderr on a terminal, ``steer`` prints its first line within seconds (before torch), not
+    after the tens of seconds the imports and the load take; the run is stopped once it has."""
+    main_fd, terminal = pty.openpty()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "analysis", "steer", "--prompt", "hi", "--feature", "resid-L2:1:5"],
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        cwd=REPO_ROOT,
+    )
+    os.close(terminal)
+    try:
+        ready, _, _ = select.select([main_fd], [], [], 30)
+        assert ready, "nothing on the terminal within 30 s"
+        first = os.read(main_fd, 1000).decode()
+        seconds = time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+        os.close(main_fd)
+    assert first.startswith(f"loading {REPO_ROOT / 'data' / 'demo' / 'model'} with 1 SAE spec(s)"), first
+    assert seconds < 5, f"{seconds:.1f} s"

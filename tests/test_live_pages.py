@@ -3,8 +3,11 @@ Streamlit's AppTest on the demo bundle: real model, real SAEs, real user-data fi
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
+import subprocess
+import sys
 
 import duckdb
 import pytest
@@ -19,6 +22,13 @@ from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page
 pytestmark = pytest.mark.model
 
 STEER, SEARCH, FEATURE = "pages/5_Steer.py", "pages/6_Search_by_text.py", "pages/2_Feature.py"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_imported() -> None:
+    """torch and the loaders imported before the first page runs, so that page's AppTest timeout
+    (60 s) is not spent on imports on a loaded machine; the loading test still sees every stage."""
+    import analysis.live_model  # noqa: F401
 
 
 def atlas_value(query: str, params: list) -> tuple:
@@ -180,3 +190,94 @@ def test_a_steer_link_from_another_feature_replaces_the_features_being_edited(us
     by_label(app.number_input, "coefficient").set_value(250.0).run()  # beyond the slider's old range
     assert not app.exception
     assert app.query_params["steer"] == "transcoder-L1:7:250"
+
+
+def test_a_fresh_server_process_shows_the_loading_stages_and_reports_the_real_wait(user_db):
+    """The first request of a server process draws a status box naming each stage while it loads
+    (imports, model, SAEs, fit check on the device); the caption then gives the wait from that first
+    request until ready, imports included, and later pages of the process reuse the model."""
+    from dashboard.live.service import _slot
+
+    _slot.clear()  # what a fresh server process has: no model loaded yet
+    app = page(STEER, steer="resid-L2:3:5")
+    assert not app.exception
+    [status] = [e for e in app.main.children.values() if type(e).__name__ == "Status"]
+    assert status.label.startswith("Live model ready in")
+    assert [m.value for m in status.markdown] == [
+        "imports (torch, transformer-lens, sae-lens)…",
+        "model…",
+        "SAEs…",
+        "fit check on cpu…",
+    ]
+    caption = next(c.value for c in app.caption if "Live model on" in c.value)
+    numbers = re.search(
+        r"ready ([\d.]+) s after this server's first request for it \\\(imports ([\d.]+) s, model ([\d.]+) s, "
+        r"SAEs ([\d.]+) s, fit check on cpu ([\d.]+) s\\\)",
+        caption,
+    )
+    assert numbers, caption
+    ready, *stages = map(float, numbers.groups())
+    assert ready >= sum(stages) - 0.2  # each shown to 0.1 s
+    again = page(STEER, steer="resid-L2:3:5")
+    assert not [e for e in again.main.children.values() if type(e).__name__ == "Status"], "loaded once per process"
+    assert any(numbers[0] in c.value for c in again.caption), "the same wait, not the second page's"
+
+
+def test_a_feature_is_found_by_its_label_and_added_with_its_scale_explained(user_db):
+    app = page(STEER)
+    by_label(app.selectbox, "SAE").set_value("resid-L2").run()
+    by_label(app.text_input, "Find a feature by its label").set_value("LORD").run()
+    [picker] = [s for s in app.selectbox if s.label.startswith("Feature (")]
+    lord = [o for o in picker.options if "LORD" in o]
+    assert lord and all(o.startswith("#") for o in picker.options), picker.options
+    picker.set_value(lord[0]).run()
+    by_label(app.button, "Add").click().run()
+    assert not app.exception
+    latent = int(lord[0][1:].split(" ")[0])
+    max_act = atlas_value("SELECT max_act FROM features WHERE sae = 0 AND latent = ?", [latent])[0]
+    assert by_label(app.number_input, "coefficient").value == pytest.approx(4 * max_act, rel=1e-4)
+    scale = next(c.value for c in app.caption if c.value.startswith("coefficient "))
+    assert "×4.00 of its max activation" in scale and f"{max_act:.4g}" in scale and "default ×4" in scale
+    assert app.query_params["steer"].startswith(f"resid-L2:{latent}:")
+
+
+def test_a_steer_link_reopens_the_prompt_and_the_history_run_it_names(user_db):
+    app = page(STEER, steer="resid-L2:938:25")
+    app.session_state["steer_prompt"] = "To install the package, run"
+    app.session_state["steer_max_new_tokens"] = 8
+    generate(app)
+    assert app.query_params["prompt"] == "To install the package, run"
+    [run_id] = open_user_store(user_db).experiments("steering")["id"]
+    record = open_user_store(user_db).experiment(run_id)["record"]
+    link = {key: app.query_params[key] for key in ("steer", "method", "prompt")}
+    reopened = page(STEER, **link, run=run_id)
+    assert not reopened.exception and not reopened.error
+    assert by_label(reopened.text_area, "Prompt").value == "To install the package, run"
+    assert any(m.value.startswith(f"Run {run_id[:8]}") for m in reopened.markdown)
+    steered_html = html_bodies(reopened)
+    assert all(html.escape(token) in steered_html for token in record["steered"]["tokens"] if token.strip())
+    assert reopened.query_params["run"] == run_id
+
+
+@pytest.mark.slow
+def test_the_cli_and_the_dashboard_name_the_same_first_difference(user_db):
+    """One run (same prompt, feature, settings and seed) through ``saescope steer`` and the Steer page:
+    both say the first difference is at the same 1-based generated token."""
+    prompt, feature = "To install the package, run", "resid-L2:938:25"
+    cli = subprocess.run(
+        [sys.executable, "-m", "analysis", "steer", "--prompt", prompt, "--feature", feature, "--max-new-tokens", "12"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stderr
+    said = re.search(r"first difference at generated token (\d+) of 12 \(counting from 1", cli.stdout)
+    assert said, cli.stdout
+    app = page(STEER, steer=feature)
+    app.session_state["steer_prompt"] = prompt
+    app.session_state["steer_max_new_tokens"] = 12
+    generate(app)
+    heading = next(m.value for m in app.markdown if "Next-token distribution at the first difference" in m.value)
+    assert f"(generated token {said[1]}, counting from 1)" in heading
+    record = open_user_store(user_db).experiment(open_user_store(user_db).experiments("steering")["id"][0])["record"]
+    assert record["divergence"]["index"] + 1 == int(said[1])

@@ -14,6 +14,7 @@ file and address features by ``rowid``, which only the workspace's attached cata
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -221,3 +222,41 @@ def latent_summary(atlas: AtlasSource, sae_name: str, latent: int) -> LatentSumm
     if row is None:
         return None
     return LatentSummary(int(found[0]), int(latent), float(row[0]), float(row[1]), row[2] or "")
+
+
+def features_by_label(atlas: AtlasSource, sae_name: str, text: str, limit: int = 100) -> list[LatentSummary]:
+    """Up to ``limit`` live latents of one SAE whose automatic label has a word starting with each
+    word of ``text`` (a prefix range scan of the indexed ``label_terms``), most frequent first; with
+    no words in ``text``, the SAE's most frequent live latents. A number in ``text`` also matches
+    that latent id, so "938" finds feature 938 whatever its label."""
+    words = [word.lower() for word in text.split() if word.strip()]
+    terms = [w for word in words for w in _label_words(word)]
+    with _connected(atlas) as connection:
+        found = connection.execute("SELECT sae FROM saes WHERE name = ?", [sae_name]).fetchone()
+        if found is None:
+            return []
+        sae = int(found[0])
+        matching = " INTERSECT ".join(
+            "SELECT latent FROM label_terms WHERE sae = ? AND term >= ? AND term < ?" for _ in terms
+        )
+        params: list = [sae]
+        where = "sae = ? AND density > 0"
+        if terms:
+            where += f" AND (latent IN ({matching})"
+            params += [value for term in terms for value in (sae, term, term + _LAST_CHARACTER)]
+            ids = [int(word) for word in words if word.isdigit()]
+            where += " OR list_contains(?::INTEGER[], latent))" if len(ids) == len(words) else ")"
+            params += [ids] if len(ids) == len(words) else []
+        rows = connection.execute(
+            f"SELECT latent, max_act, density, label FROM features WHERE {where} ORDER BY density DESC, latent LIMIT ?",
+            [*params, int(limit)],
+        ).fetchall()
+    return [LatentSummary(sae, int(latent), float(m), float(d), label or "") for latent, m, d, label in rows]
+
+
+_LAST_CHARACTER = "\U0010ffff"  # sorts after every string that starts with a given prefix
+
+
+def _label_words(word: str) -> list[str]:
+    """The ``label_terms`` words a typed word stands for (terms are runs of letters, digits and _)."""
+    return re.findall(r"\w+", word)

@@ -4,21 +4,27 @@ the model and SAE hashes and both outputs, and the history re-runs or exports an
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
-from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
-from analysis.sampling import MAX_FREQUENCY_PENALTY, MAX_NEW_TOKENS, GenerationSettings  # noqa: E402
-from analysis.steering import SteeringResult, default_coefficient, stream_comparison  # noqa: E402
-from analysis.steering_methods import DEFAULT_METHOD, METHODS  # noqa: E402
-from analysis.steering_target import MAX_COEFFICIENT, SteeringTarget  # noqa: E402
-from dashboard.browse.filter_controls import url_params  # noqa: E402
-from dashboard.live.service import require_live  # noqa: E402
-from dashboard.shell.page import PageContext, open_page  # noqa: E402
-from dashboard.shell.plain_text import md, option  # noqa: E402
-from dashboard.shell.url_state import text  # noqa: E402
-from dashboard.steer.history import steering_history  # noqa: E402
-from dashboard.steer.targets import coefficient_key, latent_summary, set_coefficients  # noqa: E402
-from dashboard.steer.view import completion_html, first_difference, prompt_shown, shift_chart  # noqa: E402
+from analysis.atlas.reader import features_by_label
+from analysis.divergence import first_difference, generated_token
+from analysis.generation_settings import MAX_FREQUENCY_PENALTY, MAX_NEW_TOKENS, GenerationSettings
+from analysis.live_errors import LiveInputError
+from analysis.steering_methods import DEFAULT_METHOD, METHODS
+from analysis.steering_target import MAX_COEFFICIENT, SteeringTarget, default_coefficient
+from dashboard.browse.filter_controls import url_params
+from dashboard.live.service import require_live
+from dashboard.shell.page import PageContext, open_page
+from dashboard.shell.plain_text import md, option
+from dashboard.shell.url_state import text
+from dashboard.steer.history import steering_history
+from dashboard.steer.targets import coefficient_key, latent_summary, scale_caption, set_coefficients
+from dashboard.steer.view import completion_html, prompt_shown, shift_chart
+
+if TYPE_CHECKING:  # torch-backed: imported below, once the page has shown the model's loading progress
+    from analysis.live_model import LiveModel
 
 DEFAULT_PROMPT = "In the beginning"
 
@@ -54,12 +60,12 @@ def _targets_from_url_when_new(page: PageContext) -> None:
 
 
 def _targets_editor(page: PageContext, live: LiveModel) -> list[SteeringTarget]:
-    """The latents to steer with a coefficient each (slider and number field), add and remove."""
+    """The latents to steer with a coefficient each (slider and number field, with its scale), add and remove."""
     _targets_from_url_when_new(page)
     targets: list[SteeringTarget] = st.session_state["steer_targets"]
     st.subheader("Features to steer")
     if not targets:
-        st.caption("None yet: add one below, or press Steer on a feature's page.")
+        st.caption("None yet: find one below by its label, or press Steer on a feature's page.")
     kept = []
     for target in targets:
         summary = latent_summary(page.workspace, page.atlas, target.sae, target.latent)
@@ -92,23 +98,42 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[SteeringTarget]:
             label_visibility="collapsed",
             on_change=_copy,
             args=(key, key + "_slider"),
+            help="additive: added × the feature's decoder direction; replace and clamp: the feature's activation",
         )
+        st.caption("coefficient " + md(scale_caption(float(st.session_state[key]), summary.max_act)))
         if not remove.button("✕", key=f"remove_{key}", help="stop steering this feature"):
             kept.append(target.with_coefficient(float(st.session_state[key])))
-    with st.form("add_latent"):
-        cols = st.columns([3, 2, 1], vertical_alignment="bottom")
-        sae_name = cols[0].selectbox("SAE", list(live.saes), format_func=option)
-        latent = cols[1].number_input("Feature number", min_value=0, step=1)
-        if cols[2].form_submit_button("Add"):
-            summary = latent_summary(page.workspace, page.atlas, sae_name, int(latent))
-            if summary is None:
-                st.error(f"{md(sae_name)} has no feature {int(latent)} in this atlas.")
-            elif all((t.sae, t.latent) != (sae_name, int(latent)) for t in kept):
-                kept.append(SteeringTarget(sae_name, int(latent), default_coefficient(summary.max_act)))
+    added = _feature_finder(page, live, kept)
+    if added is not None:
+        kept.append(added)
     if kept != targets:
         st.session_state["steer_targets"] = kept
         st.rerun()
     return kept
+
+
+def _feature_finder(page: PageContext, live: LiveModel, kept: list[SteeringTarget]) -> SteeringTarget | None:
+    """Find a feature of one SAE by words of its automatic label (or its number) and add it."""
+    cols = st.columns([2, 3, 4, 1], vertical_alignment="bottom")
+    sae_name = cols[0].selectbox("SAE", list(live.saes), format_func=option, key="steer_find_sae")
+    query = cols[1].text_input(
+        "Find a feature by its label", key="steer_find_query", placeholder="words of the label, or a feature number"
+    )
+    found = features_by_label(page.workspace.atlas_cursor(page.atlas), sae_name, query, limit=200)
+    choices = {f"#{f.latent} · {f.label or '(no label)'} · max {f.max_act:.3g}": f for f in found}
+    picked = cols[2].selectbox(
+        f"Feature ({len(found)}{'+' if len(found) == 200 else ''} match, most frequent first)",
+        list(choices),
+        format_func=option,
+        key="steer_find_pick",
+        placeholder="no feature's label matches" if not found else "type to narrow",
+    )
+    if not cols[3].button("Add", disabled=picked is None, key="steer_find_add") or picked is None:
+        return None
+    summary = choices[picked]
+    if any((t.sae, t.latent) == (sae_name, summary.latent) for t in kept):
+        return None
+    return SteeringTarget(sae_name, summary.latent, default_coefficient(summary.max_act))
 
 
 def _copy(source: str, destination: str) -> None:
@@ -204,7 +229,8 @@ def _show_result_details(record: dict) -> None:
         return
     shift = record["divergence"]["next_tokens"]
     st.markdown(
-        f"**Next-token distribution at the first difference** (generated token {record['divergence']['index'] + 1})"
+        f"**Next-token distribution at the first difference** ({generated_token(record['divergence']['index'])}, "
+        "counting from 1)"
     )
     st.plotly_chart(
         shift_chart(
@@ -214,22 +240,30 @@ def _show_result_details(record: dict) -> None:
     )
 
 
-def _write_url(page: PageContext, targets: list[SteeringTarget], method: str) -> None:
+def _write_url(page: PageContext, targets: list[SteeringTarget], method: str, prompt: str, run: str | None) -> None:
+    """Features, method, prompt and the history run being read, so a copied link reopens this view."""
     written = [t.as_text() for t in targets]
     st.session_state["steer_url_written"] = written
-    st.query_params.from_dict(page.link_params(steer=written, method=method))
+    extra: dict = {"steer": written, "method": method, "prompt": prompt}
+    st.query_params.from_dict(page.link_params(**extra, **({"run": run} if run else {})))
 
 
 page = open_page("Steer")
 live = require_live(page.atlas)
+from analysis.live_model import LiveModelBusy  # noqa: E402  (torch: loaded by require_live above)
+from analysis.steering import SteeringResult, stream_comparison  # noqa: E402
+
 targets = _targets_editor(page, live)
 method, settings = _settings()
-_write_url(page, targets, method)
-st.session_state.setdefault("steer_prompt", DEFAULT_PROMPT)
+st.session_state.setdefault("steer_prompt", text(url_params(), "prompt", DEFAULT_PROMPT))
 prompt = st.text_area("Prompt", key="steer_prompt", height=90, max_chars=20_000)
 run_column, stop_column = st.columns([1, 5])
 run = run_column.button("Generate", type="primary", disabled=not targets)
 stop_column.button("Stop", help="stop a generation that is running")
 if run or st.session_state.pop("steer_run_now", False):
     _generate(page, live, prompt, targets, method, settings)
-steering_history(page)
+linked_run = st.session_state.setdefault("steer_linked_run", text(url_params(), "run") or None)
+shown_run = steering_history(page, linked_run)
+if shown_run != linked_run:  # the reader picked (or cleared) a row: the link's run is no longer the one shown
+    st.session_state["steer_linked_run"] = None
+_write_url(page, targets, method, prompt, shown_run)

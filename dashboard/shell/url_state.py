@@ -4,7 +4,8 @@ Keys: ``atlas`` (catalog key), ``sae`` (SAE names, repeated), ``latent``, ``min_
 ``max_density``, ``min_max_act``, ``q`` (text), ``token``, ``status`` and ``tag`` (repeated),
 ``reviewer``, ``sort``, ``page``, ``width``; on the Triage page, ``feature`` (the feature in view,
 ``<SAE name>:<latent>``, apart from the queue's ``sae`` filter) and ``dead`` (``1``: the queue
-includes features that never fired).
+includes features that never fired); on the Steer page, ``steer`` (SAE:LATENT:COEFFICIENT,
+repeated), ``method``, ``prompt`` and ``run`` (the history run shown).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import json
 
 import streamlit as st
 
+from analysis.divergence import generated_token
 from analysis.steering_target import SteeringTarget
 from dashboard.live.experiment_table import chosen_experiment
 from dashboard.shell.page import PageContext
@@ -29,7 +30,9 @@ def load_record_into_page(record: dict) -> None:
     st.session_state["steer_run_now"] = True
 
 
-def steering_history(page: PageContext) -> None:
+def steering_history(page: PageContext, url_run: str | None = None) -> str | None:
+    """The recorded runs; the selected one (or, with none selected, the one a link names) is shown
+    and its id returned, so the page can put it in its URL."""
     st.subheader("History")
     chosen = chosen_experiment(
         page,
@@ -39,14 +42,19 @@ def steering_history(page: PageContext) -> None:
         "No recorded runs yet.",
         "Select a run to read it, download it or run it again.",
     )
+    chosen = chosen or url_run
     if chosen is None:
-        return
+        return None
     try:
         experiment = page.workspace.store.experiment(chosen)
     except UserDataError as error:
         st.error(md(error))
-        return
+        return None
+    if experiment["kind"] != "steering":
+        st.error(md(f"run {chosen} is not a steering run"))
+        return None
     record = experiment["record"]
+    st.markdown(md(f"Run {chosen[:8]} · {record['prompt']}", 200))
     features = ", ".join(f"{t['sae']} #{t['latent']} × {t['coefficient']:g}" for t in record["targets"])
     st.markdown(
         md(
@@ -59,6 +67,8 @@ def steering_history(page: PageContext) -> None:
     divergence = record["divergence"]["index"] if record["divergence"] else None
     left.html(completion_html(prompt_shown(record), record["default"]["tokens"], divergence))
     right.html(completion_html(prompt_shown(record), record["steered"]["tokens"], divergence))
+    if divergence is not None:
+        st.caption(f"First difference at {generated_token(divergence)} (counting from 1).")
     buttons = st.columns([1, 1, 4])
     buttons[0].button("Run again", on_click=load_record_into_page, args=(record,), key="steer_rerun")
     buttons[1].download_button(
@@ -67,3 +77,4 @@ def steering_history(page: PageContext) -> None:
         file_name=f"steering-{experiment['id'][:8]}.json",
         mime="application/json",
     )
+    return chosen

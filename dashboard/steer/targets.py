@@ -8,7 +8,7 @@ import streamlit as st
 
 from analysis.atlas import reader
 from analysis.atlas.reader import LatentSummary
-from analysis.steering_target import SteeringTarget
+from analysis.steering_target import DEFAULT_COEFFICIENT_MULTIPLIER, SteeringTarget
 from dashboard.shell.workspace import Atlas, Workspace
 
 
@@ -28,3 +28,14 @@ def set_coefficients(targets: list[SteeringTarget]) -> None:
 def latent_summary(workspace: Workspace, atlas: Atlas, sae_name: str, latent: int) -> LatentSummary | None:
     """``analysis.atlas.reader.latent_summary`` through the workspace's connection to ``atlas``."""
     return reader.latent_summary(workspace.atlas_cursor(atlas), sae_name, latent)
+
+
+def scale_caption(coefficient: float, max_act: float) -> str:
+    """A coefficient on the scale that makes it comparable across latents: as a multiple of the
+    latent's largest activation in the atlas (the default is ``DEFAULT_COEFFICIENT_MULTIPLIER`` ×)."""
+    default = f"default ×{DEFAULT_COEFFICIENT_MULTIPLIER:g}"
+    if max_act <= 0:
+        return f"{coefficient:g}; this latent never fired in the atlas (max activation 0), so there is no scale"
+    return (
+        f"{coefficient:g} = ×{coefficient / max_act:.2f} of its max activation {max_act:.4g} in the atlas ({default})"
+    )

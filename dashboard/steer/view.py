@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from analysis.divergence import generated_token
 from dashboard.shell.plain_text import visible
 
 DIVERGED_STYLE = "background: rgba(214, 39, 40, 0.18); border-bottom: 2px solid #d62728;"
@@ -21,11 +22,6 @@ def _span(text: str, style: str, title: str) -> str:
     return span + "<br>" if "\n" in text else span
 
 
-def first_difference(default: Sequence[int], steered: Sequence[int]) -> int | None:
-    """The index of the first generated token that differs (None while they agree)."""
-    return next((i for i, (a, b) in enumerate(zip(default, steered)) if a != b), None)
-
-
 def prompt_shown(record: dict) -> str:
     """A recorded run's prompt as the model saw it: an ellipsis first when its start was cut off."""
     return ("…" if record["prompt_cut"] else "") + (
@@ -34,7 +30,8 @@ def prompt_shown(record: dict) -> str:
 
 
 def completion_html(prompt: str, tokens: Sequence[str], divergence: int | None, generating: bool = False) -> str:
-    """The prompt in grey, then the generated tokens; those from ``divergence`` on are marked."""
+    """The prompt in grey, then the generated tokens; those from ``divergence`` (0-based) on are marked,
+    each titled with its 1-based number (analysis/divergence.py)."""
     spans = []
     for index, token in enumerate(tokens):
         if divergence is not None and index >= divergence:
@@ -42,7 +39,7 @@ def completion_html(prompt: str, tokens: Sequence[str], divergence: int | None, 
             title = "first token that differs" if index == divergence else "after the divergence"
         else:
             style, title = "", "same in both"
-        spans.append(_span(token, style, f"{title} · token {index + 1}"))
+        spans.append(_span(token, style, f"{title} · {generated_token(index)}"))
     cursor = '<span style="color:#999;">▍</span>' if generating else ""
     prompt_html = html.escape(visible(prompt, spaces=False))
     return (
