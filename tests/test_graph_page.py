@@ -95,6 +95,8 @@ def test_clicking_a_feature_opens_its_top_examples_and_a_link_to_its_page(user_d
     click(app, feature)
     assert app.session_state["graph_node"] == feature
     assert [s.value for s in app.subheader][0] == "Top 20 examples"
+    [examples] = [e for e in app.expander if e.label == "Top examples"]
+    assert not examples.proto.expanded, "examples start collapsed, so the pin and label editors stay in view"
     link = next(element for element in app.get("page_link") if element.proto.label == "Open the feature page")
     assert f"sae=transcoder-L{layer}" in link.proto.query_string and f"latent={latent}" in link.proto.query_string
 
@@ -124,10 +126,14 @@ def test_max_feature_nodes_and_density_hide_features_and_say_how_many(user_db):
 def test_a_hostile_prompt_is_drawn_as_text(user_db):
     app = compute(page(GRAPH), "<script>alert(1)</script><img src=x onerror=alert(2)>")
     spec = json.loads(figure(app))
-    ticks = "".join(spec["layout"]["xaxis"]["ticktext"])
-    assert "<" not in ticks and "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img·src=x·onerror" in ticks, ticks
+    notes = spec["layout"]["annotations"]
+    ticks = "".join(note["text"] for note in notes if note.get("yref") == "paper")
+    assert "<" not in ticks and "&lt;script&gt;" in ticks, ticks
+    full = "".join(note["hovertext"] for note in notes if note.get("yref") == "paper")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img·src=x·onerror" in full, "the whole token on hover"
     hovers = [text for trace in spec["data"] for text in trace.get("hovertext") or []]
     assert hovers and not any("<" in text.replace("<br>", "") for text in hovers)
+    assert not any("<" in note["text"] for note in notes)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,6 @@ graph's edges predicted."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import networkx as nx
 import pandas as pd
 import streamlit as st
@@ -22,6 +20,7 @@ from dashboard.shell.plain_text import md, visible
 
 EXAMPLE_WIDTH = 5
 TOP_EDGES = 8
+GOTO = "graph_goto"
 
 
 def node_name(graph: nx.DiGraph, node: str, state: GraphState) -> str:
@@ -40,13 +39,6 @@ def node_name(graph: nx.DiGraph, node: str, state: GraphState) -> str:
     return f"{what} · {visible(label, spaces=False)}" if label else what
 
 
-def _select(table_key: str, nodes: list[str]) -> None:
-    """A row chosen in an inputs / outputs table selects that node (runs before the page redraws)."""
-    rows = st.session_state[table_key]["selection"]["rows"]
-    if rows:
-        st.session_state["graph_node"] = nodes[rows[0]]
-
-
 def _edge_table(graph: nx.DiGraph, edges: list[tuple[str, float]], title: str, key: str, state: GraphState) -> None:
     """The strongest ``TOP_EDGES`` of ``edges`` (other node, weight), a row click selecting the node."""
     edges = sorted(edges, key=lambda edge: -abs(edge[1]))[:TOP_EDGES]
@@ -55,14 +47,26 @@ def _edge_table(graph: nx.DiGraph, edges: list[tuple[str, float]], title: str, k
         return
     nodes = [other for other, _ in edges]
     st.markdown(f"**{title}** · select a row to go there")
-    st.dataframe(
+    event = st.dataframe(
         pd.DataFrame({"weight": [w for _, w in edges], "node": [node_name(graph, n, state) for n in nodes]}),
         hide_index=True,
         key=key,
-        on_select=partial(_select, key, nodes),
+        on_select="rerun",
         selection_mode="single-row",
         column_config={"weight": st.column_config.NumberColumn(format="%+.3f", width="small")},
     )
+    if event.selection.rows:  # the page selects it before drawing the next run (see take_goto)
+        st.session_state[GOTO] = (nodes[event.selection.rows[0]], key)
+        st.rerun()
+
+
+def take_goto() -> None:
+    """Select the node a row of an inputs / outputs table asked for (called before the node selector
+    is drawn), clearing that row's selection so coming back to the node does not jump again."""
+    goto = st.session_state.pop(GOTO, None)
+    if goto is not None:
+        st.session_state["graph_node"] = goto[0]
+        st.session_state.pop(goto[1], None)
 
 
 def node_panel(page: PageContext, graph: nx.DiGraph, drawn: nx.DiGraph, node: str, state: GraphState) -> None:

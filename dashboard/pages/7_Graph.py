@@ -25,7 +25,7 @@ from dashboard.graph.library import (  # noqa: E402
     saved_graphs,
     unknown_model_warning,
 )
-from dashboard.graph.panels import intervention_panel, node_name, node_panel, pins_editor  # noqa: E402
+from dashboard.graph.panels import intervention_panel, node_name, node_panel, pins_editor, take_goto  # noqa: E402
 from dashboard.graph.service import ADD_TRANSCODERS, cache_key, cached_graph, pruned_graph, setup_problem  # noqa: E402
 from dashboard.graph.state import GraphState, from_url, state_params, subgraph  # noqa: E402
 from dashboard.graph.view import MAX_DRAWN_NODES, filtered, graph_figure  # noqa: E402
@@ -229,6 +229,7 @@ def _draw(
     drawn = subgraph(graph, state) if only_pinned and state.pins else shown.graph
     labels = {n: state.labels.get(n) or d.get("label") or "" for n, d in drawn.nodes(data=True)}
     choices = [*graph, *(n for n in drawn if n not in graph)]  # the subgraph's supernodes are selectable too
+    take_goto()
     if st.session_state.get("graph_node") not in choices:
         st.session_state.pop("graph_node", None)
     figure = graph_figure(
