@@ -381,10 +381,11 @@ def test_intervening_on_a_supernode_scales_all_its_members(user_db, live):
     by_label(app.button, "Intervene").click().run()
     assert not app.exception and not app.error
     table = next(frame.value for frame in app.dataframe if "predicted" in frame.value.columns)
-    keys = [
-        tuple(int(v) for v in (n.split("/")[1], n.split("@")[1], n.split("/")[2].split("@")[0]))
-        for n in (first, second)
-    ]
+    keys = []
+    for node in (first, second):  # feature/LAYER/LATENT@POSITION -> (layer, position, latent)
+        layer, rest = node.split("/")[1:]
+        latent, position = rest.split("@")
+        keys.append((int(layer), int(position), int(latent)))
     members = intervene(live, compute_graph(live, PROMPT), keys, 3.0)  # the same, member by member
     assert list(table["after"]) == pytest.approx([row["after"] for row in members.targets], abs=1e-4)
     assert list(table["predicted"]) == pytest.approx([row["predicted"] for row in members.targets], abs=1e-6)
