@@ -236,7 +236,7 @@ def test_a_graph_computed_in_the_browser_gets_a_supernode_of_two_clicked_nodes_a
     names = []
     for index in (0, 1):
         _click_point(browser, "feature", index)
-        wait_for_text(browser, "Top 20 examples", timeout=60)
+        wait_for_text(browser, "Top inputs", timeout=60)
         _settle(browser)
         names.append(browser.find_element(By.CSS_SELECTOR, 'input[aria-label^="Node"]').get_attribute("value"))
         _click_text(browser, "p", "Pin to subgraph")

@@ -135,10 +135,14 @@ def test_a_supernode_groups_pinned_nodes_and_the_subgraph_sums_their_edges(graph
         state.group("  ", [first, second])
     state.group("pair", [first, second])
     shown = subgraph(graph, state)
-    assert set(shown) == {"supernode/pair", "embed@1"}
-    expected = sum(graph.edges[a, b]["weight"] for a in ("embed@1",) for b in (first, second) if graph.has_edge(a, b))
-    if expected:
-        assert shown.edges["embed@1", "supernode/pair"]["weight"] == pytest.approx(expected)
+    logits = {n for n, d in graph.nodes(data=True) if d["kind"] == "logit"}
+    assert set(shown) == {"supernode/pair", "embed@1", *logits}, "the targets stay in the subgraph"
+    for other in set(shown) - {"supernode/pair"}:  # every summed edge equals its members' edges added up
+        into = sum(graph.edges[m, other]["weight"] for m in (first, second) if graph.has_edge(m, other))
+        out_of = sum(graph.edges[other, m]["weight"] for m in (first, second) if graph.has_edge(other, m))
+        assert shown.get_edge_data("supernode/pair", other, {"weight": 0.0})["weight"] == pytest.approx(into)
+        assert shown.get_edge_data(other, "supernode/pair", {"weight": 0.0})["weight"] == pytest.approx(out_of)
+    assert any(shown.has_edge("supernode/pair", logit) for logit in logits), "its edges to the logits are drawn"
     state.unpin(first)
     assert state.supernodes == {}, "a supernode of one node is no group"
-    assert set(subgraph(graph, state)) == {second, "embed@1"}
+    assert set(subgraph(graph, state)) == {second, "embed@1", *logits}

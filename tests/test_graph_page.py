@@ -9,6 +9,7 @@ import re
 import pytest
 
 from analysis.graphs import compute_graph, to_networkx
+from analysis.graphs.intervention import intervene
 from dashboard.graph.files import node_link_json
 from dashboard.graph.state import GraphState
 from dashboard.shell.plain_text import visible
@@ -95,6 +96,8 @@ def test_clicking_a_feature_opens_its_top_examples_and_a_link_to_its_page(user_d
     click(app, feature)
     assert app.session_state["graph_node"] == feature
     assert [s.value for s in app.subheader][0] == "Top 20 examples"
+    [examples] = [e for e in app.expander if e.label == "Top examples"]
+    assert not examples.proto.expanded, "examples start collapsed, so the pin and label editors stay in view"
     link = next(element for element in app.get("page_link") if element.proto.label == "Open the feature page")
     assert f"sae=transcoder-L{layer}" in link.proto.query_string and f"latent={latent}" in link.proto.query_string
 
@@ -124,10 +127,13 @@ def test_max_feature_nodes_and_density_hide_features_and_say_how_many(user_db):
 def test_a_hostile_prompt_is_drawn_as_text(user_db):
     app = compute(page(GRAPH), "<script>alert(1)</script><img src=x onerror=alert(2)>")
     spec = json.loads(figure(app))
-    ticks = "".join(spec["layout"]["xaxis"]["ticktext"])
+    notes = spec["layout"]["annotations"]
+    ticks = "".join(note["text"] for note in notes if note.get("yref") == "paper")
     assert "<" not in ticks and "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img·src=x·onerror" in ticks, ticks
+    assert not any("<" in note.get("hovertext", "") for note in notes)
     hovers = [text for trace in spec["data"] for text in trace.get("hovertext") or []]
     assert hovers and not any("<" in text.replace("<br>", "") for text in hovers)
+    assert not any("<" in note["text"] for note in notes)
 
 
 @pytest.mark.parametrize(
@@ -182,14 +188,65 @@ def test_pinned_nodes_grouped_into_a_supernode_with_a_label_make_the_subgraph(us
     by_label(app.text_input, "Your label").set_value("<i>light</i> words")
     by_label(app.button, "Set label").click().run()
     assert any("Supernode light words" in m.value for m in app.markdown)
-    by_label(app.toggle, "Subgraph only (pinned nodes and supernodes)").set_value(True).run()
+    by_label(app.toggle, SUBGRAPH).set_value(True).run()
     assert not app.exception
     spec = json.loads(figure(app))
-    drawn = [node for trace in spec["data"] if "customdata" in trace for node in trace["customdata"]]
-    assert drawn == ["supernode/light words"], "both pinned nodes are inside the supernode"
+    drawn = {trace["name"]: trace["customdata"] for trace in spec["data"] if "customdata" in trace}
+    assert set(drawn) == {"supernode", "logit"}, "both pinned nodes are inside the supernode"
+    assert drawn["supernode"] == ["supernode/light words"] and len(drawn["logit"]) == 10, "the targets stay"
     hover = next(trace["hovertext"][0] for trace in spec["data"] if trace.get("name") == "supernode")
     assert "supernode of 2" in hover
+    assert "light words" in [note["text"] for note in spec["layout"]["annotations"]], "its name on the canvas"
     assert app.session_state["graph_state"].labels == {first: "<i>light</i> words"}
+
+
+SUBGRAPH = "Subgraph only (pinned nodes, supernodes and logits)"
+
+
+def view_of(app) -> tuple:
+    """What the reader sees of the graph: each trace's nodes, the canvas's text, the selected node."""
+    spec = json.loads(figure(app))
+    traces = [(trace.get("name"), trace.get("customdata")) for trace in spec["data"] if trace.get("customdata")]
+    return traces, [note["text"] for note in spec["layout"]["annotations"]], app.session_state["graph_node"]
+
+
+def test_reopening_the_pages_url_shows_the_same_pins_supernode_labels_and_selection(user_db):
+    app = page(GRAPH, prompt=PROMPT)
+    first, second = pin_two_into_a_supernode(app, name='light, "words"')
+    third = drawn_nodes(app, "feature")[2]
+    pin(app, third)
+    by_label(app.text_input, "Your label").set_value("a <b>third</b> one")
+    by_label(app.button, "Set label").click().run()
+    by_label(app.toggle, SUBGRAPH).set_value(True).run()
+    click(app, 'supernode/light, "words"')
+    link = {key: app.query_params[key] for key in app.query_params}
+    assert json.loads(link["supernodes"]) == [['light, "words"', first, second]]
+    assert link["pinnedIds"] == f"{first},{second},{third}" and link["subgraph"] == "1"
+
+    fresh = page(GRAPH, **link)  # a new session, as a pasted link opens
+    assert not fresh.exception and not fresh.error
+    assert view_of(fresh) == view_of(app)
+    assert "a &lt;b&gt;third&lt;/b&gt; one" in view_of(fresh)[1], "the reader's label on the canvas, as text"
+    assert fresh.session_state["graph_state"].to_dict() == app.session_state["graph_state"].to_dict()
+
+
+def test_a_clicked_node_lists_its_strongest_inputs_and_outputs_and_a_row_goes_there(user_db, live, demo_dir):
+    graph = to_networkx(compute_graph(live, PROMPT), atlas=demo_dir / "atlas.duckdb")
+    app = page(GRAPH, prompt=PROMPT)
+    node = max(drawn_nodes(app, "feature"), key=lambda n: min(graph.in_degree(n), graph.out_degree(n)))
+    click(app, node)
+    tables = {frame.proto.id: frame.value for frame in app.dataframe if "weight" in frame.value.columns}
+    inputs, outputs = (next(v for k, v in tables.items() if part in k) for part in ("graph_in_", "graph_out_"))
+    strongest_in = sorted(graph.in_edges(node, data="weight"), key=lambda e: -abs(e[2]))[:8]
+    assert list(inputs["weight"]) == pytest.approx([w for _, _, w in strongest_in])
+    strongest_out = sorted(graph.out_edges(node, data="weight"), key=lambda e: -abs(e[2]))[:8]
+    assert list(outputs["weight"]) == pytest.approx([w for _, _, w in strongest_out])
+    target = strongest_out[0][1]
+    key = "graph_out_" + node.replace("/", "_")
+    app.session_state[key] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.run()
+    assert not app.exception and app.session_state["graph_node"] == target
+    assert app.query_params["clickedId"] == target
 
 
 def saved_ids(user_db) -> list[str]:
@@ -310,3 +367,26 @@ def test_ablating_the_feature_with_the_largest_edge_to_the_top_logit_lowers_it_a
     assert row["predicted"] == pytest.approx(-weight, rel=1e-4), "the graph predicted minus the direct edge"
     before, after = (frame.value for frame in app.dataframe if list(frame.value.columns) == ["token", "probability"])
     assert before["probability"].is_monotonic_decreasing and len(after) == 10
+
+
+@pytest.mark.slow
+def test_intervening_on_a_supernode_scales_all_its_members(user_db, live):
+    app = page(GRAPH, prompt=PROMPT)
+    first, second = pin_two_into_a_supernode(app)
+    chosen = by_label(app.multiselect, "Features")
+    assert chosen.value == ["supernode/light words"], "a new supernode is what the panel offers to scale"
+    by_label(app.radio, "How").set_value("scale").run()
+    by_label(app.number_input, "scale by").set_value(3.0).run()
+    assert not by_label(app.button, "Intervene").disabled
+    by_label(app.button, "Intervene").click().run()
+    assert not app.exception and not app.error
+    table = next(frame.value for frame in app.dataframe if "predicted" in frame.value.columns)
+    keys = []
+    for node in (first, second):  # feature/LAYER/LATENT@POSITION -> (layer, position, latent)
+        layer, rest = node.split("/")[1:]
+        latent, position = rest.split("@")
+        keys.append((int(layer), int(position), int(latent)))
+    members = intervene(live, compute_graph(live, PROMPT), keys, 3.0)  # the same, member by member
+    assert list(table["after"]) == pytest.approx([row["after"] for row in members.targets], abs=1e-4)
+    assert list(table["predicted"]) == pytest.approx([row["predicted"] for row in members.targets], abs=1e-6)
+    assert any(abs(change) > 1e-3 for change in table["change"]), "scaling the two features moved the targets"

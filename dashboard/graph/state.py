@@ -4,7 +4,8 @@ own node labels, with the subgraph they describe, and the same state as Neuronpe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -107,12 +108,63 @@ class GraphState:
         )
 
 
+def from_url(params: Mapping[str, str | list[str]]) -> GraphState:
+    """The state a Graph page URL holds, in Neuronpedia's ``qParams`` names (``pinnedIds`` comma-joined,
+    ``supernodes`` and ``clerps`` as JSON). A malformed part is dropped, not an error: a link pasted
+    from elsewhere still opens its graph. Supernodes are rebuilt through ``group`` so their members
+    are pinned and belong to one supernode each."""
+
+    def first(key: str) -> str:
+        value = params.get(key)
+        return (value if isinstance(value, str) else (value or [""])[0]) or ""
+
+    def parsed(key: str) -> list:
+        try:
+            value = json.loads(first(key) or "[]")
+        except json.JSONDecodeError:
+            return []
+        return [item for item in value if isinstance(item, list)] if isinstance(value, list) else []
+
+    state = GraphState()
+    for node in first("pinnedIds").split(","):
+        if node:
+            state.pin(node)
+    for group in parsed("supernodes"):
+        for member in group[1:]:
+            state.pin(str(member))
+        try:
+            state.group(str(group[0]), [str(m) for m in group[1:]])
+        except (GraphStateError, IndexError):
+            continue
+    for pair in parsed("clerps"):
+        if len(pair) == 2:
+            state.set_label(str(pair[0]), str(pair[1]))
+    return state
+
+
+def state_params(state: GraphState) -> dict[str, str]:
+    """``state`` as URL query entries (the inverse of ``from_url``; empty parts left out)."""
+    qparams = state.to_qparams()
+    entries = {
+        "pinnedIds": qparams["pinnedIds"],
+        "supernodes": json.dumps(qparams["supernodes"], ensure_ascii=False) if state.supernodes else "",
+        "clerps": json.dumps(qparams["clerps"], ensure_ascii=False) if state.labels else "",
+    }
+    return {key: value for key, value in entries.items() if value}
+
+
+def supernode_id(name: str) -> str:
+    return f"supernode/{name}"
+
+
 def subgraph(graph: nx.DiGraph, state: GraphState) -> nx.DiGraph:
-    """The pinned nodes and the edges between them, each supernode drawn as one node
-    (``supernode/NAME``) whose edges are the summed weights of its members' edges."""
+    """The pinned nodes and the logits, each supernode drawn as one node (``supernode/NAME``), with
+    the edges between them; a supernode's edge to or from another node is the sum of its members'
+    edges to or from that node, as circuit-tracer's and Neuronpedia's subgraph views draw them."""
     members = {member: name for name, group in state.supernodes.items() for member in group}
     shown = nx.DiGraph(**graph.graph)
-    for node in state.pins:
+    logits = [node for node, data in graph.nodes(data=True) if data["kind"] == "logit"]
+    for node in [*state.pins, *logits]:
         if node not in graph or node in members:
             continue
         shown.add_node(node, **graph.nodes[node])
@@ -121,16 +173,16 @@ def subgraph(graph: nx.DiGraph, state: GraphState) -> nx.DiGraph:
         if not present:
             continue
         shown.add_node(
-            f"supernode/{name}",
+            supernode_id(name),
             kind="supernode",
             label=name,
             members=list(group),
             layer=sum(d["layer"] for d in present) / len(present),
-            position=sum(d["position"] for d in present) / len(present),
+            position=max(d["position"] for d in present),
         )
 
     def shown_as(node: str) -> str:
-        return f"supernode/{members[node]}" if node in members else node
+        return supernode_id(members[node]) if node in members else node
 
     for source, target, data in graph.edges(data=True):
         a, b = shown_as(source), shown_as(target)

@@ -1,7 +1,9 @@
 """Graph: the attribution graph of a prompt (circuit-tracer on the atlas's per-layer transcoders),
-pruned by the reader's thresholds, drawn by token position and layer; click a node for its top
-examples, pin nodes into a subgraph with supernodes and labels, intervene on features, save,
-export and import. Saved and imported graphs open without the model."""
+pruned by the reader's thresholds, drawn by token position and layer; click a node for its edges,
+top inputs and outputs and examples, pin nodes into a subgraph with named supernodes and labels,
+intervene on features and supernodes, save, export and import. The URL holds the prompt, target,
+thresholds, pins, supernodes, labels, the selected node and the subgraph switch, so a copied link
+reopens the same view. Saved and imported graphs open without the model."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from dashboard.graph.library import (  # noqa: E402
     saved_graphs,
     unknown_model_warning,
 )
-from dashboard.graph.panels import intervention_panel, node_name, node_panel, pins_editor  # noqa: E402
+from dashboard.graph.panels import intervention_panel, node_name, node_panel, pins_editor, take_goto  # noqa: E402
 from dashboard.graph.service import (  # noqa: E402
     ADD_TRANSCODERS,
     cache_key,
@@ -32,7 +34,7 @@ from dashboard.graph.service import (  # noqa: E402
     pruned_graph,
     setup_problem,
 )
-from dashboard.graph.state import GraphState, subgraph  # noqa: E402
+from dashboard.graph.state import GraphState, from_url, state_params, subgraph  # noqa: E402
 from dashboard.graph.view import MAX_DRAWN_NODES, filtered, graph_figure  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
 from dashboard.shell.plain_text import md  # noqa: E402
@@ -76,6 +78,10 @@ def _seed_from_url() -> None:
     st.session_state["graph_max_density"] = text(params, "max_density")
     if "prompt" in params:
         st.session_state["graph_request"] = _request()
+        st.session_state["graph_url_state"] = from_url(params)
+        st.session_state["graph_subgraph_only"] = text(params, "subgraph") == "1"
+        if text(params, "clickedId"):
+            st.session_state["graph_node"] = text(params, "clickedId")
 
 
 def _request() -> tuple[str, str, str, str]:
@@ -187,10 +193,12 @@ def _scores(graph: nx.DiGraph) -> None:
         column.metric(title, "—" if value is None else f"{value:.3f}")
 
 
-def _state_for(identity: str) -> GraphState:
-    """The reader's pins, supernodes and labels for this graph (new ones for another graph)."""
+def _state_for(identity: str, graph: nx.DiGraph) -> GraphState:
+    """The reader's pins, supernodes and labels for this graph: for the first graph of a session
+    the ones its URL gave (those the graph has), new ones for another graph."""
     if st.session_state.get("graph_state_for") != identity:
-        st.session_state["graph_state"] = GraphState()
+        url_state = st.session_state.pop("graph_url_state", None) or GraphState()
+        st.session_state["graph_state"] = url_state.restricted_to(graph)
         st.session_state["graph_state_for"] = identity
     return st.session_state["graph_state"]
 
@@ -222,39 +230,48 @@ def _draw(
         + "."
     )
     only_pinned = st.toggle(
-        "Subgraph only (pinned nodes and supernodes)", key="graph_subgraph_only", disabled=not state.pins
+        "Subgraph only (pinned nodes, supernodes and logits)", key="graph_subgraph_only", disabled=not state.pins
     )
     drawn = subgraph(graph, state) if only_pinned and state.pins else shown.graph
     labels = {n: state.labels.get(n) or d.get("label") or "" for n, d in drawn.nodes(data=True)}
-    chart, panel = st.columns([3, 1])
-    selected = st.session_state.get("graph_node")
+    choices = [*graph, *(n for n in drawn if n not in graph)]  # the subgraph's supernodes are selectable too
+    take_goto()
+    if st.session_state.get("graph_node") not in choices:
+        st.session_state.pop("graph_node", None)
     figure = graph_figure(
-        drawn, labels, list(graph.graph.get("tokens", [])), _n_layers(graph), set(state.pins), selected
+        drawn,
+        labels,
+        list(graph.graph.get("tokens", [])),
+        _n_layers(graph),
+        set(state.pins),
+        st.session_state.get("graph_node"),
     )
-    event = chart.plotly_chart(figure, on_select="rerun", selection_mode="points", key="graph_chart")
+    event = st.plotly_chart(figure, on_select="rerun", selection_mode="points", key="graph_chart")
     points = event["selection"]["points"] if event else []
     if points:
         clicked = figure.data[points[0]["curve_number"]].customdata[points[0]["point_index"]]  # pyright: ignore[reportAttributeAccessIssue]  (plotly types traces as BaseFigure; these are Scatter traces)
         if clicked != st.session_state.get("graph_last_click"):
             st.session_state["graph_last_click"] = st.session_state["graph_node"] = clicked
-    with panel:
-        choices = list(graph)
-        if st.session_state.get("graph_node") not in choices:
-            st.session_state.pop("graph_node", None)
-        node = st.selectbox(
-            "Node",
-            choices,
-            index=None,
-            key="graph_node",
-            placeholder="click a node",
-            format_func=lambda n: node_name(graph, n, state),
-        )
-        if node is not None:
-            node_panel(page, graph, node, state)
+            st.rerun()  # draw the figure again with the clicked node's edges highlighted
+    node = st.selectbox(
+        "Node",
+        choices,
+        index=None,
+        key="graph_node",
+        placeholder="click a node in the graph, or choose one here",
+        format_func=lambda n: node_name(graph, n, state),
+    )
+    if node is not None:
+        node_panel(page, graph, drawn, node, state)
     pins_editor(graph, state)
 
 
-def _write_url(page: PageContext, request: tuple | None, thresholds: tuple[float, float, int, float | None]) -> None:
+def _write_url(
+    page: PageContext,
+    request: tuple | None,
+    thresholds: tuple[float, float, int, float | None],
+    state: GraphState | None,
+) -> None:
     extra: dict[str, str] = {}
     if request is not None:
         prompt, mode, token, versus = request
@@ -269,6 +286,12 @@ def _write_url(page: PageContext, request: tuple | None, thresholds: tuple[float
     )
     if max_density is not None:
         extra["max_density"] = f"{max_density:g}"
+    if request is not None and state is not None:  # a loaded graph's state lives in its file or record
+        extra.update(state_params(state))
+        if st.session_state.get("graph_node"):
+            extra["clickedId"] = st.session_state["graph_node"]
+        if st.session_state.get("graph_subgraph_only") and state.pins:
+            extra["subgraph"] = "1"
     st.query_params.from_dict(page.link_params(**extra))
 
 
@@ -288,14 +311,14 @@ if live is not None and problem is None:
 loaded: LoadedGraph | None = st.session_state.get("graph_loaded")
 computed = _compute(live) if live is not None and problem is None and loaded is None else None
 thresholds = _pruning_controls(fixed=loaded is not None)
-_write_url(page, st.session_state.get("graph_request") if loaded is None else None, thresholds)
 
 graph: nx.DiGraph | None = None
+state = GraphState()
 if loaded is not None:
     graph = loaded.graph
     st.info(f"Showing the {md(loaded.origin)} graph as it was pruned; compute a graph to change its thresholds.")
     unknown_model_warning(page, graph)
-    state = _state_for(loaded.origin)
+    state = _state_for(loaded.origin, graph)
 elif computed is not None:
     key, result = computed
     assert live is not None, "a graph is computed only with the live model"
@@ -304,11 +327,18 @@ elif computed is not None:
         model_hash=live.model_hash,  # so a saved or exported graph says what it was computed with
         transcoder_hashes={name: live.sae_hashes[name] for name in result.transcoders},
     )
-    state = _state_for(repr(key))
+    state = _state_for(repr(key), graph)
 
 if graph is not None:
     _scores(graph)
     _draw(page, graph, state, thresholds[2], thresholds[3])
+_write_url(
+    page,
+    st.session_state.get("graph_request") if loaded is None else None,
+    thresholds,
+    state if graph is not None else None,
+)
+if graph is not None:
     if computed is not None:
         with st.expander("Intervene: ablate or scale features"):
             assert live is not None, "a graph is computed only with the live model"
