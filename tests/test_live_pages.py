@@ -185,7 +185,7 @@ def test_a_steer_link_from_another_feature_replaces_the_features_being_edited(us
     app.query_params["steer"] = "transcoder-L1:7:12"  # the Steer button on another feature's page
     app.run()
     assert not app.exception
-    assert [b.label for b in app.button if b.label == "✕"] == ["✕"]
+    assert [b.label for b in app.button if b.label == ":material/close:"] == [":material/close:"]
     assert by_label(app.number_input, "coefficient").value == 12.0
     by_label(app.number_input, "coefficient").set_value(250.0).run()  # beyond the slider's old range
     assert not app.exception

@@ -101,7 +101,7 @@ def _targets_editor(page: PageContext, live: LiveModel) -> list[SteeringTarget]:
             help="additive: added × the feature's decoder direction; replace and clamp: the feature's activation",
         )
         st.caption("coefficient " + md(scale_caption(float(st.session_state[key]), summary.max_act)))
-        if not remove.button("✕", key=f"remove_{key}", help="stop steering this feature"):
+        if not remove.button(":material/close:", key=f"remove_{key}", help="stop steering this feature"):
             kept.append(target.with_coefficient(float(st.session_state[key])))
     added = _feature_finder(page, live, kept)
     if added is not None:
