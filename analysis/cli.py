@@ -297,7 +297,14 @@ def _search_report(
     from analysis.atlas.reader import feature_labels, latent_densities
     from analysis.text_activations import search_text
 
-    densities = latent_densities(atlas, live.saes) if max_density is not None else None
+    densities = latent_densities(atlas, live.saes)
+    if max_density is None:  # the dashboard's limit, where the atlas knows every SAE's densities
+        lacking = [name for name in live.saes if name not in densities]
+        max_density = None if lacking else preflight.DEFAULT_MAX_DENSITY
+        if lacking:
+            logging.getLogger(__name__).warning(
+                "not filtered by density: the atlas has no densities for %s", ", ".join(lacking)
+            )
     hits = search_text(
         live,
         text,
@@ -313,6 +320,7 @@ def _search_report(
     return {
         "tokens": live.token_strings(ids[0]),
         "cut": cut,
+        "max_density": max_density,
         "hits": [asdict(hit) | {"label": labels.get((hit.sae, hit.latent))} for hit in hits],
     }
 
@@ -321,6 +329,8 @@ def _print_search(report: dict) -> None:
     tokens = report["tokens"]
     if report["cut"]:
         print(f"(the first {report['cut']} tokens were cut to fit the model's context)")
+    if report["max_density"] is not None and report["max_density"] < 1:
+        print(f"(latents firing on more than {report['max_density']:g} of the atlas's tokens left out)")
     if not report["hits"]:
         print("no latent fires on the searched tokens")
         return
@@ -591,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--max-density",
         type=preflight.number(0, 1),
-        help="leave out latents firing on more than this fraction of the atlas's tokens (needs the SAEs in --atlas)",
+        help="leave out latents firing on more than this fraction of the atlas's tokens (default "
+        f"{preflight.DEFAULT_MAX_DENSITY:g}, as the dashboard, where --atlas has every SAE; 1 keeps every latent)",
     )
     search.add_argument(
         "--atlas",

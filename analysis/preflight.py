@@ -16,6 +16,10 @@ from pathlib import Path
 from analysis.errors import SAEscopeError
 
 MAX_TOP_K = 1000
+# Latents firing on more than 1% of tokens top every text search without saying anything about the
+# text (on the demo atlas the unfiltered top hits have densities of 0.5 to 0.9 and no label): both
+# ``search-text`` and the Search by text page start at this limit.
+DEFAULT_MAX_DENSITY = 0.01
 CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length", "max_sequence_length")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 

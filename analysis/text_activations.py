@@ -207,10 +207,6 @@ def _best(scores: np.ndarray, count: int) -> list[tuple[float, int]]:
     return [(float(scores[latent]), int(latent)) for latent in latents[np.lexsort((latents, -scores[latents]))]]
 
 
-# Latents firing on more than 1% of tokens top every search without saying anything about the text
-# (on the demo atlas the unfiltered top hits have densities of 0.5 to 0.9 and no label): the Search
-# by text page starts at this limit.
-DEFAULT_MAX_DENSITY = 0.01
 Ranked = tuple[float, int, int, int | None]  # score, SAE index in the search, latent, position (per-token search)
 
 

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 
 from analysis.paths import DEMO_DIR
+from analysis.preflight import DEFAULT_MAX_DENSITY
 from analysis.steering_methods import DEFAULT_METHOD, METHODS
-from analysis.text_activations import DEFAULT_MAX_DENSITY
 from dashboard.userdata import open_user_store
 from tests.atlas_rows import one_row
 from tests.dashboard_app import by_label, html_bodies, make_atlas_of_model, page

@@ -212,8 +212,9 @@ def test_cli_prints_a_table_per_token(capsys):
         main(["search-text", "--text", TEXT, "--per-token", "--positions", "2", "--top", "3", "--device", "cpu"]) == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["at", "token", "sae", "latent", "score", "max", "peak", "token", "label"]
-    assert len(lines) == 4 and all(line.startswith("2 ' the'") for line in lines[1:])  # "In the beginning"
+    assert lines[0] == "(latents firing on more than 0.01 of the atlas's tokens left out)"  # the default, as the page
+    assert lines[1].split() == ["at", "token", "sae", "latent", "score", "max", "peak", "token", "label"]
+    assert len(lines) == 5 and all(line.startswith("2 ' the'") for line in lines[2:])  # "In the beginning"
 
 
 @pytest.mark.slow

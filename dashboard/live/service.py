@@ -124,7 +124,8 @@ def require_live(atlas: Atlas) -> LiveModel:
     live = load_for(atlas)
     if isinstance(live, str):
         st.warning(
-            f"This page runs the model, and it is disabled for this atlas: {md(live)}. Browsing still works.", icon=":material/pause_circle:"
+            f"This page runs the model, and it is disabled for this atlas: {md(live)}. Browsing still works.",
+            icon=":material/pause_circle:",
         )
         st.stop()
     changed = [

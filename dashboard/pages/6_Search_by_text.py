@@ -12,8 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis.live_model import LiveInputError, LiveModelBusy  # noqa: E402
+from analysis.preflight import DEFAULT_MAX_DENSITY  # noqa: E402
 from analysis.steering_target import SteeringTarget  # noqa: E402
-from analysis.text_activations import DEFAULT_MAX_DENSITY, TextHit, search_text  # noqa: E402
+from analysis.text_activations import TextHit, search_text  # noqa: E402
 from dashboard.browse.feature_queries import feature_summaries  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
 from dashboard.live.service import require_live  # noqa: E402

@@ -300,10 +300,16 @@ _seed_from_url()
 live = graph_model(page.atlas, page.workspace.settings.graph_transcoders)
 problem = None
 if isinstance(live, str):
-    st.warning(f"Graphs cannot be computed for this atlas: {md(live)}. Saved and imported graphs still open.", icon=":material/pause_circle:")
+    st.warning(
+        f"Graphs cannot be computed for this atlas: {md(live)}. Saved and imported graphs still open.",
+        icon=":material/pause_circle:",
+    )
     live = None
 elif (problem := setup_problem(live, page.atlas)) is not None:
-    st.warning(f"This atlas's SAEs cannot make attribution graphs: {md(problem)}.\n\n{ADD_TRANSCODERS}", icon=":material/extension:")
+    st.warning(
+        f"This atlas's SAEs cannot make attribution graphs: {md(problem)}.\n\n{ADD_TRANSCODERS}",
+        icon=":material/extension:",
+    )
 if live is not None and problem is None:
     st.caption(f"Live model on **{live.device}** · transcoders of every layer · graphs cached for this server")
     _prompt_form()
