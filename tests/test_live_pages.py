@@ -11,6 +11,7 @@ import sys
 
 import duckdb
 import pytest
+from streamlit.testing.v1.element_tree import Status
 
 from analysis.paths import DEMO_DIR
 from analysis.preflight import DEFAULT_MAX_DENSITY
@@ -202,6 +203,7 @@ def test_a_fresh_server_process_shows_the_loading_stages_and_reports_the_real_wa
     app = page(STEER, steer="resid-L2:3:5")
     assert not app.exception
     [status] = [e for e in app.main.children.values() if type(e).__name__ == "Status"]
+    assert isinstance(status, Status)
     assert status.label.startswith("Live model ready in")
     assert [m.value for m in status.markdown] == [
         "imports (torch, transformer-lens, sae-lens)…",
@@ -279,5 +281,6 @@ def test_the_cli_and_the_dashboard_name_the_same_first_difference(user_db):
     generate(app)
     heading = next(m.value for m in app.markdown if "Next-token distribution at the first difference" in m.value)
     assert f"(generated token {said[1]}, counting from 1)" in heading
-    record = open_user_store(user_db).experiment(open_user_store(user_db).experiments("steering")["id"][0])["record"]
+    store = open_user_store(user_db)
+    record = store.experiment(str(store.experiments("steering")["id"].iloc[0]))["record"]
     assert record["divergence"]["index"] + 1 == int(said[1])

@@ -29,7 +29,7 @@ def test_build_run_and_history_of_a_watchlist(user_db, tmp_path, monkeypatch):
     assert not app.exception and not app.error, app.error
     toml = app.code[0].value
     assert toml.count("[[features]]") == 2 and toml.count('expect = "mean_rise_at_most"') == 2
-    assert by_label(app.text_area, "Watchlist (TOML, format = 1)").value.strip() == toml.strip()
+    assert (by_label(app.text_area, "Watchlist (TOML, format = 1)").value or "").strip() == toml.strip()
 
     by_label(app.button, "Run against the loaded model").click().run()
     assert not app.exception and not app.error, app.error
