@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -31,6 +29,7 @@ from analysis.governance.detector_encode import pooled
 from analysis.governance.detector_files import FORMAT, LabelledText, check_trainable, feature_url
 from analysis.governance.detector_metrics import METHODS, classification_metrics
 from analysis.governance.pii_regex import regex_score
+from analysis.governance.versions import library_versions
 from analysis.live_model import LiveModel
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
@@ -188,7 +187,7 @@ def train_detector(
             "seed": settings.seed,
             "test_fraction": settings.test_fraction,
         },
-        "library_versions": {"python": platform.python_version()} | {name: version(name) for name in LIBRARIES},
+        "library_versions": library_versions(LIBRARIES),
     }
     metrics = {
         "format": FORMAT,

@@ -13,13 +13,14 @@ from pathlib import Path
 from analysis import preflight
 from analysis.governance.evidence_data import FORMAT, EvidenceError, EvidenceRequest, Inputs, collect, resolve_inputs
 from analysis.governance.evidence_pack import (
+    LIBRARIES,
     fingerprint,
-    library_versions,
     load_private_key,
     sha256_file,
     write_pack,
 )
 from analysis.governance.evidence_pdf import MISSING, find_chromium, print_pdf
+from analysis.governance.versions import library_versions
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def _manifest(data: dict, inputs: Inputs, signing_key) -> dict:
         "atlas": {"file": atlas["file"], "sha256": hashes["atlas file"], "built_with": atlas.get("versions")},
         "hashes": hashes,
         "attachments": attachments,
-        "libraries": library_versions(),
+        "libraries": library_versions(LIBRARIES),
         "signing_key": fingerprint(signing_key.public_key()) if signing_key is not None else None,
     }
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-import platform
 import time
 import zipfile
-from importlib import metadata
 from pathlib import Path
 
 from analysis.governance.evidence_data import EvidenceError
@@ -40,17 +38,6 @@ PRIVATE_NAME, PUBLIC_NAME = "evidence-signing-key.pem", "evidence-signing-key.pu
 def default_author() -> str:
     """Who the CLI records as the pack's author when none is named: the operating-system user, as ``users`` does."""
     return f"cli:{getpass.getuser()}"
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries behind the numbers (read from package metadata, nothing imported)."""
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def sha256_file(path: Path) -> str:

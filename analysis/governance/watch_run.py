@@ -12,16 +12,15 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import platform
 import secrets
 import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
+from analysis.governance.versions import library_versions
 from analysis.governance.watchlist_file import Check, Watchlist, WatchlistError, load_watchlist
 
 RECORD_FORMAT = 1
@@ -211,16 +210,6 @@ def _live(spec: str, saes: dict, device: str | None, dtype: str):
     return LiveModel(loaded=loaded, saes=saes)
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def record_run(
     watchlist: Watchlist,
     results: list[CheckResult],
@@ -255,7 +244,7 @@ def record_run(
         "checks": [asdict(r) for r in results],
         "passed": passed,
         "counts": {s: sum(r.status == s for r in results) for s in ("passed", "failed", "skipped")},
-        "libraries": library_versions(),
+        "libraries": library_versions(LIBRARIES),
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{record['run_id']}.json"
