@@ -14,6 +14,7 @@ from pathlib import Path
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
@@ -83,3 +84,9 @@ def wait_for_text(driver: webdriver.Chrome, text: str, timeout: float = 30) -> s
     """Wait until ``text`` is visible in the page body; return the body text."""
     WebDriverWait(driver, timeout).until(lambda d: text in d.find_element(By.TAG_NAME, "body").text)
     return driver.find_element(By.TAG_NAME, "body").text
+
+
+def wait_for_element(driver: webdriver.Chrome, css: str, timeout: float = 30) -> WebElement:
+    """The first element matching ``css`` once the page has drawn it (a rerun may draw it late)."""
+    found: list[WebElement] = WebDriverWait(driver, timeout).until(lambda d: d.find_elements(By.CSS_SELECTOR, css))
+    return found[0]

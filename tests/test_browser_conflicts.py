@@ -10,7 +10,7 @@ from selenium.webdriver.common.keys import Keys
 
 from analysis.paths import REPO_ROOT
 from dashboard.userdata import open_user_store
-from tests.browser import chromium, streamlit_server, wait_for_text
+from tests.browser import chromium, streamlit_server, wait_for_element, wait_for_text
 from tests.dashboard_app import PASSWORD
 from tests.test_browser_dashboard import _click_text, _settle
 
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def _sign_in_and_open(browser, url: str, name: str) -> None:
     browser.get(url + FEATURE_URL)
     wait_for_text(browser, "Sign in to SAEscope", timeout=120)
-    browser.find_element(By.CSS_SELECTOR, 'input[aria-label="User name"]').send_keys(name)
+    wait_for_element(browser, 'input[aria-label="User name"]').send_keys(name)
     browser.find_element(By.CSS_SELECTOR, 'input[aria-label="Password"]').send_keys(PASSWORD)
     _click_text(browser, "p", "Sign in")
     wait_for_text(browser, "resid-L2 · feature 9", timeout=120)

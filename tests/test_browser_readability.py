@@ -77,9 +77,17 @@ def test_a_committee_reads_examples_tables_and_buttons_at_1400_px(tmp_path, monk
         browser.get(url)
         wait_for_text(browser, "SAEs and transcoders", timeout=90)
         _settle(browser)
-        widths = browser.execute_script(
-            "return [...document.querySelectorAll('[data-testid=\"stDataFrame\"] .dvn-scroller')]"
-            ".map(s => [s.scrollWidth, s.clientWidth]);"
+        widths = WebDriverWait(browser, 60).until(  # the grids draw after the page's text
+            lambda d: (
+                (
+                    found := d.execute_script(
+                        "return [...document.querySelectorAll('[data-testid=\"stDataFrame\"] .dvn-scroller')]"
+                        ".map(s => [s.scrollWidth, s.clientWidth]);"
+                    )
+                )
+                and len(found) == 3
+                and found
+            )
         )
         assert len(widths) == 3  # documents per domain, SAE quality, SAE hooks
         assert all(scrolled <= shown + 1 for scrolled, shown in widths), f"a table scrolls sideways: {widths}"

@@ -280,7 +280,7 @@ def test_lists_collect_features_and_export_with_labels_density_and_links(user_db
     by_label(feature.button, "Add to list").click().run()
     assert not feature.exception and not feature.error
     assert by_label(feature.text_input, "Note on this feature").value == ""  # emptied after a successful add
-    assert any(m.value == "In **deception-candidates**" for m in feature.markdown)
+    assert any(m.value == "In lists: deception-candidates" for m in feature.markdown)
     assert by_label(feature.selectbox, "List").options == ["later"]  # the lists it is not in yet
     store = open_user_store(user_db)
     store.annotate(
@@ -332,7 +332,7 @@ def test_read_only_mode_shows_annotations_as_text_after_the_feature_and_no_form(
     assert "Triage" not in headings
     assert headings.index("Logit effects") < headings.index("Lists") < headings.index("Annotation")
     shown = [m.value for m in app.markdown]
-    assert "**Status:** interpretable  \n**Label:** put / let" in shown and "In **verbs**" in shown
+    assert "**Status:** interpretable  \n**Label:** put / let" in shown and "In lists: verbs" in shown
 
 
 @pytest.mark.parametrize(

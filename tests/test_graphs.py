@@ -196,7 +196,7 @@ def test_the_command_line_writes_neuronpedia_json_named_by_the_file(tmp_path):
 
 def test_the_command_line_refuses_an_empty_prompt_in_one_line(tmp_path, capsys):
     assert main(["graph", "--prompt", " ", "--out", str(tmp_path / "g.json"), "--device", "cpu"]) == 2
-    assert capsys.readouterr().err == "error: the prompt is empty: type a prompt first\n"
+    assert capsys.readouterr().err == "error: --prompt is empty: give some text\n"
 
 
 def test_an_intervention_on_a_logit_difference_measures_the_difference(live):

@@ -93,7 +93,7 @@ def _lists(page: PageContext, sae: int, latent: int) -> None:
     sae_hash = str(page.atlas.sae_row(sae)["content_hash"])
     member_of = page.workspace.store.lists_with(sae_hash, latent)
     if member_of:
-        st.markdown("In " + ", ".join(f"**{md(name)}**" for name in member_of))
+        st.markdown("In lists: " + " · ".join(md(name) for name in member_of))
     else:
         st.caption("In no list yet.")
     lists = [name for name in page.workspace.store.lists()["name"] if name not in member_of]
