@@ -19,6 +19,7 @@ from analysis.atlas.contract import SCHEMA_VERSION
 from analysis.atlas.reader import AtlasError, open_atlas, read_meta
 from analysis.paths import DEMO_DIR, REPO_ROOT
 from tests.atlas_rows import one_row
+from tests.cli_run import cli_in_process
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -160,12 +161,29 @@ def _edited_copy(source: Path, target: Path, sql: str) -> Path:
     return target
 
 
-def test_merge_refuses_overlapping_incomplete_and_mixed_shards(tmp_path):
-    """Shards 0/2, 1/2 and 0/4 of a 16-window run: windows 0-7, 8-15 and 0-3, as each partial records."""
+def test_merge_refuses_overlapping_incomplete_and_mixed_shards(tmp_path, capsys):
+    """Shards 0/2, 1/2 and 0/4 of a 16-window run: windows 0-7, 8-15 and 0-3, as each partial records
+    (in this process: each command in a fresh interpreter would import torch again)."""
+
+    def analysis(*args: str) -> subprocess.CompletedProcess:
+        return cli_in_process(capsys, *args)
+
     parts = {}
     for shard in ("0/2", "1/2", "0/4"):
         parts[shard] = tmp_path / f"p{shard.replace('/', 'of')}.duckdb"
-        result = precompute(parts[shard], "--shard", shard)
+        result = analysis(
+            "precompute",
+            "--sae",
+            SAE,
+            "--tokens",
+            str(TOKENS),
+            "--batch",
+            "4",
+            "--out",
+            str(parts[shard]),
+            "--shard",
+            shard,
+        )
         assert result.returncode == 0, result.stderr
     assert table(parts["0/4"], "SELECT value FROM meta WHERE key = 'window_ranges'") == [("[[0, 4]]",)]
     out = str(tmp_path / "m.duckdb")
