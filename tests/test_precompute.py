@@ -43,20 +43,12 @@ def _limit_file_size(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
+def precompute_args(out: Path, *extra: str) -> list[str]:
+    return ["precompute", "--sae", SAE, "--tokens", str(TOKENS), "--batch", "4", "--out", str(out), *extra]
+
+
 def precompute(out: Path, *extra: str, file_limit: int | None = None) -> subprocess.CompletedProcess:
-    return analysis(
-        "precompute",
-        "--sae",
-        SAE,
-        "--tokens",
-        str(TOKENS),
-        "--batch",
-        "4",
-        "--out",
-        str(out),
-        *extra,
-        file_limit=file_limit,
-    )
+    return analysis(*precompute_args(out, *extra), file_limit=file_limit)
 
 
 @pytest.fixture(scope="module")
@@ -171,19 +163,7 @@ def test_merge_refuses_overlapping_incomplete_and_mixed_shards(tmp_path, capsys)
     parts = {}
     for shard in ("0/2", "1/2", "0/4"):
         parts[shard] = tmp_path / f"p{shard.replace('/', 'of')}.duckdb"
-        result = analysis(
-            "precompute",
-            "--sae",
-            SAE,
-            "--tokens",
-            str(TOKENS),
-            "--batch",
-            "4",
-            "--out",
-            str(parts[shard]),
-            "--shard",
-            shard,
-        )
+        result = analysis(*precompute_args(parts[shard], "--shard", shard))
         assert result.returncode == 0, result.stderr
     assert table(parts["0/4"], "SELECT value FROM meta WHERE key = 'window_ranges'") == [("[[0, 4]]",)]
     out = str(tmp_path / "m.duckdb")
