@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from analysis.paths import DEMO_DIR, REPO_ROOT
-from tests.test_precompute import SAE, analysis, table
+from tests.cli_run import cli_in_process
+from tests.test_precompute import SAE, table
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'saescope[scale]')")
 
@@ -125,7 +126,8 @@ def test_a_killed_worker_is_rerun_from_its_checkpoint_to_the_same_atlas(single_p
     assert_same_atlas(out, single_pass)
 
 
-def test_ray_arguments_are_checked_before_a_cluster_starts(tmp_path):
+def test_ray_arguments_are_checked_before_a_cluster_starts(tmp_path, capsys):
+    """Through the CLI's entry point in this process: nothing here may start a cluster."""
     out = tmp_path / "x.duckdb"
     (tmp_path / "x.duckdb.parts").mkdir()
     for args, message in (
@@ -134,6 +136,6 @@ def test_ray_arguments_are_checked_before_a_cluster_starts(tmp_path):
         (("--ray", "auto", "--ray-workers", "2"), "--ray-workers sizes a local Ray"),
         (("--ray",), "holds an unfinished --ray run; pass --resume"),
     ):
-        result = analysis("precompute", "--sae", SAE, "--tokens", "256", "--out", str(out), *args)
+        result = cli_in_process(capsys, "precompute", "--sae", SAE, "--tokens", "256", "--out", str(out), *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
