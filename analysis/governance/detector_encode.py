@@ -10,7 +10,7 @@ batching runs the full forward it is timed against (``full_forward``).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,3 +139,45 @@ def blocks_run(hook: str) -> int | None:
     """How many blocks the detector's forward runs for ``hook`` (None: all of them)."""
     match = RESID_PRE.fullmatch(hook)
     return int(match.group(1)) if match else stop_layer([hook])
+
+
+def token_scores(
+    live: LiveModel,
+    sae_name: str,
+    texts: Sequence[str],
+    probe: tuple[np.ndarray, np.ndarray, float],
+    dense: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, list[np.ndarray]]:
+    """Per text, each token's detector probability (``probe``: latents, weights, intercept; the
+    formula ``detector run`` applies to one token's latents) and, with ``dense``, the dense probe's
+    probability on that token's raw activations; BOS left out. Batched as ``pooled`` batches."""
+    loaded = live.sae(sae_name)
+    latents, weights, intercept = probe
+    ids, _ = token_ids(live, texts)
+    first = int(live.tokenizer.bos_token_id is not None)
+    columns = torch.as_tensor(latents, dtype=torch.long, device=live.device)
+    weight = torch.as_tensor(weights, dtype=torch.float32, device=live.device)
+    scores: dict[str, list[np.ndarray]] = {"detector": [np.zeros(0)] * len(texts)}
+    if dense is not None:
+        scores["dense_probe"] = [np.zeros(0)] * len(texts)
+    step = max(1, ENCODE_FLOATS // loaded.d_sae)
+    with live.exclusive(), torch.no_grad():
+        for batch in _batches([len(i) for i in ids]):
+            acts = hook_activations(live, _padded(live, ids, batch), loaded.hook_name)
+            keep = torch.zeros(acts.shape[:2], dtype=torch.bool, device=acts.device)
+            for row, index in enumerate(batch):
+                keep[row, first : len(ids[index])] = True
+            real = acts[keep].float()
+            logits = torch.cat(
+                [loaded.sae.encode(real[s : s + step]).float()[:, columns] @ weight for s in range(0, len(real), step)]
+            )
+            split = [len(ids[index]) - first for index in batch]
+            probabilities = torch.sigmoid(logits + intercept).cpu().numpy().astype(np.float64)
+            dense_scores = dense(real.cpu().numpy()) if dense is not None else None
+            at = 0
+            for index, count in zip(batch, split):
+                scores["detector"][index] = probabilities[at : at + count]
+                if dense_scores is not None:
+                    scores["dense_probe"][index] = dense_scores[at : at + count]
+                at += count
+    return scores

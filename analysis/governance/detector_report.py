@@ -37,6 +37,7 @@ def print_training(detector: dict, metrics: dict, out: Path) -> None:
         )
     for name in metrics["methods"]:
         print(f"  {name}: {METHODS[name]}")
+    _print_tokens(metrics)
     cost = metrics.get("cost")
     if cost:
         print(
@@ -50,6 +51,26 @@ def print_training(detector: dict, metrics: dict, out: Path) -> None:
         label = f"  {_plain(feature['label'], 50)}" if feature["label"] else ""
         print(f"  {feature['latent']:>6} {feature['weight']:+9.4f}  {feature['url']}{label}")
     print(f"written: {out / 'detector.json'}, {out / 'metrics.json'}")
+
+
+def _print_tokens(metrics: dict) -> None:
+    """The token-level table, or why there is none (rows without spans)."""
+    tokens = metrics.get("tokens")
+    if not tokens:
+        print(f"per-token: not scored ({metrics.get('tokens_skipped') or 'no spans'})")
+        return
+    counts = tokens["tokens"]
+    print(
+        f"per-token, held-out split ({counts['test']} tokens of {tokens['rows']['test']} rows, "
+        f"{counts['test_positive']} inside a span; threshold chosen on the training split's {counts['train']} tokens):"
+    )
+    print(f"{'method':<14}{'precision':>10}{'recall':>8}{'F1':>7}{'AUROC':>7}  threshold")
+    for name, row in tokens["methods"].items():
+        chosen = "fixed" if row["threshold_from"] == "fixed" else "train split"
+        print(
+            f"{name:<14}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1']:>7.3f}{row['auroc']:>7.3f}  "
+            f"{row['threshold']:.3f} ({chosen})"
+        )
 
 
 def print_scores(scores: Sequence[TextScore], threshold: float) -> None:

@@ -15,19 +15,30 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from analysis.governance.detector_cost import measure_cost
-from analysis.governance.detector_encode import pooled
+from analysis.governance.detector_encode import pooled, token_ids, token_scores
 from analysis.governance.detector_files import FORMAT, LabelledText, check_trainable, feature_url
 from analysis.governance.detector_metrics import METHODS, classification_metrics
+from analysis.governance.detector_tokens import (
+    RULE,
+    TokenTruth,
+    concatenated,
+    known_rows,
+    overlap_labels,
+    regex_token_scores,
+    token_metrics,
+    token_offsets,
+)
 from analysis.governance.pii_regex import regex_score
 from analysis.governance.versions import library_versions
 from analysis.live_model import LiveModel
@@ -102,12 +113,61 @@ def _sparse_probe(x: np.ndarray, y: np.ndarray, settings: TrainSettings) -> tupl
     return latents, coef / scale[latents], float(model.intercept_[0]), how
 
 
-def _dense_probe(x_train, y_train, x_test, seed: int) -> tuple[np.ndarray, dict]:
+def _dense_probe(x_train, y_train, seed: int) -> tuple[Pipeline, dict]:
     def make(c: float):
         return make_pipeline(StandardScaler(), _logistic(c, False, seed))
 
     c, cv = _best_c(make, x_train, y_train, seed, prefer_small=False)
-    return make(c).fit(x_train, y_train).predict_proba(x_test)[:, 1], {"C": c, "cv_f1": cv}
+    return make(c).fit(x_train, y_train), {"C": c, "cv_f1": cv}
+
+
+def _token_level(
+    live: LiveModel,
+    sae_name: str,
+    rows: list[LabelledText],
+    split: tuple[Sequence[int] | np.ndarray, Sequence[int] | np.ndarray],
+    probe: tuple[np.ndarray, np.ndarray, float],
+    dense: Pipeline,
+    regex: bool,
+) -> tuple[dict | None, str | None]:
+    """Token-level metrics where the rows have spans (analysis/governance/detector_tokens.py), or
+    None and why not."""
+    if not any(row.spans for row in rows):
+        return None, "no row has spans"
+    chosen = [known_rows(rows, part) for part in split]
+    truths: list[list[TokenTruth]] = [[], []]
+    for part, indices in enumerate(chosen):
+        _, cuts = token_ids(live, [rows[i].text for i in indices])
+        for index, cut in zip(indices, cuts):
+            offsets = token_offsets(live.tokenizer, rows[index].text, cut)
+            if offsets is None:
+                return None, "the tokenizer gives no character offsets"
+            truths[part].append(TokenTruth(index, offsets, overlap_labels(offsets, rows[index].spans)))
+    for part, name in enumerate(("training", "held-out")):
+        labels = np.concatenate([t.labels for t in truths[part]]) if truths[part] else np.zeros(0)
+        if labels.min(initial=1) == labels.max(initial=0):
+            return None, f"the {name} split's scored tokens are not of both kinds (evidence and not)"
+    concatenated_parts = []
+    for part in truths:
+        scores = token_scores(
+            live, sae_name, [rows[t.row].text for t in part], probe, lambda x: dense.predict_proba(x)[:, 1]
+        )
+        if regex:
+            scores["regex"] = [regex_token_scores(rows[t.row].text, t.offsets) for t in part]
+        concatenated_parts.append(concatenated(part, scores))
+    methods = token_metrics(concatenated_parts[0], concatenated_parts[1], {"regex": 0.5})
+    train_labels, test_labels = concatenated_parts[0][0], concatenated_parts[1][0]
+    return {
+        "rule": RULE,
+        "rows": {"train": len(chosen[0]), "test": len(chosen[1])},
+        "tokens": {
+            "train": len(train_labels),
+            "train_positive": int(train_labels.sum()),
+            "test": len(test_labels),
+            "test_positive": int(test_labels.sum()),
+        },
+        "methods": methods,
+    }, None
 
 
 def _data_hash(rows: list[LabelledText]) -> str:
@@ -151,12 +211,16 @@ def train_detector(
     assert encoded.resid is not None, "pooled() returns the raw activations unless asked not to"
     latents, weights, intercept, how = _sparse_probe(encoded.latents[train], y[train], settings)
     scores = {"detector": _sigmoid(encoded.latents[test][:, latents] @ weights + intercept)}
-    scores["dense_probe"], dense_how = _dense_probe(encoded.resid[train], y[train], encoded.resid[test], settings.seed)
+    dense, dense_how = _dense_probe(encoded.resid[train], y[train], settings.seed)
+    scores["dense_probe"] = dense.predict_proba(encoded.resid[test])[:, 1]
     if settings.regex:
         scores["regex"] = np.array([regex_score(rows[i].text) for i in test])
     methods = {name: classification_metrics(y[test], s, THRESHOLD) for name, s in scores.items()}
     methods["detector"]["features"] = len(latents)
     methods["dense_probe"]["features"] = int(encoded.resid.shape[1])
+    tokens, tokens_skipped = _token_level(
+        live, sae_name, rows, (train, test), (latents, weights, intercept), dense, settings.regex
+    )
     cost = None
     if settings.cost_texts:
         cost_texts = [rows[i].text for i in np.resize(test, settings.cost_texts)]
@@ -202,6 +266,8 @@ def train_detector(
             "train_positives": int(y[train].sum()),
             "test_positives": int(y[test].sum()),
         },
+        "tokens": tokens,
+        "tokens_skipped": tokens_skipped,
         "cost": cost,
         "encode_seconds": round(encode_seconds, 3),
         "texts_cut_to_context": int(sum(c > 0 for c in encoded.cut)),

@@ -37,6 +37,7 @@ def metrics_table(metrics: dict) -> None:
             name: st.column_config.NumberColumn(format="%.3f") for name in ("precision", "recall", "F1", "AUROC")
         },
     )
+    _token_table(metrics)
     cost = metrics.get("cost")
     if cost:
         st.caption(
@@ -45,6 +46,38 @@ def metrics_table(metrics: dict) -> None:
             f"({cost['blocks_run']} of {cost['n_layers']} blocks, encode, dot) against "
             f"{cost['full_forward_ms_per_1000_texts']:,.0f} ms for a full forward: {cost['full_over_detector']:.2f}x cheaper."
         )
+
+
+def _token_table(metrics: dict) -> None:
+    """Per-token precision, recall and F1 against the rows' spans, or why they are not scored."""
+    tokens = metrics.get("tokens")
+    if not tokens:
+        st.caption(f"Per token: not scored ({md(metrics.get('tokens_skipped') or 'no spans')}).")
+        return
+    counts = tokens["tokens"]
+    st.caption(
+        f"Per token, against the spans: {counts['test']:,} held-out tokens of {tokens['rows']['test']} rows, "
+        f"{counts['test_positive']:,} inside a span; each probe's threshold is the F1-best on the training split's "
+        f"{counts['train']:,} tokens, the regexes flag the tokens their matches overlap."
+    )
+    frame = pd.DataFrame(
+        [
+            {
+                "method": METHODS[name],
+                "token precision": row["precision"],
+                "token recall": row["recall"],
+                "token F1": row["f1"],
+                "token AUROC": row["auroc"],
+                "threshold": row["threshold"],
+            }
+            for name, row in tokens["methods"].items()
+        ]
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={name: st.column_config.NumberColumn(format="%.3f") for name in frame.columns[1:]},
+    )
 
 
 def features_table(detector: dict) -> None:
