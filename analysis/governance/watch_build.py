@@ -5,10 +5,25 @@ CI without a baseline model, that check compares against the number recorded her
 
 from __future__ import annotations
 
+import pandas as pd
+
 from analysis.governance.watch_checks import Resolved, decoder_rows, mean_activation
 from analysis.governance.watchlist_file import encode_row, row_sha256, to_toml
 from analysis.live_model import LiveModel
 from analysis.steering_target import SteeringTarget
+
+
+def list_targets(items: pd.DataFrame, sae_hashes: dict[str, str]) -> tuple[list[SteeringTarget], int]:
+    """A saved feature list's items (``UserStore.list_items``) as features of the loaded SAEs, each
+    found by the content hash the list recorded (a latent number means a feature only on those
+    weights); and how many items are on no loaded SAE."""
+    by_hash = {content: name for name, content in sae_hashes.items()}
+    targets = [
+        SteeringTarget(by_hash[sae_hash], int(latent))
+        for sae_hash, latent in zip(items["sae_hash"], items["latent"])
+        if sae_hash in by_hash
+    ]
+    return targets, len(items) - len(targets)
 
 
 def feature_id(target: SteeringTarget) -> str:

@@ -67,19 +67,50 @@ def _texts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
+def _list_items(args: argparse.Namespace):
+    """The saved list's items, read before any model loads (one line, exit 2, for a list that is not there)."""
+    from dashboard.shell.settings import load_settings
+    from dashboard.userdata import open_user_store
+
+    store = open_user_store(Path(args.user_db) if args.user_db else load_settings().user_db, read_only=True)
+    try:
+        items = store.list_items(args.list)
+    finally:
+        store.close()
+    if items.empty:
+        raise UsageError(f"the list {args.list!r} has no features")
+    return items
+
+
 def _build(args: argparse.Namespace) -> int:
     from analysis.steering_target import SteeringTarget
 
-    targets = [SteeringTarget.parse(text) for text in args.feature]
+    targets = [SteeringTarget.parse(text) for text in args.feature or []]
     texts = _texts(args)
-    out = Path(args.out)
-    preflight.output_file(out, overwrite=args.overwrite)
-    from analysis.governance.watch_build import build_watchlist
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        preflight.output_file(out, overwrite=args.overwrite)
+    items = _list_items(args) if args.list else None
+    from analysis.governance.watch_build import build_watchlist, list_targets
     from analysis.live_model import LiveSpecs, load_live
 
     live = load_live(LiveSpecs(model=args.model, saes=tuple(args.sae or [str(DEMO_SAES)])), device=args.device)
-    out.write_text(build_watchlist(live, targets, texts, args.name, args.max_rise_fraction), encoding="utf-8")
-    print(f"watchlist of {len(targets)} features, {len(texts)} texts -> {out}")
+    if items is not None:
+        targets, missing = list_targets(items, live.sae_hashes)
+        if not targets:
+            raise UsageError(
+                f"none of the {missing} features of list {args.list!r} is on the loaded SAEs "
+                f"({', '.join(live.saes)}); give the SAEs it was made on with --sae"
+            )
+        if missing:
+            print(f"{missing} features of list {args.list!r} are on SAEs not loaded; left out", file=sys.stderr)
+    text = build_watchlist(live, targets, texts, args.name, args.max_rise_fraction)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+    where = out or "stdout"
+    print(f"watchlist of {len(dict.fromkeys(targets))} features, {len(texts)} texts -> {where}", file=sys.stderr)
     return 0
 
 
@@ -137,7 +168,12 @@ def add_watch_command(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=_run)
 
     build = actions.add_parser("build", help="write a watchlist from features, recording their mean activation now")
-    build.add_argument("--feature", action="append", required=True, metavar="SAE:LATENT", help="repeat for several")
+    chosen = build.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--feature", action="append", metavar="SAE:LATENT", help="repeat for several")
+    chosen.add_argument("--list", metavar="NAME", help="the features of a saved feature list (the Lists page)")
+    build.add_argument(
+        "--user-db", help="the user-data file with the list (default: the dashboard's, SAESCOPE_USER_DB)"
+    )
     build.add_argument("--text", action="append", help="a text the checks measure on; repeat")
     build.add_argument("--texts-file", help="texts, one per line")
     build.add_argument("--name", default="watchlist", help="the watchlist's name")
@@ -149,7 +185,7 @@ def add_watch_command(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--model", type=preflight.spec, default=str(DEMO_MODEL), help="model measured (default: demo)")
     _model_options(build)
-    build.add_argument("--out", required=True, help="the watchlist file to write")
+    build.add_argument("--out", help="the watchlist file to write (default: print it)")
     build.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     build.set_defaults(handler=_build)
 

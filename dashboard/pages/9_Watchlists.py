@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import SAEscopeError  # noqa: E402
-from analysis.governance.watch_build import build_watchlist  # noqa: E402
+from analysis.governance.watch_build import build_watchlist, list_targets  # noqa: E402
 from analysis.governance.watch_run import measure_and_record, read_runs, runs_dir  # noqa: E402
 from analysis.governance.watchlist_file import load_watchlist  # noqa: E402
 from analysis.live_model import LiveModel  # noqa: E402
@@ -20,11 +20,6 @@ from dashboard.shell.plain_text import md, option, plain_frame  # noqa: E402
 
 MAX_TOML_CHARS = 2_000_000
 TYPED = "(type SAE:LATENT lines)"
-
-
-def _features_from_list(page: PageContext, name: str) -> list[SteeringTarget]:
-    items = page.workspace.store.list_items(name)
-    return [SteeringTarget(str(sae), int(latent)) for sae, latent in zip(items["sae_name"], items["latent"]) if sae]
 
 
 def _build_tab(page: PageContext, live: LiveModel) -> None:
@@ -38,8 +33,9 @@ def _build_tab(page: PageContext, live: LiveModel) -> None:
             st.error(md(error))
             return
     else:
-        targets = _features_from_list(page, source)
-        st.caption(f"{len(targets)} features in the list")
+        targets, missing = list_targets(page.workspace.store.list_items(source), live.sae_hashes)
+        elsewhere = f"; {missing} more are on SAEs the live model has not loaded" if missing else ""
+        st.caption(f"{len(targets)} features in the list{elsewhere}")
     texts = st.text_area("Texts the checks measure on, one per line", key="watch_texts")
     cols = st.columns(2)
     name = cols[0].text_input("Watchlist name", value="watchlist", max_chars=200)
