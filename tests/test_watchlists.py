@@ -342,3 +342,72 @@ def test_a_watched_detector_scores_texts_on_a_model_it_was_not_trained_on(tmp_pa
     (tmp_path / "old" / "detector.json").write_text("{}")
     with pytest.raises(WatchlistError, match="is not a saescope-detector/1 file"):
         load_watchlist(write(tmp_path, [FIRES | {"feature": "old"}], [{"id": "old", "detector": "old"}]))
+
+
+# --- watch build --list: a watchlist from a saved feature list -------------------------------------
+
+
+def _feature_list(path: Path, name: str, features: list[tuple[str, int]]) -> None:
+    """A feature list in the user-data file at ``path``, as the Lists page saves one (by SAE content hash)."""
+    from dashboard.userdata import open_user_store
+    from tests.test_detectors import atlas_sae_hash
+
+    store = open_user_store(path)
+    store.create_list(name, "dana")
+    for sae, latent in features:
+        store.add_to_list(name, atlas_sae_hash(sae) if sae != "gone" else "0" * 64, sae, latent, "dana")
+    store.close()  # the command opens the file itself
+
+
+@pytest.mark.model
+def test_watch_build_from_a_saved_list_writes_the_lists_features_with_their_means(tmp_path, capsys):
+    from tests.cli_run import cli_in_process
+
+    user_db = tmp_path / "userdata.duckdb"
+    _feature_list(user_db, "scripture watch", [("resid-L2", LATENT), ("transcoder-L2", 3), ("gone", 7)])
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SCRIPTURE) + "\n")
+    out = tmp_path / "w.toml"
+    common = ("--texts-file", str(texts), "--user-db", str(user_db))
+    result = saescope("watch", "build", "--list", "scripture watch", *common, "--out", str(out), "--name", "from list")
+    assert result.returncode == 0, result.stderr
+    assert "1 of the list's features are on SAEs not loaded: left out" in result.stderr
+    built = load_watchlist(out)
+    assert built.name == "from list"
+    assert [(f.sae, f.latent) for f in built.features.values()] == [("resid-L2", LATENT), ("transcoder-L2", 3)]
+    means = {c.feature: c.baseline_mean for c in built.checks}
+    assert means["resid-L2-345"] > 1.0, "the scripture latent fires on scripture"
+
+    # the same features typed: the same builder, so the same file but for float rounding across processes
+    typed = cli_in_process(capsys, "watch", "build", "--feature", f"resid-L2:{LATENT}", "--feature", "transcoder-L2:3",
+                           "--texts-file", str(texts), "--name", "from list")  # fmt: skip
+    assert typed.returncode == 0 and typed.stdout.startswith("format = 1"), typed.stderr
+    again = load_watchlist("typed.toml", typed.stdout.encode())
+    assert [(f.id, f.decoder_sha256) for f in again.features.values()] == [
+        (f.id, f.decoder_sha256) for f in built.features.values()
+    ]
+    assert {c.feature: c.baseline_mean for c in again.checks} == pytest.approx(means, rel=1e-5)
+
+
+def test_watch_build_refuses_a_bad_list_in_one_line_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    from tests.cli_run import cli_in_process
+    from tests.test_detectors import _no_torch
+
+    user_db = tmp_path / "userdata.duckdb"
+    _feature_list(user_db, "empty", [])
+    monkeypatch.setenv("SAESCOPE_USER_DB", str(user_db))
+    out = tmp_path / "w.toml"
+    result = saescope("watch", "build", "--list", "nope", "--text", "x", "--out", str(out), env=_no_torch(tmp_path))
+    assert (result.returncode, result.stderr) == (2, "error: there is no list named 'nope'\n")
+    cases = [
+        (["--list", "empty", "--text", "x"], "error: the list 'empty' has no features"),
+        (["--list", "empty"], "give the texts the checks measure on"),
+        (["--list", " ", "--text", "x"], "error: "),
+    ]
+    for args, message in cases:
+        answer = cli_in_process(capsys, "watch", "build", *args, "--out", str(out))
+        assert answer.returncode == 2 and message in answer.stderr and answer.stderr.count("\n") == 1, answer.stderr
+    with pytest.raises(SystemExit) as exited:  # argparse's own refusal (usage line, then the reason)
+        cli_in_process(capsys, "watch", "build", "--list", "empty", "--feature", "resid-L2:3", "--text", "x")
+    assert exited.value.code == 2 and "argument --feature: not allowed with argument --list" in capsys.readouterr().err
+    assert not out.exists()

@@ -103,7 +103,7 @@ def _build(args: argparse.Namespace) -> int:
                 f"({', '.join(live.saes)}); give the SAEs it was made on with --sae"
             )
         if missing:
-            print(f"{missing} features of list {args.list!r} are on SAEs not loaded; left out", file=sys.stderr)
+            print(f"{missing} of the list's features are on SAEs not loaded: left out", file=sys.stderr)
     text = build_watchlist(live, targets, texts, args.name, args.max_rise_fraction)
     if out is None:
         sys.stdout.write(text)
