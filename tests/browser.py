@@ -61,8 +61,9 @@ def served(command: list[str], cwd: Path, timeout: float = 60) -> Iterator[str]:
 
 
 @contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
-    """Debian's Chromium, headless, driven by its chromedriver."""
+def chromium(downloads: Path | None = None) -> Iterator[webdriver.Chrome]:
+    """Debian's Chromium, headless, driven by its chromedriver; with ``downloads``, files a page
+    offers for download are saved there without asking."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -73,7 +74,13 @@ def chromium() -> Iterator[webdriver.Chrome]:
         "--window-size=1400,1000",
     ):
         options.add_argument(flag)
+    if downloads is not None:
+        options.add_experimental_option(
+            "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        )
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    if downloads is not None:  # headless Chromium also needs telling through the DevTools protocol
+        driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     try:
         yield driver
     finally:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
@@ -54,12 +55,54 @@ def test_the_regexes_take_checksummed_numbers_only():
     assert find_pii("at 0xffff888003a1c000 in Genesis 3:16") == []
 
 
+def test_token_truth_and_threshold_on_a_hand_made_case():
+    from analysis.governance.detector_files import LabelledText
+    from analysis.governance.detector_tokens import best_threshold, known_rows, overlap_labels, token_metrics
+
+    offsets = [(0, 4), (4, 5), (5, 10), (10, 10), (10, 12)]
+    assert overlap_labels(offsets, [(4, 5)]).tolist() == [0, 1, 0, 0, 0]  # touching ends do not overlap
+    assert overlap_labels(offsets, [(3, 6), (11, 20)]).tolist() == [1, 1, 1, 0, 1]
+    assert overlap_labels(offsets, []).tolist() == [0] * 5
+    rows = [LabelledText("a", 1, ((0, 1),)), LabelledText("b", 1), LabelledText("c", 0)]
+    assert known_rows(rows, [0, 1, 2]) == [0, 2], "a positive row without spans says not which tokens"
+    # F1 by threshold on these training tokens: 0.35 -> P 2/3 R 1 (0.8); 0.4 -> 0.5; 0.8 -> P 1 R 0.5 (0.667)
+    labels, scores = np.array([0, 0, 1, 1, 0]), np.array([0.1, 0.4, 0.35, 0.8, 0.2])
+    assert best_threshold(labels, scores) == pytest.approx(0.35)
+    test_labels = np.array([1, 1, 0, 0, 1, 0])
+    test_scores = {"probe": np.array([0.9, 0.3, 0.36, 0.1, 0.5, 0.2]), "rule": np.array([1.0, 0, 0, 0, 1, 1])}
+    methods = token_metrics((labels, {"probe": scores}), (test_labels, test_scores), {"rule": 0.5})
+    probe, rule = methods["probe"], methods["rule"]
+    assert (probe["threshold"], probe["threshold_from"]) == (pytest.approx(0.35), "train split")
+    assert (probe["tp"], probe["fp"], probe["fn"]) == (2, 1, 1)  # 0.9, 0.5 hit; 0.36 false; 0.3 missed
+    assert probe["precision"] == pytest.approx(2 / 3) and probe["f1"] == pytest.approx(2 / 3)
+    assert probe["auroc"] == pytest.approx(8 / 9)
+    assert (rule["threshold_from"], rule["tp"], rule["fp"], rule["fn"]) == ("fixed", 2, 1, 1)
+
+
+def test_token_offsets_follow_the_models_tokens_and_the_cut():
+    from analysis.governance.detector_tokens import overlap_labels, token_offsets
+    from analysis.model_loading import load_tokenizer
+
+    tokenizer = load_tokenizer(str(REPO_ROOT / "data" / "demo" / "model"))
+    text = "Write to anna.schmidt@example.org today."
+    start = text.index("anna")
+    span = (start, text.index(" today"))
+    offsets = token_offsets(tokenizer, text, 0)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert offsets is not None and len(offsets) == len(ids)
+    flagged = overlap_labels(offsets, [span])
+    inside = "".join(tokenizer.decode([i]) for i, f in zip(ids, flagged) if f)
+    assert inside.strip() == text[span[0] : span[1]], inside
+    assert token_offsets(tokenizer, text, 3) == offsets[3:]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, list[dict]]:
-    """A detector trained through the CLI on 160 generated rows (a few cost texts to keep it quick)."""
+    """A detector trained through the CLI on 400 generated rows (a few cost texts to keep it quick;
+    fewer rows leave its per-token scores no better than flagging every token)."""
     folder = tmp_path_factory.mktemp("detector")
     data = folder / "pii.jsonl"
-    rows = generate(160, 5)
+    rows = generate(400, 5)
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = cli("train", "--data", str(data), "--out", str(folder / "det"), "--cost-texts", "16", "--seed", "1")
     assert result.returncode == 0, result.stderr
@@ -82,7 +125,7 @@ def test_train_writes_a_detector_and_metrics_that_sklearn_confirms(trained):
     assert first["url"] == f"http://localhost:8501/Feature?atlas=demo&sae=resid-L2&latent={first['latent']}"
     predictions = metrics["predictions"]
     assert predictions["labels"] == [rows[i]["label"] for i in predictions["rows"]]
-    assert metrics["split"]["test"] == len(predictions["rows"]) == 40
+    assert metrics["split"]["test"] == len(predictions["rows"]) == 100
     for name in ("detector", "dense_probe", "regex"):
         scores = predictions["scores"][name]
         predicted = [int(s >= 0.5) for s in scores]
@@ -96,6 +139,51 @@ def test_train_writes_a_detector_and_metrics_that_sklearn_confirms(trained):
     cost = metrics["cost"]
     assert cost["texts"] == 16 and cost["blocks_run"] == 2 and cost["n_layers"] == 4
     assert cost["detector_ms_per_1000_texts"] > 0 and cost["full_forward_ms_per_1000_texts"] > 0
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_per_token_scores_find_the_spans_better_than_flagging_every_token(trained):
+    """Measured on this fixture (400 rows, seed 5, split seed 1): token F1 detector 0.256, dense probe
+    0.255, regexes 0.706; flagging every token 0.155. The floors leave a margin for other platforms."""
+    folder, rows = trained
+    metrics = json.loads((folder / "metrics.json").read_text())
+    tokens = metrics["tokens"]
+    assert metrics["tokens_skipped"] is None and set(tokens["methods"]) == {"detector", "dense_probe", "regex"}
+    assert tokens["rows"]["test"] == len(metrics["predictions"]["rows"]), "every held-out row has spans or label 0"
+    counts = tokens["tokens"]
+    base = counts["test_positive"] / counts["test"]
+    every_token_f1 = 2 * base / (1 + base)
+    for name, row in tokens["methods"].items():
+        assert (
+            row["tp"] + row["fn"] == counts["test_positive"]
+            and sum(row[k] for k in "tp fp fn tn".split()) == counts["test"]
+        )
+        assert row["threshold_from"] == ("fixed" if name == "regex" else "train split")
+    detector = tokens["methods"]["detector"]
+    assert detector["f1"] > max(0.2, every_token_f1 + 0.05) and detector["auroc"] > 0.62, detector
+    assert tokens["methods"]["regex"]["precision"] > 0.9 and tokens["methods"]["regex"]["f1"] > 0.6
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_batched_token_scores_are_what_detector_run_shows(trained, live):
+    """The token-level evaluation scores tokens as ``detector run`` and the page do (one formula)."""
+    from analysis.governance.detector_encode import token_scores
+    from analysis.governance.detector_run import score_text
+
+    folder, rows = trained
+    detector = json.loads((folder / "detector.json").read_text())
+    probe = (
+        np.array([f["latent"] for f in detector["features"]]),
+        np.array([f["weight"] for f in detector["features"]]),
+        detector["intercept"],
+    )
+    texts = [rows[i]["text"] for i in range(3)]
+    batched = token_scores(live, "resid-L2", texts, probe)["detector"]
+    for text, scores in zip(texts, batched):
+        shown = score_text(live, detector, "resid-L2", text)
+        assert shown.has_bos and scores == pytest.approx(shown.token_scores[1:], abs=1e-5)
 
 
 @pytest.mark.model
@@ -197,7 +285,10 @@ def test_the_page_trains_from_an_upload_and_shows_per_token_scores(user_db):
     methods = app.dataframe[0].value
     assert len(methods) == 3 and set(methods.columns) >= {"precision", "recall", "F1", "AUROC"}
     assert methods["AUROC"].between(0, 1).all()
-    features = app.dataframe[1].value
+    tokens = app.dataframe[1].value
+    assert list(tokens["method"]) == list(methods["method"]) and tokens["token F1"].between(0, 1).all()
+    assert any(c.value.startswith("Per token, against the spans:") for c in app.caption)
+    features = app.dataframe[2].value
     assert features["feature"].iloc[0] == f"Feature?atlas=demo&sae=resid-L2&latent={features['latent'].iloc[0]}"
     by_label(app.text_area, "Text to score").set_value("<script>alert(1)</script> mail anna@example.org")
     by_label(app.button, "Score").click().run(timeout=300)
@@ -226,6 +317,7 @@ def test_the_page_trains_from_two_feature_lists(user_db):
     by_label(app.toggle, "PII regex baseline").set_value(False)
     _train_on_page(app)
     assert len(app.dataframe[0].value) == 2, "detector and dense probe; no regex for this task"
+    assert "Per token: not scored (no row has spans)." in [c.value for c in app.caption]
 
 
 def atlas_sae_hash(name: str) -> str:
