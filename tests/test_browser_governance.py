@@ -139,7 +139,9 @@ def test_a_detector_trained_from_an_upload_beside_its_baselines_then_a_pasted_te
         lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stHtml"] span[title]')
     )
     assert "".join(t.get_attribute("textContent") or "" for t in tokens) == PASTED, "every token but BOS, as text"
-    scores = [float((t.get_attribute("title") or "").rsplit(" ", 1)[1]) for t in tokens]
+    titles = [t.get_attribute("title") or "" for t in tokens]
+    assert all(" detector score " in title for title in titles), titles[:3]
+    scores = [float(title.rsplit(" ", 1)[1]) for title in titles]
     assert all(0 <= s <= 1 for s in scores) and len(set(scores)) > 1
 
 

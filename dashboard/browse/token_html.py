@@ -25,13 +25,13 @@ LINE_STYLE = (
 )
 
 
-def _token_span(text: str, value: float, scale: float, is_max: bool) -> str:
+def _token_span(text: str, value: float, scale: float, is_max: bool, measure: str = "activation") -> str:
     alpha = 0.0 if scale <= 0 else min(max(value / scale, 0.0), 1.0)
     style = f"background: rgba({HIGHLIGHT_RGB}, {alpha:.3f}); border-radius: 2px; white-space: pre-wrap;"
     if is_max:
         style += " outline: 2px solid #c2410c; font-weight: 600;"
     shown = "↵\n".join(visible(line, spaces=False) for line in text.split("\n"))
-    title = html.escape(f"{visible(text)}  activation {value:.4g}", quote=True)
+    title = html.escape(f"{visible(text)}  {measure} {value:.4g}", quote=True)
     return f'<span style="{style}" title="{title}">{html.escape(shown, quote=True)}</span>'
 
 
@@ -49,10 +49,12 @@ def highlighted_tokens(
     max_position: int,
     scale: float,
     shown: range | None = None,
+    measure: str = "activation",
 ) -> str:
-    """One example as a line of coloured token spans (positions in ``shown`` only)."""
+    """One example as a line of coloured token spans (positions in ``shown`` only); ``measure``
+    names the value in each token's hover title."""
     positions = shown if shown is not None else range(len(texts))
-    spans = "".join(_token_span(texts[p], float(values[p]), scale, p == max_position) for p in positions)
+    spans = "".join(_token_span(texts[p], float(values[p]), scale, p == max_position, measure) for p in positions)
     prefix = "…" if positions.start > 0 else ""  # no space after it: it stays on the first token's line
     suffix = "\u00a0…" if positions.stop < len(texts) else ""
     return f'<div style="{LINE_STYLE}">{prefix}{spans}{suffix}</div>'

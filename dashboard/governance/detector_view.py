@@ -105,4 +105,4 @@ def token_scores(tokens: list[str], scores: list[float], has_bos: bool) -> str:
     first = int(has_bos) if len(tokens) > int(has_bos) else 0
     shown, values = tokens[first:], scores[first:]
     peak = max(range(len(values)), key=values.__getitem__)
-    return highlighted_tokens(shown, values, peak, 1.0)
+    return highlighted_tokens(shown, values, peak, 1.0, measure="detector score")
