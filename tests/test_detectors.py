@@ -108,6 +108,7 @@ def trained(tmp_path_factory) -> tuple[Path, list[dict]]:
     assert result.returncode == 0, result.stderr
     assert "detector" in result.stdout and "dense_probe" in result.stdout and "regex" in result.stdout
     assert "Feature?atlas=demo&sae=resid-L2&latent=" in result.stdout
+    assert "per-token, held-out split (" in result.stdout and "(train split)" in result.stdout
     return folder / "det", rows
 
 
