@@ -145,7 +145,7 @@ def _token_level(
             truths[part].append(TokenTruth(index, offsets, overlap_labels(offsets, rows[index].spans)))
     for part, name in enumerate(("training", "held-out")):
         labels = np.concatenate([t.labels for t in truths[part]]) if truths[part] else np.zeros(0)
-        if labels.min(initial=1) == labels.max(initial=0):
+        if labels.size == 0 or labels.min() == labels.max():
             return None, f"the {name} split's scored tokens are not of both kinds (evidence and not)"
     concatenated_parts = []
     for part in truths:
