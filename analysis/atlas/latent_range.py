@@ -40,7 +40,7 @@ def range_encoder(loaded: LoadedSAE, first: int, end: int) -> Callable[[torch.Te
     if (first, end) == (0, loaded.d_sae):
         return sae.encode
     if loaded.architecture not in SLICEABLE:
-        return lambda x: sae.encode(x)[..., first:end]
+        return lambda x: sae.encode(x)[..., first:end].contiguous()  # not a view keeping every latent
     sliced = copy.copy(sae)  # shares the hooks and settings; only the per-latent parameters are replaced
     sliced._parameters = dict(sae._parameters)
     sliced._buffers = dict(sae._buffers)

@@ -24,11 +24,14 @@ from analysis.atlas.feature_stats import HIST_BINS, INTERVAL_SAMPLES, LOG_BINS, 
 from analysis.atlas.latent_range import SLICEABLE
 from analysis.atlas.run_config import PrecomputeError
 
-# Encoder temporaries per encoded latent per token (float32 each), at the encoder's peak as
-# sae-lens computes it: pre-activations and activations (standard); JumpReLU adds the ReLU's output
-# and the threshold mask (bool, then float); the batch's activations stay while they are counted.
-ENCODE_BYTES = {"jumprelu": 4 + 4 + 1 + 4 + 4, "jumprelu_transcoder": 4 + 4 + 1 + 4 + 4}
-DEFAULT_ENCODE_BYTES = 4 + 4
+# Encoder temporaries per encoded latent per token at the encoder's peak, as sae-lens computes it
+# (float32 each; the matmul's output and a boolean mask are freed before the peak). JumpReLU: the
+# pre-activations, the ReLU's output, the threshold mask as float and their product (measured on the
+# demo, tests/test_memory_estimate.py). Standard: pre-activations and ReLU output. Gated: its gate
+# and magnitude pre-activations, mask, magnitudes and product (derived from the code, not measured).
+# Others (top-k) encode every latent: pre-activations and the activations they scatter into.
+ENCODE_BYTES = {"jumprelu": 16, "jumprelu_transcoder": 16, "gated": 20}
+DEFAULT_ENCODE_BYTES = 8
 
 
 def state_bytes_per_latent(top_k: int, context: int) -> int:

@@ -92,6 +92,7 @@ def sae_activations(
             acts = encoder(cache[loaded.hook_name]).float()
             acts[~counted] = 0
             yield acts
+            del acts  # one SAE's activations at a time: freed before the next SAE is encoded
 
     return counted, encode()
 
@@ -183,8 +184,8 @@ class Precompute:
             shard_windows=self.window_range[1] - self.window_range[0],
             latent_shards=config.latent_shard[1],
         )
-        log.info("%s", self.memory.line())
         check_budget(self.memory, config.max_worker_bytes)
+        log.info("%s", self.memory.line())
         self.encoders = [range_encoder(s, first, end) for s, (first, end) in zip(self.saes, self.latent_ranges)]
         self.loaded: LoadedModel = load_model(config.model, device=device, dtype=config.dtype)
         log.info(
@@ -303,12 +304,7 @@ class Precompute:
     def _process(self, state: RunState, ids: np.ndarray) -> None:
         tokens = self.corpus.windows(ids, self.config.context, self.bos_id).to(self.loaded.device)
         counted, per_sae = sae_activations(self.model, self.saes, self.hooks, tokens, self.special, self.encoders)
-        window_ids = torch.from_numpy(ids).to(self.loaded.device)
-        rows = slice(state.done, state.done + len(ids))
-        for sae, (acts, stats) in enumerate(zip(per_sae, state.stats)):
-            stats.update(acts, window_ids, counted)
-            if state.token_l0 is not None:
-                state.token_l0[sae][rows] = torch.where(counted, (acts > 0).sum(dim=2, dtype=torch.int32), -1)
+        self.count(state, ids, counted, per_sae)
         del per_sae
         state.token_counts += torch.bincount(tokens[counted], minlength=len(state.token_counts))
         sampled = torch.from_numpy(ids % self.quality_stride == 0)
@@ -316,6 +312,18 @@ class Precompute:
             measure_batch(
                 self.model, self.saes, tokens[sampled.to(tokens.device)], self.special, state.quality, with_ce=True
             )
+
+    def count(self, state: RunState, ids: np.ndarray, counted: torch.Tensor, per_sae: Iterator[torch.Tensor]) -> None:
+        """Encode each SAE (``per_sae``, lazily: one SAE's activations at a time) and add them to its
+        statistics: the part of a batch that ``memory_estimate.batch_bytes_per_token`` sizes."""
+        window_ids = torch.from_numpy(ids).to(self.loaded.device)
+        rows = slice(state.done, state.done + len(ids))
+        for sae, stats in enumerate(state.stats):
+            acts = next(per_sae)  # not zip(per_sae, ...): zip's reused tuple would hold the last one
+            stats.update(acts, window_ids, counted)
+            if state.token_l0 is not None:
+                state.token_l0[sae][rows] = torch.where(counted, (acts > 0).sum(dim=2, dtype=torch.int32), -1)
+            del acts  # before the next SAE is encoded
 
     def stream(self, on_progress: Callable[[int], None] | None = None) -> RunState:
         """Run the pass (or finish a checkpointed one), with progress, checkpointing as it goes.

@@ -138,8 +138,8 @@ def _memory(config: PrecomputeConfig, settings: RaySettings, total_windows: int)
         min(total_windows, MAX_SHARD_WINDOWS),
         settings.latent_shards,
     )
-    log.info("%s", memory.line())
     check_budget(memory, config.max_worker_bytes)
+    log.info("%s", memory.line())
     return memory
 
 
