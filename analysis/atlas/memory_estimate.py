@@ -17,12 +17,14 @@ allocates.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
 from analysis.atlas.feature_stats import HIST_BINS, INTERVAL_SAMPLES, LOG_BINS, N_INTERVALS
-from analysis.atlas.latent_range import SLICEABLE
+from analysis.atlas.latent_range import SLICEABLE, latent_range
 from analysis.atlas.run_config import PrecomputeError
+from analysis.preflight import SAE_CONFIG, sae_folders
 
 # Encoder temporaries per encoded latent per token at the encoder's peak, as sae-lens computes it
 # (float32 each; the matmul's output and a boolean mask are freed before the peak). JumpReLU: the
@@ -158,28 +160,19 @@ def check_budget(memory: WorkerMemory, budget: int | None) -> None:
 
 def local_sae_shapes(specs: tuple[str, ...] | list[str], latent_shard: tuple[int, int]) -> list[SAEShape] | None:
     """The shapes of the SAEs in local folders (their cfg.json, no weights), holding latent range
-    ``latent_shard``; None when a spec is a sae-lens release (known once a worker loads it)."""
-    import json
-
-    from analysis.atlas.latent_range import latent_range
-    from analysis.preflight import SAE_CONFIG, sae_folders
-
+    ``latent_shard``; None when a spec is a sae-lens release or a circuit-tracer transcoder set
+    (known once a worker loads it, which then checks the budget itself)."""
     shapes = []
     for spec in specs:
         folders = sae_folders(spec)
-        if folders is None:
+        if not folders:  # a release, or a circuit-tracer transcoder set (its shapes are in its weights)
             return None
         for folder in folders:
-            cfg = json.loads((folder / SAE_CONFIG).read_text(encoding="utf-8"))
+            cfg = json.loads((folder / SAE_CONFIG).read_text(encoding="utf-8"))  # preflight read it already
+            d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+            if not (isinstance(d_in, int) and isinstance(d_sae, int)):
+                return None  # the worker's loader says what is wrong with it
             hook = cfg.get("hook_name") or cfg.get("metadata", {}).get("hook_name", "")
-            d_sae = int(cfg["d_sae"])
-            shapes.append(
-                SAEShape(
-                    hook,
-                    int(cfg["d_in"]),
-                    d_sae,
-                    cfg.get("architecture", "standard"),
-                    *latent_range(d_sae, latent_shard),
-                )
-            )
+            architecture = cfg.get("architecture", "standard")
+            shapes.append(SAEShape(hook, d_in, d_sae, architecture, *latent_range(d_sae, latent_shard)))
     return shapes
