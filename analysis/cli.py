@@ -144,7 +144,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_precompute(args: argparse.Namespace) -> int:
-    from analysis.atlas.run_config import PrecomputeConfig, check_config, parse_shard
+    from analysis.atlas.run_config import PrecomputeConfig, PrecomputeError, check_config, parse_bytes, parse_shard
 
     config = PrecomputeConfig(
         model=args.model,
@@ -159,12 +159,16 @@ def _run_precompute(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         shard=parse_shard(args.shard),
+        latent_shard=parse_shard(args.latent_shard, "--latent-shard"),
+        max_worker_bytes=None if args.max_worker_memory is None else parse_bytes(args.max_worker_memory),
         checkpoint_seconds=args.checkpoint_minutes * 60,
         overwrite=args.overwrite,
         resume=args.resume,
         strict=args.strict,
     )
     check_config(config)  # before torch is imported: a typo costs a second
+    if args.latent_shards != 1 and args.ray is None:
+        raise PrecomputeError("--latent-shards plans latent ranges for --ray; without it give --latent-shard j/m")
     preflight.model_folder(config.model)
     preflight.sae_latents(list(config.saes))
     if args.ray is not None:
@@ -183,11 +187,16 @@ def _run_precompute(args: argparse.Namespace) -> int:
 def _run_precompute_on_ray(config, args: argparse.Namespace) -> int:
     from analysis.atlas.ray_precompute import RaySettings, run_on_ray
 
-    summary = run_on_ray(config, RaySettings(address=args.ray, workers=args.ray_workers, threads=args.ray_threads))
+    settings = RaySettings(
+        address=args.ray, workers=args.ray_workers, threads=args.ray_threads, latent_shards=args.latent_shards
+    )
+    summary = run_on_ray(config, settings)
     where = f"{summary['gpus']} GPUs" if summary["gpus"] else f"{summary['workers']} CPU workers"
+    ranges = f" × {summary['latent_shards']} latent ranges" if summary["latent_shards"] > 1 else ""
+    memory = f" (worker memory ≈ {summary['worker_mb']} MiB)" if summary["worker_mb"] is not None else ""
     print(
-        f"atlas {summary['atlas']}: {summary['tokens']:,} tokens in {summary['shards']} shards on {where}, "
-        f"{summary['seconds']} s (running state per worker {summary['state_mb']} MB)"
+        f"atlas {summary['atlas']}: {summary['tokens']:,} tokens in {summary['shards']} shards{ranges} on {where}, "
+        f"{summary['seconds']} s{memory}"
     )
     return 0
 
@@ -558,6 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pre.add_argument("--shard", default="0/1", help="process slice i of n of the windows (partial atlas)")
     pre.add_argument(
+        "--latent-shard", default="0/1", help="keep and encode latent range j of m of every SAE (partial atlas)"
+    )
+    pre.add_argument(
+        "--max-worker-memory",
+        metavar="SIZE",
+        help="refuse a run whose estimated worker memory (printed at start) is over SIZE (512MiB, 8GiB)",
+    )
+    pre.add_argument(
         "--checkpoint-minutes", type=preflight.number(0, 1e6), default=5.0, help="minutes between checkpoints"
     )
     pre.add_argument("--strict", action="store_true", help="refuse a corpus with bytes that are not UTF-8")
@@ -574,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pre.add_argument("--ray-workers", type=int, help="local Ray: shards at once (default: CPUs / --ray-threads)")
     pre.add_argument("--ray-threads", type=int, default=1, help="on CPUs: CPUs and torch threads per shard (1)")
+    pre.add_argument(
+        "--latent-shards", type=int, default=1, help="--ray: cut each shard into this many latent ranges (memory)"
+    )
     pre.set_defaults(handler=_run_precompute)
 
     search = commands.add_parser(

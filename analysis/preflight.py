@@ -155,22 +155,28 @@ def sae_latents(specs: list[str]) -> dict[str, int | None]:
     transcoder configuration (config.yaml) names no SAEs here."""
     found: dict[str, int | None] = {}
     for spec in specs:
-        path = Path(spec).expanduser()
-        if not path.is_dir():
-            if path.exists() or spec.startswith((".", "/", "~")) or "/" not in spec:
-                raise ArgumentError(f"SAE folder '{spec}' does not exist (or give a sae-lens release/sae_id)")
+        folders = sae_folders(spec)
+        if folders is None:
             found[spec] = None
-            continue
-        if (path / TRANSCODER_CONFIG).exists() and not (path / SAE_CONFIG).exists():
-            continue
-        folders = [path] if _is_sae_folder(path) else sorted(child for child in path.iterdir() if _is_sae_folder(child))
-        if not folders:
-            raise ArgumentError(
-                f"'{spec}' holds no SAE: expected {SAE_CONFIG} and {SAE_WEIGHTS}, here or in subfolders"
-            )
-        for folder in folders:
+        for folder in folders or []:
             found[folder.name] = _d_sae(folder / SAE_CONFIG)
     return found
+
+
+def sae_folders(spec: str) -> list[Path] | None:
+    """The SAE folders a spec names (none for a circuit-tracer configuration), or None for a
+    sae-lens ``release/sae_id``."""
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        if path.exists() or spec.startswith((".", "/", "~")) or "/" not in spec:
+            raise ArgumentError(f"SAE folder '{spec}' does not exist (or give a sae-lens release/sae_id)")
+        return None
+    if (path / TRANSCODER_CONFIG).exists() and not (path / SAE_CONFIG).exists():
+        return []
+    folders = [path] if _is_sae_folder(path) else sorted(child for child in path.iterdir() if _is_sae_folder(child))
+    if not folders:
+        raise ArgumentError(f"'{spec}' holds no SAE: expected {SAE_CONFIG} and {SAE_WEIGHTS}, here or in subfolders")
+    return folders
 
 
 SAE_CONFIG, SAE_WEIGHTS, TRANSCODER_CONFIG = "cfg.json", "sae_weights.safetensors", "config.yaml"

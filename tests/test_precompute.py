@@ -140,6 +140,55 @@ def test_sharded_runs_merge_into_the_single_pass_atlas(atlas, tmp_path):
     assert again.returncode == 2 and "a file is given twice" in again.stderr
 
 
+def test_latent_ranges_of_window_shards_merge_into_the_single_pass_atlas(atlas, tmp_path, capsys):
+    """Windows 0/2, 1/2 × latents 0/2, 1/2 (in this process, as the merge refusals below), merged in
+    any order; a merge that leaves out a latent range, or holds one twice, is refused in one line."""
+    parts = {}
+    for shard in ("0/2", "1/2"):
+        for latents in ("0/2", "1/2"):
+            parts[shard, latents] = tmp_path / f"w{shard[0]}-l{latents[0]}.duckdb"
+            result = cli_in_process(
+                capsys, *precompute_args(parts[shard, latents], "--shard", shard, "--latent-shard", latents)
+            )
+            assert result.returncode == 0, result.stderr
+            memory = "worker memory ≈ 12.3 MiB: 39,936 B per latent × 256 latents + 5,128 B per batch token × 512"
+            assert f"{memory} + 4 B per shard token × 1,024 (per-token L0)" in result.stderr
+            assert "8 windows" not in result.stdout and "256 features" in result.stdout
+    merged = tmp_path / "merged.duckdb"
+    result = cli_in_process(capsys, "merge", *map(str, reversed(parts.values())), "--out", str(merged))
+    assert result.returncode == 0, result.stderr
+    for sql in (
+        "SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
+        "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank",
+        "SELECT * FROM neighbours ORDER BY latent, scope, rank",
+        "SELECT * FROM windows ORDER BY window_id",
+        "SELECT * EXCLUDE (quality_sums, explained_variance, ce_loss_clean, ce_loss_with_sae, "
+        "ce_loss_zero_ablation, ce_loss_recovered) FROM saes",
+    ):
+        assert table(merged, sql) == table(atlas, sql), sql
+    assert table(merged, "SELECT count(*) FROM meta WHERE key = 'latent_shard'") == [(0,)]
+    out = str(tmp_path / "m.duckdb")
+    _refused(
+        cli_in_process(capsys, "merge", str(parts["0/2", "0/2"]), str(parts["1/2", "0/2"]), "--out", out),
+        "latent range 1/2 of every SAE in none of the files",
+    )
+    _refused(
+        cli_in_process(capsys, "merge", *map(str, list(parts.values())[:3]), "--out", out),
+        "windows 8-15 of latent range 1/2 of the run's 16 are in none of the files",
+    )
+    twin = shutil.copy(parts["0/2", "1/2"], tmp_path / "twin.duckdb")
+    _refused(
+        cli_in_process(capsys, "merge", *map(str, parts.values()), str(twin), "--out", out),
+        "(windows 0-7 of latent range 1/2) and",
+        "overlap in windows 0-7",
+    )
+    _refused(
+        cli_in_process(capsys, "merge", str(parts["0/2", "0/2"]), str(atlas), "--out", out),
+        "split the latents differently (latent range 0/1 and latent range 0/2)",
+    )
+    assert not Path(out).exists()
+
+
 def _refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -1,4 +1,5 @@
-"""`precompute --ray` on a local Ray of 2 workers: the single-pass atlas, even when a worker is killed mid-run."""
+"""`precompute --ray` on a local Ray of 2 workers: the single-pass atlas, with window shards cut into
+latent ranges too, and even when a worker is killed mid-run."""
 
 from __future__ import annotations
 
@@ -61,14 +62,21 @@ def assert_same_atlas(atlas: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_local_workers_give_the_single_pass_atlas(single_pass, tmp_path):
+def test_two_local_workers_give_the_single_pass_atlas_from_latent_ranges(single_pass, tmp_path):
+    """2 window shards × 2 latent ranges: 4 tasks on 2 workers (the window-only path is the killed run's)."""
     out = tmp_path / "ray.duckdb"
     result = subprocess.run(
-        command(out, "--ray", "--ray-workers", "2"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+        command(out, "--ray", "--ray-workers", "2", "--latent-shards", "2"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
-    assert "in 2 shards on 2 CPU workers" in result.stdout, result.stdout
-    assert "precompute on Ray (2 CPU workers, 2 shards)" in result.stderr and "tok/s" in result.stderr
+    assert "in 2 shards × 2 latent ranges on 2 CPU workers" in result.stdout, result.stdout
+    assert "(worker memory ≈ " in result.stdout and "39,936 B per latent × 768 latents" in result.stderr
+    assert "precompute on Ray (2 CPU workers, 2 shards × 2 latent ranges)" in result.stderr
+    assert "tok/s" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ray.duckdb"]  # the partials are gone once merged
     assert_same_atlas(out, single_pass)
 
@@ -133,6 +141,11 @@ def test_ray_arguments_are_checked_before_a_cluster_starts(tmp_path, capsys):
     for args, message in (
         (("--shard", "1/2", "--ray"), "--ray plans its own shards"),
         (("--ray", "--ray-workers", "0"), "must be at least 1"),
+        (("--ray", "--latent-shards", "0"), "must be at least 1"),
+        (("--ray", "--latent-shard", "1/2"), "--ray plans its own shards"),
+        (("--latent-shards", "2"), "--latent-shards plans latent ranges for --ray"),
+        (("--ray", "--overwrite", "--latent-shards", "600"), "--latent-shards 600: an SAE has only 512 latents"),
+        (("--ray", "--overwrite", "--max-worker-memory", "1MiB"), "is over --max-worker-memory 1.0 MiB"),
         (("--ray", "auto", "--ray-workers", "2"), "--ray-workers sizes a local Ray"),
         (("--ray",), "holds an unfinished --ray run; pass --resume"),
     ):

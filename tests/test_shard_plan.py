@@ -7,12 +7,8 @@ import pytest
 import torch
 
 from analysis.atlas.feature_stats import FeatureStats
-from analysis.atlas.shard_plan import (
-    MAX_SHARD_WINDOWS,
-    plan_shards,
-    state_bytes,
-    state_bytes_per_latent,
-)
+from analysis.atlas.memory_estimate import state_bytes, state_bytes_per_latent
+from analysis.atlas.shard_plan import MAX_SHARD_WINDOWS, plan_shards
 
 
 def nbytes(stats: FeatureStats) -> int:
@@ -26,6 +22,11 @@ def test_a_plan_covers_every_window_once_in_equal_rounds(windows, slots):
     assert (covered == np.arange(windows)).all()
     assert max(len(plan.windows_of(i)) for i in range(plan.shards)) <= max(MAX_SHARD_WINDOWS, 1)
     assert plan.shards % slots == 0 or plan.shards == windows
+
+
+def test_latent_ranges_cut_every_window_shard():
+    plan = plan_shards(100, 2, latent_shards=3)
+    assert plan.shards == 2 and plan.tasks() == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
 
 
 def test_the_state_formula_is_the_size_of_featurestats_on_the_demo(demo_saes):

@@ -273,6 +273,24 @@ LABEL_TERMS = Table(
     "would read every label.",
 )
 TABLES = (META, SAES, FEATURES, EXAMPLES, WINDOWS, DOCUMENTS, TOKENS, NEIGHBOURS, LABEL_TERMS)
+# Only in a partial atlas of a latent-range shard (``precompute --latent-shard j/m``), never in an atlas:
+# ``merge`` sums these counts over the ranges to the whole SAE's ``saes.l0_counts``.
+TOKEN_L0 = Table(
+    "token_l0",
+    _columns(
+        ("sae", "INTEGER", ""),
+        ("window_id", "BIGINT", ""),
+        (
+            "l0",
+            "INTEGER[{context}]",
+            "each position's count of firing latents of the shard's range; -1 at special tokens",
+        ),
+    ),
+    order="sae, window_id",
+    about="Only in the partial atlas of a latent-range shard (`meta.latent_shard` [j, m]), one row per SAE and "
+    "window of the shard; `merge` sums the ranges' counts per token into `saes.l0_counts`.",
+)
+PARTIAL_TABLES = (TOKEN_L0,)
 TABLE_NAMES = tuple(table.name for table in TABLES)
 NEIGHBOUR_INPUT = tuple(c for c in NEIGHBOURS.columns if c.name != "other_label")  # what the writer supplies
 
@@ -348,7 +366,7 @@ END_MARK = "<!-- END tables -->"
 def tables_markdown() -> str:
     """The tables section of docs/SCHEMA.md: each table's order, purpose and columns with types."""
     parts = []
-    for table in TABLES:
+    for table in (*TABLES, *PARTIAL_TABLES):
         order = f" (primary order: {table.order})" if table.order else ""
         lines = [f"### {table.name}{order}", "", table.about, "", "| column | type | meaning |", "|---|---|---|"]
         for c in table.columns:

@@ -326,6 +326,18 @@ class FeatureStats:
         self._merge_top(other._top_entries(torch.arange(other.d_sae, device=other.fire_count.device)))
         self._merge_samples(other._sample_entries(torch.arange(other.d_sae, device=other.fire_count.device)))
 
+    @classmethod
+    def concat(cls, parts: list[FeatureStats], l0_counts: torch.Tensor, salt: int) -> FeatureStats:
+        """The statistics of an SAE from those of its consecutive latent ranges (over the same
+        windows); ``l0_counts`` counts tokens by firing latents of the whole SAE, which the ranges'
+        own histograms cannot give."""
+        tensors = {
+            name: torch.cat([part.tensors()[name] for part in parts])
+            for name in parts[0].tensors()
+            if name != "l0_counts"
+        }
+        return cls(**tensors, l0_counts=l0_counts, salt=salt)
+
     def _top_entries(self, latents: torch.Tensor) -> TopEntries:
         rows, slots = (self.top_window[latents] >= 0).nonzero(as_tuple=True)
         latent = latents[rows]

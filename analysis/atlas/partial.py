@@ -15,7 +15,8 @@ import duckdb
 import numpy as np
 import torch
 
-from analysis.atlas.feature_stats import STORED_IN_FEATURES, FeatureStats
+from analysis.atlas.feature_stats import STORED_IN_FEATURES, FeatureStats, block_salt
+from analysis.atlas.latent_range import latent_range
 from analysis.atlas.reader import open_atlas, read_meta, sae_records, token_counts
 from analysis.sae_metrics import QualitySums
 
@@ -34,6 +35,25 @@ def read_partial(path: Path) -> tuple[dict, list[dict], list[FeatureStats], list
     return meta, sae_rows, stats, quality, counts
 
 
+def latent_shard(meta: dict) -> tuple[int, int]:
+    """Which latent range ``j/m`` of every SAE an atlas holds (0/1: every latent)."""
+    index, count = meta.get("latent_shard", (0, 1))
+    return int(index), int(count)
+
+
+def read_token_l0(path: Path, n_saes: int) -> list[dict[int, np.ndarray]]:
+    """A latent-range partial's per-token counts of firing latents: per SAE {window id: [context] int32}."""
+    connection = open_atlas(path)
+    try:
+        rows = connection.execute("SELECT sae, window_id, l0 FROM token_l0 ORDER BY sae, window_id").fetchall()
+    finally:
+        connection.close()
+    found: list[dict[int, np.ndarray]] = [{} for _ in range(n_saes)]
+    for sae, window, counts in rows:
+        found[sae][window] = np.asarray(counts, dtype=np.int32)
+    return found
+
+
 def _quality_from_json(data: dict) -> QualitySums:
     tensor = {"target_sum": torch.float64, "fired": torch.long}
     values: dict[str, Any] = {
@@ -43,8 +63,9 @@ def _quality_from_json(data: dict) -> QualitySums:
 
 
 def _read_stats(connection: duckdb.DuckDBPyConnection, row: dict, meta: dict) -> FeatureStats:
-    sae, d, context = row["sae"], row["d_sae"], meta["context"]
-    stats = FeatureStats.empty(d, meta["top_k"], context, salt=meta["seed"] * 1000 + sae)
+    sae, context = row["sae"], meta["context"]
+    first, end = latent_range(row["d_sae"], latent_shard(meta))
+    stats = FeatureStats.empty(end - first, meta["top_k"], context, salt=block_salt(meta["seed"] * 1000 + sae, first))
     f = _arrays(
         connection.execute(f"SELECT {', '.join(STORED_IN_FEATURES)} FROM features WHERE sae = ? ORDER BY latent", [sae])
     )

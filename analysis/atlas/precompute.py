@@ -6,7 +6,11 @@ encoded from that pass's cache, each SAE's ``FeatureStats`` updated with tensor 
 also measured for explained variance and CE loss recovered: those cost extra forward passes, and a
 fixed sample estimates them as well on a billion tokens as on a million. The running state is checkpointed
 atomically every few minutes; ``--resume`` continues from it. ``--shard i/n`` processes a
-deterministic slice of the windows and writes a partial atlas that ``merge`` combines.
+deterministic slice of the windows and ``--latent-shard j/m`` a slice of every SAE's latents
+(``latent_range.py``); each writes a partial atlas that ``merge`` combines. A latent-range shard
+also keeps each token's count of firing latents in its range (the L0 histogram counts latents of
+the whole SAE, which only the sum over ranges gives), and only latent range 0 measures quality
+(explained variance and CE loss need the whole SAE's reconstruction).
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformer_lens import HookedTransformer
 
 from analysis.atlas.corpus_source import CorpusTokens, load_corpus
-from analysis.atlas.feature_stats import FeatureStats
+from analysis.atlas.feature_stats import FeatureStats, block_salt
+from analysis.atlas.latent_range import latent_range, range_encoder
+from analysis.atlas.memory_estimate import SAEShape, check_budget, worker_memory
 from analysis.atlas.run_config import PrecomputeConfig, PrecomputeError, check_config, parse_shard
 from analysis.atlas.store import AtlasContent, AtlasWriteError, SAEResult, write_atlas
 from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual_directions
@@ -60,23 +66,33 @@ class RunState:
     # [first window (index in the shard), windows per batch] from there on: changed by an
     # out-of-memory halving or a resume with another --batch; ``verify`` replays the same batches
     batches: list[list[int]] = field(default_factory=list)
+    # latent-range shards: per SAE, each token's count of firing latents of the range [windows, context]
+    # (int32, -1 at special tokens); None for a shard that holds every latent
+    token_l0: list[torch.Tensor] | None = None
     started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
 def sae_activations(
-    model: HookedTransformer, saes: list[LoadedSAE], hooks: list[str], tokens: torch.Tensor, special: torch.Tensor
+    model: HookedTransformer,
+    saes: list[LoadedSAE],
+    hooks: list[str],
+    tokens: torch.Tensor,
+    special: torch.Tensor,
+    encoders: list[Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:
     """Which tokens count (not special), and each SAE's activations on ``tokens`` [windows, context]
-    with special tokens zeroed, one SAE at a time; the forward pass runs to the last of ``hooks``.
-    Shared by the pass and ``verify``, which must compute exactly what the pass computed."""
+    with special tokens zeroed, one SAE at a time (through ``encoders``, a latent range's, when
+    given); the forward pass runs to the last of ``hooks``. Shared by the pass and ``verify``,
+    which must compute exactly what the pass computed."""
     counted = ~torch.isin(tokens, special)
     cache = run_to_hooks(model, tokens, hooks)
 
     def encode() -> Iterator[torch.Tensor]:
-        for loaded in saes:
-            acts = loaded.sae.encode(cache[loaded.hook_name]).float()
+        for loaded, encoder in zip(saes, encoders or [s.sae.encode for s in saes]):
+            acts = encoder(cache[loaded.hook_name]).float()
             acts[~counted] = 0
             yield acts
+            del acts  # one SAE's activations at a time: freed before the next SAE is encoded
 
     return counted, encode()
 
@@ -148,6 +164,29 @@ class Precompute:
         device = pick_device(config.device)
         # SAEs before the model: a damaged SAE file is reported without waiting for the model to load
         self.saes: list[LoadedSAE] = [s for spec in config.saes for s in load_saes(spec, device=device)]
+        self.latent_ranges = [latent_range(s.d_sae, config.latent_shard) for s in self.saes]
+        small = [s for s, (first, end) in zip(self.saes, self.latent_ranges) if end == first]
+        if small:
+            raise PrecomputeError(
+                f"--latent-shard {config.latent_shard[0]}/{config.latent_shard[1]}: SAE {small[0].name} has only "
+                f"{small[0].d_sae} latents, fewer than the {config.latent_shard[1]} latent ranges"
+            )
+        index, count = config.shard
+        self.window_range = (index * self.total_windows // count, (index + 1) * self.total_windows // count)
+        self.memory = worker_memory(
+            [
+                SAEShape(s.hook_name, s.sae.cfg.d_in, s.d_sae, s.architecture, first, end)
+                for s, (first, end) in zip(self.saes, self.latent_ranges)
+            ],
+            config.top_k,
+            config.context,
+            config.batch_windows,
+            shard_windows=self.window_range[1] - self.window_range[0],
+            latent_shards=config.latent_shard[1],
+        )
+        check_budget(self.memory, config.max_worker_bytes)
+        log.info("%s", self.memory.line())
+        self.encoders = [range_encoder(s, first, end) for s, (first, end) in zip(self.saes, self.latent_ranges)]
         self.loaded: LoadedModel = load_model(config.model, device=device, dtype=config.dtype)
         log.info(
             "model %s (%s) on %s; SAEs %s",
@@ -164,15 +203,13 @@ class Precompute:
         tokenizer = model_tokenizer(self.model)
         self.bos_id = special_token_id(tokenizer, "bos")
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=self.loaded.device)
-        index, count = config.shard
-        self.window_range = (index * self.total_windows // count, (index + 1) * self.total_windows // count)
         self.window_ids = np.arange(*self.window_range)
         self.quality_stride = max(MIN_QUALITY_STRIDE, math.ceil(self.total_windows / max(1, config.quality_windows)))
         self.hooks = sorted({s.hook_name for s in self.saes})
         self.checkpoint_path = config.checkpoint_path
         self.checkpointed_windows = -1  # windows done in the checkpoint on disk (-1: none of this run)
         log.info(
-            "corpus %s: %s tokens in %s documents; %s of its %s windows of %s tokens, shard %s/%s",
+            "corpus %s: %s tokens in %s documents; %s of its %s windows of %s tokens, shard %s/%s, latents %s/%s",
             config.corpus,
             f"{len(self.corpus.stream):,}",
             f"{len(self.corpus.doc_ids):,}",
@@ -181,6 +218,7 @@ class Precompute:
             config.context,
             index,
             count,
+            *config.latent_shard,
         )
         if config.resume and not self.checkpoint_path.exists():
             log.warning(f"no checkpoint at {self.checkpoint_path}: starting from the beginning")
@@ -207,17 +245,27 @@ class Precompute:
             "quality_stride": self.quality_stride,
         }
 
+    @property
+    def latent_sharded(self) -> bool:
+        return self.config.latent_shard[1] > 1
+
     def _fresh_state(self, fingerprint: str) -> RunState:
-        device = self.loaded.device
+        device, config = self.loaded.device, self.config
+        shape = (len(self.window_ids), config.context)
         return RunState(
             fingerprint=fingerprint,
             done=0,
-            stats=[
-                FeatureStats.empty(s.d_sae, self.config.top_k, self.config.context, self.config.seed * 1000 + i, device)
-                for i, s in enumerate(self.saes)
+            stats=[  # a range's samples are drawn as the whole SAE's would be (block_salt)
+                FeatureStats.empty(
+                    end - first, config.top_k, config.context, block_salt(config.seed * 1000 + i, first), device
+                )
+                for i, (first, end) in enumerate(self.latent_ranges)
             ],
             quality=[QualitySums(s.d_sae) for s in self.saes],
             token_counts=torch.zeros(self.model.cfg.d_vocab, dtype=torch.long, device=device),
+            token_l0=[torch.zeros(shape, dtype=torch.int32, device=device) for _ in self.saes]
+            if self.latent_sharded
+            else None,
         )
 
     def _load_checkpoint(self, fingerprint: str) -> RunState | None:
@@ -229,6 +277,8 @@ class Precompute:
                 f"{self.checkpoint_path} belongs to a run with other inputs; delete it or run without --resume"
             )
         state.stats = [s.to(self.loaded.device) for s in state.stats]
+        if state.token_l0 is not None:
+            state.token_l0 = [t.to(self.loaded.device) for t in state.token_l0]
         state.token_counts = state.token_counts.to(self.loaded.device)
         self.checkpointed_windows = state.done
         log.info("resuming from %s: %s windows already done", self.checkpoint_path, f"{state.done:,}")
@@ -253,17 +303,27 @@ class Precompute:
     @torch.no_grad()
     def _process(self, state: RunState, ids: np.ndarray) -> None:
         tokens = self.corpus.windows(ids, self.config.context, self.bos_id).to(self.loaded.device)
-        counted, per_sae = sae_activations(self.model, self.saes, self.hooks, tokens, self.special)
-        window_ids = torch.from_numpy(ids).to(self.loaded.device)
-        for acts, stats in zip(per_sae, state.stats):
-            stats.update(acts, window_ids, counted)
+        counted, per_sae = sae_activations(self.model, self.saes, self.hooks, tokens, self.special, self.encoders)
+        self.count(state, ids, counted, per_sae)
         del per_sae
         state.token_counts += torch.bincount(tokens[counted], minlength=len(state.token_counts))
         sampled = torch.from_numpy(ids % self.quality_stride == 0)
-        if sampled.any():
+        if sampled.any() and self.config.latent_shard[0] == 0:
             measure_batch(
                 self.model, self.saes, tokens[sampled.to(tokens.device)], self.special, state.quality, with_ce=True
             )
+
+    def count(self, state: RunState, ids: np.ndarray, counted: torch.Tensor, per_sae: Iterator[torch.Tensor]) -> None:
+        """Encode each SAE (``per_sae``, lazily: one SAE's activations at a time) and add them to its
+        statistics: the part of a batch that ``memory_estimate.batch_bytes_per_token`` sizes."""
+        window_ids = torch.from_numpy(ids).to(self.loaded.device)
+        rows = slice(state.done, state.done + len(ids))
+        for sae, stats in enumerate(state.stats):
+            acts = next(per_sae)  # not zip(per_sae, ...): zip's reused tuple would hold the last one
+            stats.update(acts, window_ids, counted)
+            if state.token_l0 is not None:
+                state.token_l0[sae][rows] = torch.where(counted, (acts > 0).sum(dim=2, dtype=torch.int32), -1)
+            del acts  # before the next SAE is encoded
 
     def stream(self, on_progress: Callable[[int], None] | None = None) -> RunState:
         """Run the pass (or finish a checkpointed one), with progress, checkpointing as it goes.
@@ -272,7 +332,9 @@ class Precompute:
         and gets the windows done after each batch."""
         fingerprint = hashlib.sha256(
             json.dumps(
-                self.run_description() | {"shard": self.config.shard, "tokens": self.config.tokens}, sort_keys=True
+                self.run_description()
+                | {"shard": self.config.shard, "latent_shard": self.config.latent_shard, "tokens": self.config.tokens},
+                sort_keys=True,
             ).encode()
         ).hexdigest()
         state = self._load_checkpoint(fingerprint) or self._fresh_state(fingerprint)
@@ -318,17 +380,22 @@ class Precompute:
         """The atlas content: running statistics plus what the weights say about each latent."""
         log.info("pass done in %.1f s; logit effects, neighbours and labels from the weights", state.seconds)
         directions = [residual_directions(self.model, s) for s in self.saes]
-        neighbours = nearest_latents(directions) if any(d is not None for d in directions) else [{} for _ in self.saes]
+        ranges = self.latent_ranges
+        neighbours = (
+            nearest_latents(directions, latent_ranges=ranges)
+            if any(d is not None for d in directions)
+            else [{} for _ in self.saes]
+        )
         results = [
             SAEResult(
                 info=_sae_info(loaded),
                 stats=stats.to("cpu"),
                 quality=quality,
-                logits=logit_effects(self.model, direction) if direction is not None else None,
+                logits=logit_effects(self.model, direction[first:end]) if direction is not None else None,
                 neighbours=near,
             )
-            for loaded, stats, quality, direction, near in zip(
-                self.saes, state.stats, state.quality, directions, neighbours
+            for loaded, stats, quality, direction, near, (first, end) in zip(
+                self.saes, state.stats, state.quality, directions, neighbours, ranges
             )
         ]
         tokenizer = model_tokenizer(self.model)
@@ -344,6 +411,8 @@ class Precompute:
             "pass_seconds": state.seconds,
             "device": self.loaded.device,
         }
+        if self.latent_sharded:
+            meta["latent_shard"] = list(self.config.latent_shard)
         return AtlasContent(
             meta=meta,
             corpus=self.corpus,
@@ -351,6 +420,7 @@ class Precompute:
             token_text=[tokenizer.decode([i]) for i in range(self.model.cfg.d_vocab)],
             token_counts=state.token_counts.cpu().numpy(),
             saes=results,
+            token_l0=None if state.token_l0 is None else (self.window_ids, [t.cpu().numpy() for t in state.token_l0]),
         )
 
 
@@ -378,6 +448,6 @@ def run_precompute(config: PrecomputeConfig, on_progress: Callable[[int], None] 
         "pass_seconds": round(state.seconds, 1),
         "tokens": content.meta["tokens"],
         "saes": len(job.saes),
-        "features": sum(s.d_sae for s in job.saes),
+        "features": sum(end - first for first, end in job.latent_ranges),
         "size_mb": round(config.out.stat().st_size / 2**20, 2),
     }

@@ -1,8 +1,9 @@
-"""``precompute --ray [ADDRESS]``: the window shards of one precompute as Ray tasks, merged into one atlas.
+"""``precompute --ray [ADDRESS]``: the shards of one precompute as Ray tasks, merged into one atlas.
 
 Ray is the distributed engine: it places each shard on a GPU (one per task) or on CPUs, reruns a
 task whose worker or node was lost, and carries the shards' progress to one bar on the driver. A
-shard's work is the ordinary ``run_precompute`` with ``--shard i/n`` (checkpointing as usual, so a
+shard's work is the ordinary ``run_precompute`` with ``--shard i/n`` (and ``--latent-shard j/m`` with
+``--latent-shards m``: each window shard cut into m latent ranges; checkpointing as usual, so a
 rerun resumes where the lost attempt last checkpointed) and the atlas is the ordinary
 ``merge_atlases`` of the partials: a Ray run gives the single-pass atlas exactly.
 
@@ -14,6 +15,7 @@ dashboard, no usage statistics.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -23,15 +25,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from analysis.atlas.memory_estimate import WorkerMemory, check_budget, local_sae_shapes, worker_memory
 from analysis.atlas.precompute import run_precompute
 from analysis.atlas.run_config import PrecomputeConfig, PrecomputeError, check_config
-from analysis.atlas.shard_plan import ShardPlan, plan_shards, state_bytes_per_latent
+from analysis.atlas.shard_plan import MAX_SHARD_WINDOWS, ShardPlan, plan_shards
 
+log = logging.getLogger(__name__)
 LOCAL = "local"
 # Reruns of a shard whose worker died (killed, out of host memory, node lost) or that hit an OSError.
 MAX_RETRIES = 3
 # What identifies a run: a resumed --ray run must have these equal (batch and device do not change the atlas).
 _RUN_FIELDS = ("model", "saes", "corpus", "tokens", "context", "top_k", "seed", "quality_windows")
+Task = tuple[int, int]  # (window shard, latent range)
 
 
 @dataclass(frozen=True)
@@ -39,45 +44,58 @@ class RaySettings:
     address: str = LOCAL  # "local" starts a Ray on this machine; else ray.init's address ("auto", "ray://host:10001")
     workers: int | None = None  # local Ray: shards run at once (default: the CPUs / threads)
     threads: int = 1  # on CPUs: the CPUs each shard asks for and the torch threads it uses
+    latent_shards: int = 1  # latent ranges each window shard is cut into (--latent-shards)
 
 
 class ProgressBoard:
-    """Windows done per shard as last reported (a rerun shard reports again from its checkpoint);
-    a Ray actor that every shard reports to and the driver's bar reads."""
+    """Windows done per task as last reported (a rerun task reports again from its checkpoint);
+    a Ray actor that every task reports to and the driver's bar reads."""
 
     def __init__(self) -> None:
-        self.done: dict[int, int] = {}
+        self.done: dict[Task, int] = {}
 
-    def report(self, shard: int, done: int) -> None:
-        self.done[shard] = done
+    def report(self, task: Task, done: int) -> None:
+        self.done[task] = done
 
     def total(self) -> int:
         return sum(self.done.values())
 
 
-def part_path(parts: Path, shard: int, shards: int) -> Path:
-    return parts / f"shard-{shard:05d}-of-{shards:05d}.duckdb"
+def part_path(parts: Path, plan: ShardPlan, task: Task) -> Path:
+    shard, latents = task
+    name = f"shard-{shard:05d}-of-{plan.shards:05d}"
+    if plan.latent_shards > 1:
+        name += f"-latents-{latents:03d}-of-{plan.latent_shards:03d}"
+    return parts / f"{name}.duckdb"
 
 
-def run_shard(config: PrecomputeConfig, parts: Path, shard: int, shards: int, threads: int, board) -> str:
-    """One Ray task: the partial atlas of windows slice ``shard``/``shards``, resumed from its checkpoint
-    if an earlier attempt left one; a partial already written (atomically) is kept as it is."""
+def run_shard(config: PrecomputeConfig, parts: Path, plan: ShardPlan, task: Task, threads: int, board) -> str:
+    """One Ray task: the partial atlas of windows slice ``shard``/``shards`` (and latent range ``j/m``),
+    resumed from its checkpoint if an earlier attempt left one; a partial already written
+    (atomically) is kept as it is."""
     import torch
 
-    out = part_path(parts, shard, shards)
+    out = part_path(parts, plan, task)
     if not out.exists():
         torch.set_num_threads(threads)
-        shard_config = replace(config, shard=(shard, shards), out=out, resume=True, overwrite=False)
-        run_precompute(shard_config, on_progress=lambda done: board.report.remote(shard, done))
+        shard_config = replace(
+            config,
+            shard=(task[0], plan.shards),
+            latent_shard=(task[1], plan.latent_shards),
+            out=out,
+            resume=True,
+            overwrite=False,
+        )
+        run_precompute(shard_config, on_progress=lambda done: board.report.remote(task, done))
     return str(out)
 
 
 def _check(config: PrecomputeConfig, settings: RaySettings, parts: Path) -> None:
     """Everything the user typed that can be refused before a cluster starts."""
-    if config.shard != (0, 1):
-        raise PrecomputeError("--ray plans its own shards; leave out --shard")
-    if settings.threads < 1 or (settings.workers is not None and settings.workers < 1):
-        raise PrecomputeError("--ray-workers and --ray-threads must be at least 1")
+    if config.shard != (0, 1) or config.latent_shard != (0, 1):
+        raise PrecomputeError("--ray plans its own shards; leave out --shard and --latent-shard (use --latent-shards)")
+    if settings.threads < 1 or (settings.workers is not None and settings.workers < 1) or settings.latent_shards < 1:
+        raise PrecomputeError("--ray-workers, --ray-threads and --latent-shards must be at least 1")
     if settings.workers is not None and settings.address != LOCAL:
         raise PrecomputeError("--ray-workers sizes a local Ray; a cluster's size is its own")
     check_config(config)  # the checks every precompute run passes (run_config.py)
@@ -97,6 +115,32 @@ def _total_windows(config: PrecomputeConfig) -> int:
     if available == 0:
         raise PrecomputeError(f"corpus {config.corpus!r} has fewer tokens than one window of {config.context}")
     return min(available, math.ceil(config.tokens / config.context))
+
+
+def _memory(config: PrecomputeConfig, settings: RaySettings, total_windows: int) -> WorkerMemory | None:
+    """A worker's estimate (the largest shard: one slot's share of the windows at most), printed and
+    held to ``--max-worker-memory`` before a cluster starts; None where an SAE is a release (each
+    worker then checks once it has loaded it)."""
+    shapes = local_sae_shapes(config.saes, (0, settings.latent_shards))
+    if shapes is None:
+        return None
+    small = [shape for shape in shapes if shape.held == 0]
+    if small:
+        raise PrecomputeError(
+            f"--latent-shards {settings.latent_shards}: an SAE has only {small[0].d_sae} latents, fewer than the "
+            "latent ranges"
+        )
+    memory = worker_memory(
+        shapes,
+        config.top_k,
+        config.context,
+        config.batch_windows,
+        min(total_windows, MAX_SHARD_WINDOWS),
+        settings.latent_shards,
+    )
+    check_budget(memory, config.max_worker_bytes)
+    log.info("%s", memory.line())
+    return memory
 
 
 def _start_ray(settings: RaySettings):
@@ -120,7 +164,7 @@ def _start_ray(settings: RaySettings):
     return ray
 
 
-def _plan(config: PrecomputeConfig, parts: Path, total_windows: int, slots: int) -> ShardPlan:
+def _plan(config: PrecomputeConfig, parts: Path, total_windows: int, slots: int, latent_shards: int) -> ShardPlan:
     """The shard plan, kept in ``parts/plan.json``: a resumed run keeps its shards whatever the cluster."""
     run = {k: v for k, v in asdict(config).items() if k in _RUN_FIELDS}
     plan_file = parts / "plan.json"
@@ -128,24 +172,25 @@ def _plan(config: PrecomputeConfig, parts: Path, total_windows: int, slots: int)
         saved = json.loads(plan_file.read_text())
         if saved["run"] != json.loads(json.dumps(run)):
             raise PrecomputeError(f"{parts} belongs to a run with other inputs; pass --overwrite to start over")
-        return ShardPlan(total_windows, saved["shards"], slots)
+        return ShardPlan(total_windows, saved["shards"], slots, saved.get("latent_shards", 1))
     if parts.exists():
         shutil.rmtree(parts)
     parts.mkdir()
-    plan = plan_shards(total_windows, slots)
-    plan_file.write_text(json.dumps({"run": run, "shards": plan.shards}))
+    plan = plan_shards(total_windows, slots, latent_shards)
+    plan_file.write_text(json.dumps({"run": run, "shards": plan.shards, "latent_shards": plan.latent_shards}))
     return plan
 
 
 def _wait(ray, refs: dict, board, plan: ShardPlan, context: int, slots: int, gpus: int) -> None:
     """Wait for every shard with one progress bar (tokens, rate, ETA) over the whole cluster."""
     where = f"{gpus} GPUs" if gpus else f"{slots} CPU workers"
+    ranges = f" × {plan.latent_shards} latent ranges" if plan.latent_shards > 1 else ""
     pending = list(refs)
-    with tqdm(
-        total=plan.total_windows * context,
+    with tqdm(  # tokens of every latent range: each range's pass reads every token
+        total=plan.total_windows * context * plan.latent_shards,
         unit="tok",
         unit_scale=True,
-        desc=f"precompute on Ray ({where}, {plan.shards} shards)",
+        desc=f"precompute on Ray ({where}, {plan.shards} shards{ranges})",
         smoothing=0.1,
     ) as bar:
         while pending:
@@ -155,7 +200,9 @@ def _wait(ray, refs: dict, board, plan: ShardPlan, context: int, slots: int, gpu
                     ray.get(ref)
                 except ray.exceptions.RayError as error:
                     cause = getattr(error, "cause", None) or error
-                    raise PrecomputeError(f"shard {refs[ref]}/{plan.shards} failed: {cause}") from None
+                    shard, latents = refs[ref]
+                    which = f" latent range {latents}/{plan.latent_shards}" if plan.latent_shards > 1 else ""
+                    raise PrecomputeError(f"shard {shard}/{plan.shards}{which} failed: {cause}") from None
             tokens = ray.get(board.total.remote()) * context
             if tokens >= bar.n:
                 bar.update(tokens - bar.n)
@@ -172,11 +219,12 @@ def run_on_ray(config: PrecomputeConfig, settings: RaySettings) -> dict:
     parts = config.out.with_name(config.out.name + ".parts")
     _check(config, settings, parts)
     total_windows = _total_windows(config)
+    memory = _memory(config, settings, total_windows)
     ray = _start_ray(settings)
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         slots = gpus or max(1, int(ray.cluster_resources().get("CPU", 1)) // settings.threads)
-        plan = _plan(config, parts, total_windows, slots)
+        plan = _plan(config, parts, total_windows, slots, settings.latent_shards)
         board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
         task = ray.remote(run_shard).options(
             num_gpus=1 if gpus else 0,
@@ -184,18 +232,17 @@ def run_on_ray(config: PrecomputeConfig, settings: RaySettings) -> dict:
             max_retries=MAX_RETRIES,
             retry_exceptions=[OSError],
         )
-        refs = {task.remote(config, parts, i, plan.shards, settings.threads, board): i for i in range(plan.shards)}
+        refs = {task.remote(config, parts, plan, t, settings.threads, board): t for t in plan.tasks()}
         _wait(ray, refs, board, plan, config.context, slots, gpus)
     finally:
         ray.shutdown()
-    partials = [part_path(parts, i, plan.shards) for i in range(plan.shards)]
-    if plan.shards == 1:  # shard 0/1 is the whole run: its partial is the atlas
+    partials = [part_path(parts, plan, t) for t in plan.tasks()]
+    if len(partials) == 1:  # shard 0/1 is the whole run: its partial is the atlas
         os.replace(partials[0], config.out)
     else:
         merge_atlases(partials, config.out, overwrite=config.overwrite)
     shutil.rmtree(parts)
     meta = _meta(config.out)
-    latents = sum(sae["d_sae"] for sae in meta["saes"])
     return {
         "atlas": str(config.out),
         "tokens": meta["tokens"],
@@ -203,7 +250,8 @@ def run_on_ray(config: PrecomputeConfig, settings: RaySettings) -> dict:
         "workers": slots,
         "gpus": gpus,
         "shards": plan.shards,
-        "state_mb": round(latents * state_bytes_per_latent(config.top_k, config.context) / 2**20, 1),
+        "latent_shards": plan.latent_shards,
+        "worker_mb": None if memory is None else round(memory.total / 2**20, 1),
     }
 
 

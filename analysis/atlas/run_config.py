@@ -34,6 +34,8 @@ class PrecomputeConfig:
     device: str | None = None
     dtype: str = "float32"
     shard: tuple[int, int] = (0, 1)
+    latent_shard: tuple[int, int] = (0, 1)  # latents [j*d/m, (j+1)*d/m) of every SAE (latent_range.py)
+    max_worker_bytes: int | None = None  # refuse a run whose worker_memory estimate is larger
     quality_windows: int = 64
     checkpoint_seconds: float = 300.0
     overwrite: bool = False
@@ -50,11 +52,23 @@ class PrecomputeConfig:
         return -(-self.tokens // self.context) * (self.context - 1)
 
 
-def parse_shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str, flag: str = "--shard") -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)/(\d+)", text)
     if not match or not 0 <= int(match[1]) < int(match[2]):
-        raise PrecomputeError(f"--shard must be i/n with 0 <= i < n, not {text!r}")
+        raise PrecomputeError(f"{flag} must be i/n with 0 <= i < n, not {text!r}")
     return int(match[1]), int(match[2])
+
+
+_UNITS = {"": 1, "B": 1, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9}
+
+
+def parse_bytes(text: str, flag: str = "--max-worker-memory") -> int:
+    """``512MiB``, ``8GiB``, ``2.5GB`` or a number of bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match[2].upper() if match else ""
+    if not match or unit not in _UNITS or float(match[1]) <= 0:
+        raise PrecomputeError(f"{flag} must be a size such as 512MiB, 8GiB or 2.5GB, not {text!r}")
+    return int(float(match[1]) * _UNITS[unit])
 
 
 def check_config(config: PrecomputeConfig) -> None:

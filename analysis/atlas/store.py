@@ -48,6 +48,8 @@ class AtlasContent:
     token_text: list[str]
     token_counts: np.ndarray
     saes: list[SAEResult]
+    # a latent-range shard's (window ids, per SAE [windows, context] int32 counts): contract.TOKEN_L0
+    token_l0: tuple[np.ndarray, list[np.ndarray]] | None = None
 
 
 def _fixed(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -338,6 +340,18 @@ def _write_tables(connection: duckdb.DuckDBPyConnection, content: AtlasContent) 
         (contract.TOKENS, tokens),
     ):
         _insert(connection, declared, rows)
+    if content.token_l0 is not None:
+        connection.execute(contract.TOKEN_L0.create(context))
+        window_ids, counts = content.token_l0
+        for sae, per_token in enumerate(counts):
+            rows = pa.table(
+                {
+                    "sae": pa.array(np.full(len(window_ids), sae, dtype=np.int32)),
+                    "window_id": pa.array(window_ids.astype(np.int64)),
+                    "l0": _fixed(per_token.astype(np.int32)),
+                }
+            )
+            _insert(connection, contract.TOKEN_L0, rows)
     if neighbour_tables:
         connection.register("incoming", pa.concat_tables(neighbour_tables))
         connection.execute(contract.fill_neighbours("incoming"))

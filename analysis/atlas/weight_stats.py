@@ -82,10 +82,14 @@ def logit_effects(model: HookedTransformer, directions: torch.Tensor, chunk: int
 
 @torch.no_grad()
 def nearest_latents(
-    directions: list[torch.Tensor | None], rows: int = 1024, columns: int = 16384
+    directions: list[torch.Tensor | None],
+    rows: int = 1024,
+    columns: int = 16384,
+    latent_ranges: list[tuple[int, int]] | None = None,
 ) -> list[dict[str, Neighbours]]:
-    """For every latent of every SAE, the 10 latents of the same SAE and of the other SAEs nearest by
-    decoder cosine similarity. Returns per SAE {scope: (sae [d,10], latent [d,10], cosine [d,10])} arrays.
+    """For every latent of every SAE (of latents ``latent_ranges[i]`` of SAE i when given, a latent-range
+    shard's), the 10 latents of the same SAE and of the other SAEs nearest by decoder cosine similarity,
+    among all latents. Returns per SAE {scope: (sae [d,10], latent [d,10], cosine [d,10])} arrays.
 
     Exact, and blocked both ways: a block of ``rows`` latents is compared with ``columns`` latents
     at a time and a running top 10 per scope is merged with each block's, so memory is
@@ -99,10 +103,11 @@ def nearest_latents(
     offset = 0
     for i, d in present.items():
         n = len(d)
+        first, end = latent_ranges[i] if latent_ranges else (0, n)
         sizes = {"same": n - 1, "other": len(units) - n}
         found: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"same": [], "other": []}
-        for start in range(0, n, rows):
-            row_ids = torch.arange(offset + start, offset + min(start + rows, n), device=units.device)
+        for start in range(first, end, rows):
+            row_ids = torch.arange(offset + start, offset + min(start + rows, end), device=units.device)
             best = {scope: _blocked_top(units, row_ids, owner, i, scope == "same", columns) for scope in found}
             for scope, top in best.items():
                 if top is not None:
