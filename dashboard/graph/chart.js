@@ -42,7 +42,8 @@ function highlight(Plotly, div, node) {
   const edgeTraces = traces.flatMap((t, i) => (t.mode === "lines" && t.meta !== HOVER ? [i] : []));
   const at = new Map();
   for (const i of nodeTraces) traces[i].customdata.forEach((id, k) => at.set(id, [traces[i].x[k], traces[i].y[k]]));
-  const edges = (hover.touching[node] || []).map((k) => hover.edges[k]);
+  if (!at.has(node)) return Promise.resolve(); // a hover from the figure before this one
+  const edges = (hover.touching[node] || []).map((k) => hover.edges[k]).filter(([s, t]) => at.has(s) && at.has(t));
   const near = new Set([node, ...edges.flatMap(([source, target]) => [source, target])]);
   const groups = new Map(); // one trace per line style
   for (const [source, target, line] of edges) {
