@@ -233,13 +233,21 @@ def test_a_graph_computed_in_the_browser_gets_a_supernode_of_two_clicked_nodes_a
     browser.get(f"{url}/Graph?atlas=demo&prompt=And%20God%20said%2C%20Let%20there%20be%20light")
     wait_for_text(browser, "nodes and", timeout=120)
     _settle(browser)
-    names = []
+    names, clicked = [], []
+
+    def url_value(key: str) -> str:
+        return (parse_qs(urlparse(browser.current_url).query).get(key) or [""])[0]
+
     for index in (0, 1):
         _click_point(browser, "feature", index)
+        # a rerun of this page can outlast _settle on a busy machine: wait for what it writes in the URL
+        WebDriverWait(browser, 60).until(lambda _: url_value("clickedId") not in ("", *clicked))
+        clicked.append(url_value("clickedId"))
         wait_for_text(browser, "Top inputs", timeout=60)
         _settle(browser)
         names.append(browser.find_element(By.CSS_SELECTOR, 'input[aria-label^="Node"]').get_attribute("value"))
         _click_text(browser, "p", "Pin to subgraph")
+        WebDriverWait(browser, 60).until(lambda _: len(url_value("pinnedIds").split(",")) == len(clicked))
         _settle(browser)
     browser.find_element(By.CSS_SELECTOR, 'input[aria-label="Supernode name"]').send_keys("light words")
     for name in names:

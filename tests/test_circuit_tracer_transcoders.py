@@ -197,6 +197,7 @@ def test_the_graph_page_draws_a_clt_named_in_the_settings(tiny, clt_folder, user
     monkeypatch.setenv("SAESCOPE_GRAPH_TRANSCODERS", str(clt_folder))
     app = page("pages/7_Graph.py", atlas="tiny", prompt=TEXT)
     assert not app.exception and not app.error and not app.warning, [w.value for w in app.warning]
-    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    [chart] = [e for e in app.get("bidi_component") if e.proto.component_name == "saescope_graph_chart"]
+    spec = json.loads(chart.proto.json)["figure"]
     hovers = [text for trace in spec["data"] if trace.get("name") == "feature" for text in trace["hovertext"]]
     assert hovers and all(text.startswith("tiny-clt (layer ") for text in hovers), hovers[:3]

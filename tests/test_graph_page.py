@@ -41,7 +41,9 @@ def node_count(app) -> int:
 
 
 def figure(app) -> str:
-    return app.get("plotly_chart")[0].proto.spec
+    """The figure the page's chart draws (the data its browser component gets, as JSON)."""
+    [chart] = [e for e in app.get("bidi_component") if e.proto.component_name == "saescope_graph_chart"]
+    return json.dumps(json.loads(chart.proto.json)["figure"])
 
 
 def drawn_nodes(app, kind: str) -> list[str]:
@@ -49,18 +51,10 @@ def drawn_nodes(app, kind: str) -> list[str]:
 
 
 def click(app, node: str):
-    """What the browser sends when a node's point is clicked (Streamlit's plotly selection state)."""
-    traces = json.loads(figure(app))["data"]
-    curve = next(i for i, trace in enumerate(traces) if node in (trace.get("customdata") or []))
-    index = traces[curve]["customdata"].index(node)
-    app.session_state["graph_chart"] = {
-        "selection": {
-            "points": [{"curve_number": curve, "point_index": index, "point_number": index}],
-            "point_indices": [index],
-            "box": [],
-            "lasso": [],
-        }
-    }
+    """Select a drawn node, as a click on it does (the real click at its pixel position, in the
+    browser's own event, is checked in test_browser_graph.py: AppTest runs no component script)."""
+    assert any(node in (trace.get("customdata") or []) for trace in json.loads(figure(app))["data"]), node
+    app.session_state["graph_node"] = node
     app.run()
     assert not app.exception, app.exception
     return app
@@ -148,7 +142,7 @@ def test_a_hostile_prompt_is_drawn_as_text(user_db):
 def test_bad_input_gets_a_clear_message_and_no_graph(user_db, prompt, mode, token, message):
     app = compute(page(GRAPH), prompt, mode, token)
     assert any(message in e.value for e in app.error), [e.value for e in app.error]
-    assert not app.get("plotly_chart")
+    assert not app.get("bidi_component")
 
 
 def test_an_atlas_without_a_transcoder_per_layer_says_what_is_missing_and_how_to_add_them(
@@ -160,7 +154,7 @@ def test_an_atlas_without_a_transcoder_per_layer_says_what_is_missing_and_how_to
     assert not app.exception and not app.error
     warning = " ".join(w.value for w in app.warning)
     assert "layers [0, 1, 2, 3] of 4 have none" in warning and "python -m analysis precompute" in warning
-    assert not app.get("plotly_chart") and not [b for b in app.button if b.label == "Compute graph"]
+    assert not app.get("bidi_component") and not [b for b in app.button if b.label == "Compute graph"]
 
 
 def pin(app, node: str):
@@ -266,7 +260,7 @@ def test_a_saved_graph_reopens_with_its_supernode_and_can_be_deleted(user_db):
     assert record["view"]["node_threshold"] == 0.8 and len(record["graph"]["nodes"]) == nodes
 
     fresh = page(GRAPH, user="dana")  # another session: nothing computed, the saved graph opens from the store
-    assert not fresh.get("plotly_chart")
+    assert not fresh.get("bidi_component")
     fresh.session_state["graph_library"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     fresh.run()
     by_label(fresh.button, "Open").click().run()

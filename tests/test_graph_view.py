@@ -10,8 +10,9 @@ import itertools
 import networkx as nx
 import pytest
 
+from dashboard.graph import view
 from dashboard.graph.state import GraphState, from_url, state_params
-from dashboard.graph.view import LABELLED_FEATURES, MAX_ROWS, NODE_GAP, PLOT_WIDTH, graph_figure, layout
+from dashboard.graph.view import LABELLED_FEATURES, MAX_ROWS, NODE_GAP, PLOT_WIDTH, graph_figure, hover_edges, layout
 
 TOKENS = ["<|endoftext|>", *(f" w{i}" for i in range(14)), " capital"]  # a 16-token prompt
 N_LAYERS = 4
@@ -123,3 +124,32 @@ def test_the_reader_state_reads_back_from_its_url_and_bad_parts_are_dropped():
         "labels": {},
     }
     assert not from_url({"supernodes": '[["one", "a"]]'}).supernodes, "a group of one is no supernode"
+
+
+def test_the_hover_index_lists_exactly_each_nodes_drawn_edges_in_their_lit_style():
+    graph = crowded_graph()
+    graph.add_edge("embed@0", "logit/3", weight=1e-6)  # the weakest edge is drawn, so it lights too
+    hover = hover_edges(graph)
+    assert len(hover["edges"]) == graph.number_of_edges()
+    for node in graph:
+        listed = {tuple(hover["edges"][i][:2]) for i in hover["touching"].get(node, [])}
+        assert listed == set(graph.in_edges(node)) | set(graph.out_edges(node)), node
+    spec = graph_figure(graph, {}, TOKENS, N_LAYERS, selected="logit/0").to_plotly_json()
+    lines = [t["line"] for t in spec["data"] if t["mode"] == "lines"]
+    lit = {(line["color"], line["width"]) for line in lines if not line["color"].endswith("0.12)")}
+    hovered = {(e[2]["color"], e[2]["width"]) for i in hover["touching"]["logit/0"] for e in [hover["edges"][i]]}
+    assert hovered == lit, "a hovered node's edges look as a selected node's do"
+    assert {e[2]["color"] for e in hover["edges"]} == {"rgba(37, 99, 235, 0.90)", "rgba(220, 38, 38, 0.90)"}
+
+    assert hover_edges(nx.DiGraph(graph.subgraph(["embed@0", "logit/0"])))["touching"] == {}, "no edges, none lit"
+
+
+def test_the_hover_index_keeps_only_the_edges_the_figure_draws(monkeypatch):
+    graph = crowded_graph()
+    monkeypatch.setattr(view, "MAX_DRAWN_EDGES", 10)
+    hover = hover_edges(graph)
+    weights = sorted((abs(w) for _, _, w in graph.edges(data="weight")), reverse=True)
+    assert len(hover["edges"]) == 10
+    assert sorted(abs(graph.edges[s, t]["weight"]) for s, t, _ in hover["edges"]) == sorted(weights[:10])
+    drawn = graph_figure(graph, {}, TOKENS, N_LAYERS).to_plotly_json()
+    assert sum(len(t["x"]) for t in drawn["data"] if t["mode"] == "lines") == 3 * 10

@@ -46,6 +46,7 @@ LAYER_PX = 95.0  # px per layer band at the figure's height, to keep canvas labe
 LABELLED_FEATURES = 15  # the most influential features get their label written on the canvas
 TOKEN_CHARS, LOGIT_CHARS, LABEL_CHARS = 10, 14, 22
 DIM_NODE, DIM_EDGE = 0.25, "rgba(156, 163, 175, 0.12)"
+DIM_EDGE_OPACITY = 0.15  # the other edges' opacity while a node is hovered
 
 
 @dataclass
@@ -148,16 +149,24 @@ def layout(graph: nx.DiGraph, n_positions: int) -> Layout:
     return Layout(placed, centres, column_widths)
 
 
-def _edge_traces(graph: nx.DiGraph, placed: dict[str, tuple[float, float]], focus: str | None) -> list[go.Scatter]:
-    """Edges in a few traces (one per sign and width band), the strongest ``MAX_DRAWN_EDGES``; with a
-    ``focus`` node, only its edges in colour and the rest dimmed grey."""
+def drawn_edges(graph: nx.DiGraph) -> list[tuple[str, str, float, int]]:
+    """The edges the figure draws, strongest first (at most ``MAX_DRAWN_EDGES``), each as
+    (source, target, weight, width band)."""
     edges = sorted(graph.edges(data="weight"), key=lambda e: -abs(e[2]))[:MAX_DRAWN_EDGES]
-    if not edges:
-        return []
-    scale = max(abs(w) for _, _, w in edges) or 1.0
+    scale = max((abs(w) for _, _, w in edges), default=0.0) or 1.0
+    return [(s, t, w, min(int(abs(w) / scale * len(WIDTH_BINS)), len(WIDTH_BINS) - 1)) for s, t, w in edges]
+
+
+def _lit_line(positive: bool, band: int) -> dict:
+    """How a highlighted edge is drawn (a selected or hovered node's edge)."""
+    return {"width": WIDTH_BINS[band] + 1.0, "color": f"rgba({POSITIVE if positive else NEGATIVE}, 0.90)"}
+
+
+def _edge_traces(graph: nx.DiGraph, placed: dict[str, tuple[float, float]], focus: str | None) -> list[go.Scatter]:
+    """Edges in a few traces (one per sign and width band); with a ``focus`` node, only its edges in
+    colour and the rest dimmed grey."""
     bands: dict[tuple[bool, bool, int], tuple[list, list]] = {}
-    for source, target, weight in edges:
-        band = min(int(abs(weight) / scale * len(WIDTH_BINS)), len(WIDTH_BINS) - 1)
+    for source, target, weight, band in drawn_edges(graph):
         dimmed = focus is not None and focus not in (source, target)
         xs, ys = bands.setdefault((not dimmed, weight >= 0, band), ([], []))
         (x0, y0), (x1, y1) = placed[source], placed[target]
@@ -165,21 +174,28 @@ def _edge_traces(graph: nx.DiGraph, placed: dict[str, tuple[float, float]], focu
         ys += [y0, y1, None]
     traces = []
     for (lit, positive, band), (xs, ys) in sorted(bands.items()):
-        colour = f"rgba({POSITIVE if positive else NEGATIVE}, {0.25 + 0.15 * band if focus is None else 0.9:.2f})"
-        traces.append(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines",
-                hoverinfo="skip",
-                showlegend=False,
-                line={
-                    "width": WIDTH_BINS[band] + (1.0 if lit and focus else 0.0),
-                    "color": colour if lit else DIM_EDGE,
-                },
-            )
-        )
+        if not lit:
+            line = {"width": WIDTH_BINS[band], "color": DIM_EDGE}
+        elif focus is not None:
+            line = _lit_line(positive, band)
+        else:
+            line = {
+                "width": WIDTH_BINS[band],
+                "color": f"rgba({POSITIVE if positive else NEGATIVE}, {0.25 + 0.15 * band:.2f})",
+            }
+        traces.append(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False, line=line))
     return traces
+
+
+def hover_edges(graph: nx.DiGraph) -> dict:
+    """What the chart's script needs to light a hovered node's edges without asking Python: the
+    drawn edges as [source, target, line style] and, for each node, the indices of its edges."""
+    edges, touching = [], {}
+    for index, (source, target, weight, band) in enumerate(drawn_edges(graph)):
+        edges.append([source, target, _lit_line(weight >= 0, band)])
+        touching.setdefault(source, []).append(index)
+        touching.setdefault(target, []).append(index)
+    return {"edges": edges, "touching": touching, "dim_node": DIM_NODE, "dim_edges": DIM_EDGE_OPACITY}
 
 
 def _boxes_overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
@@ -318,7 +334,8 @@ def graph_figure(
     figure.update_layout(
         height=660,
         margin={"l": 10, "r": 10, "t": 80, "b": 60},
-        clickmode="event+select",
+        template="plotly_white",
+        clickmode="event",
         dragmode="pan",
         hovermode="closest",
         legend={"orientation": "h", "y": -0.12},

@@ -1,26 +1,30 @@
 """Search by text ("search via inference"): run the model on any text and list the latents, across
 every loaded SAE, most active on it: summed over chosen tokens, or token by token (one row per token
 with its top latents), BOS ignored, latents denser than 1% left out unless asked; each latent opens
-its feature page."""
+its feature page. The form is drawn before the model loads (a fresh server shows it and the loading
+stages at once, not a blank page while torch imports)."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
 
-from analysis.live_model import LiveInputError, LiveModelBusy  # noqa: E402
-from analysis.preflight import DEFAULT_MAX_DENSITY  # noqa: E402
-from analysis.steering_target import SteeringTarget  # noqa: E402
-from analysis.text_activations import TextHit, search_text  # noqa: E402
-from dashboard.browse.feature_queries import feature_summaries  # noqa: E402
-from dashboard.browse.filter_controls import url_params  # noqa: E402
-from dashboard.live.service import require_live  # noqa: E402
-from dashboard.shell.page import open_page  # noqa: E402
-from dashboard.shell.plain_text import md, option, plain_frame, visible  # noqa: E402
-from dashboard.shell.url_state import text  # noqa: E402
+from analysis.live_errors import LiveInputError
+from analysis.preflight import DEFAULT_MAX_DENSITY
+from analysis.steering_target import SteeringTarget
+from dashboard.browse.feature_queries import feature_summaries
+from dashboard.browse.filter_controls import url_params
+from dashboard.live.service import require_live, unavailable_reason
+from dashboard.shell.page import open_page
+from dashboard.shell.plain_text import md, option, plain_frame, visible
+from dashboard.shell.url_state import text
+
+if TYPE_CHECKING:  # torch-backed: imported below, once the form is drawn and the model's loading shown
+    from analysis.text_activations import TextHit
 
 MAX_TEXT_CHARS = 20_000
 PER_TOKEN = 3  # latents per token in the compact per-token table
@@ -69,7 +73,8 @@ def _per_token_table(atlas_key: str, hits: list[TextHit], strings: list[str], la
 
 
 page = open_page("Search by text")
-live = require_live(page.atlas)
+if unavailable_reason(page.atlas) is not None:
+    require_live(page.atlas)  # says why this page is off, and stops
 params = url_params()
 st.session_state.setdefault("search_text", text(params, "text"))
 query = st.text_area(
@@ -79,7 +84,7 @@ query = st.text_area(
     max_chars=MAX_TEXT_CHARS,
     placeholder="Type text; the latents most active on it are listed below",
 )
-atlas_saes = [name for name in page.atlas.saes["name"] if name in live.saes]
+atlas_saes = list(page.atlas.saes["name"])
 cols = st.columns([3, 1, 1, 1, 1])
 chosen_saes = cols[0].multiselect("SAEs", atlas_saes, default=atlas_saes, format_func=option)
 per_token = cols[3].toggle("per token", help="the top latents of each token instead of the sum")
@@ -99,6 +104,13 @@ max_density = cols[2].number_input(
 )
 ignore_bos = cols[4].toggle("ignore BOS", value=True)
 
+live = require_live(page.atlas)
+from analysis.live_model import LiveModelBusy  # noqa: E402  (torch: loaded by require_live above)
+from analysis.text_activations import search_text  # noqa: E402
+
+if missing := [name for name in chosen_saes if name not in live.saes]:
+    st.caption(f"Not searched (the live model has not loaded them): {', '.join(md(name) for name in missing)}")
+chosen_saes = [name for name in chosen_saes if name in live.saes]
 positions: list[int] | None = None
 if query.strip():
     try:

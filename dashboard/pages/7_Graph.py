@@ -16,6 +16,7 @@ import streamlit as st
 from analysis.graphs import AttributionResult, GraphSettings, GraphSetupError, GraphTarget  # noqa: E402
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402
+from dashboard.graph.chart import graph_chart  # noqa: E402
 from dashboard.graph.files import neuronpedia_json  # noqa: E402
 from dashboard.graph.library import (  # noqa: E402
     LoadedGraph,
@@ -35,7 +36,7 @@ from dashboard.graph.service import (  # noqa: E402
     setup_problem,
 )
 from dashboard.graph.state import GraphState, from_url, state_params, subgraph  # noqa: E402
-from dashboard.graph.view import MAX_DRAWN_NODES, filtered, graph_figure  # noqa: E402
+from dashboard.graph.view import MAX_DRAWN_NODES, filtered, graph_figure, hover_edges  # noqa: E402
 from dashboard.shell.page import PageContext, open_page  # noqa: E402
 from dashboard.shell.plain_text import md  # noqa: E402
 from dashboard.shell.url_state import integer, text  # noqa: E402
@@ -207,6 +208,13 @@ def _n_layers(graph: nx.DiGraph) -> int:
     return int(max((d["layer"] for _, d in graph.nodes(data=True) if d["kind"] == "logit"), default=0))
 
 
+def _take_click() -> None:
+    """The node a click on the chart chose becomes the selected node, so this run draws its edges lit."""
+    clicked = st.session_state["graph_chart"].get("clicked")
+    if clicked:
+        st.session_state["graph_node"] = clicked
+
+
 def _draw(
     page: PageContext, graph: nx.DiGraph, state: GraphState, max_features: int, max_density: float | None
 ) -> None:
@@ -246,13 +254,7 @@ def _draw(
         set(state.pins),
         st.session_state.get("graph_node"),
     )
-    event = st.plotly_chart(figure, on_select="rerun", selection_mode="points", key="graph_chart")
-    points = event["selection"]["points"] if event else []
-    if points:
-        clicked = figure.data[points[0]["curve_number"]].customdata[points[0]["point_index"]]  # pyright: ignore[reportAttributeAccessIssue]  (plotly types traces as BaseFigure; these are Scatter traces)
-        if clicked != st.session_state.get("graph_last_click"):
-            st.session_state["graph_last_click"] = st.session_state["graph_node"] = clicked
-            st.rerun()  # draw the figure again with the clicked node's edges highlighted
+    graph_chart(figure, hover_edges(drawn), "graph_chart", _take_click)
     node = st.selectbox(
         "Node",
         choices,
