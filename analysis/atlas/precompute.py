@@ -31,7 +31,7 @@ from analysis.atlas.corpus_source import CorpusTokens, load_corpus
 from analysis.atlas.feature_stats import FeatureStats
 from analysis.atlas.run_config import PrecomputeConfig, PrecomputeError, check_config, parse_shard
 from analysis.atlas.store import AtlasContent, AtlasWriteError, SAEResult, write_atlas
-from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual_directions
+from analysis.atlas.weight_stats import find_neighbours, logit_effects, residual_directions
 from analysis.content_hash import model_hash, sae_hash
 from analysis.devices import pick_device
 from analysis.hooked_forward import run_to_hooks
@@ -318,7 +318,7 @@ class Precompute:
         """The atlas content: running statistics plus what the weights say about each latent."""
         log.info("pass done in %.1f s; logit effects, neighbours and labels from the weights", state.seconds)
         directions = [residual_directions(self.model, s) for s in self.saes]
-        neighbours = nearest_latents(directions) if any(d is not None for d in directions) else [{} for _ in self.saes]
+        neighbours, method = find_neighbours(directions, self.config.exact_neighbours_up_to)
         results = [
             SAEResult(
                 info=_sae_info(loaded),
@@ -343,6 +343,7 @@ class Precompute:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "pass_seconds": state.seconds,
             "device": self.loaded.device,
+            "neighbours": method,
         }
         return AtlasContent(
             meta=meta,
