@@ -33,6 +33,7 @@ from analysis.preflight import EXACT_NEIGHBOURS_UP_TO
 from analysis.sae_loading import LoadedSAE
 
 EXACT_BUDGET = 256 << 20  # bytes of similarities the exact scan holds at a time
+_COLUMNS = EXACT_BUDGET // (4 * 1024)  # columns a block of up to 1,024 rows is compared with
 _RESIDUAL_HOOKS = re.compile(r"(hook_resid_(pre|mid|post)|hook_mlp_out|hook_attn_out|hook_embed|hook_pos_embed)$")
 
 
@@ -171,7 +172,7 @@ def _fill_short(directions: list[torch.Tensor | None], found: list[dict[str, Nei
     offsets = dict(zip(present, np.cumsum([0, *(len(d) for d in present.values())])))
     for (i, scope), rows in short.items():
         row_ids = torch.from_numpy(rows + offsets[i]).to(units.device)
-        top = _blocked_top(units, row_ids, owner, i, scope == "same", 65536)
+        top = _blocked_top(units, row_ids, owner, i, scope == "same", _COLUMNS)
         assert top is not None  # the scope has more than 10 latents, or faiss would have found none
         owners, latents, cosines = found[i][scope]
         owners[rows], latents[rows], cosines[rows] = (t.cpu().numpy() for t in (owner[top[1]], local[top[1]], top[0]))
@@ -192,7 +193,12 @@ def same_recall(directions: list[torch.Tensor | None], found: list[dict[str, Nei
             continue
         units = torch.nn.functional.normalize(d.float(), dim=1)
         exact = _blocked_top(
-            units, mine.to(units.device), torch.zeros(len(units), dtype=torch.long, device=units.device), 0, True, 65536
+            units,
+            mine.to(units.device),
+            torch.zeros(len(units), dtype=torch.long, device=units.device),
+            0,
+            True,
+            _COLUMNS,
         )
         assert exact is not None  # find_neighbours sends no SAE of 10 latents or fewer here
         approximate = torch.from_numpy(found[i]["same"][1][mine.numpy()])
