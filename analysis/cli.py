@@ -165,6 +165,7 @@ def _run_precompute(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         strict=args.strict,
+        exact_neighbours_up_to=args.exact_neighbours_up_to,
     )
     check_config(config)  # before torch is imported: a typo costs a second
     if args.latent_shards != 1 and args.ray is None:
@@ -578,6 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-minutes", type=preflight.number(0, 1e6), default=5.0, help="minutes between checkpoints"
     )
     pre.add_argument("--strict", action="store_true", help="refuse a corpus with bytes that are not UTF-8")
+    pre.add_argument(
+        "--exact-neighbours-up-to",
+        type=preflight.whole(0),
+        default=preflight.EXACT_NEIGHBOURS_UP_TO,
+        metavar="LATENTS",
+        help="exact nearest neighbours for runs of at most this many latents, faiss's approximate index above "
+        f"(default {preflight.EXACT_NEIGHBOURS_UP_TO:,}; docs/PERFORMANCE.md)",
+    )
     pre.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing atlas at --out")
     pre.add_argument("--out", required=True, help="atlas file to write (.duckdb)")

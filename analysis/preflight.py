@@ -16,6 +16,10 @@ from pathlib import Path
 from analysis.errors import SAEscopeError
 
 MAX_TOP_K = 1000
+# Runs of more latents get approximate neighbours (faiss, analysis/atlas/faiss_neighbours.py): the
+# exact scan's time grows as N^2 (about 2.5 CPU-minutes at 65k latents of width 768 on this project's
+# CPU, 10 at 131k, 10 CPU-hours at 1M: docs/PERFORMANCE.md). Here, torch-free, for the CLI.
+EXACT_NEIGHBOURS_UP_TO = 65_536
 # Latents firing on more than 1% of tokens top every text search without saying anything about the
 # text (on the demo atlas the unfiltered top hits have densities of 0.5 to 0.9 and no label): both
 # ``search-text`` and the Search by text page start at this limit.

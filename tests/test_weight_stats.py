@@ -1,5 +1,6 @@
 """Nearest neighbours by decoder cosine: the blocked search equals a brute-force all-pairs pass,
-whatever the block sizes (blocks smaller than an SAE, straddling two SAEs, or larger than all)."""
+whatever the block sizes (blocks smaller than an SAE, straddling two SAEs, larger than all, or
+sized from a memory budget)."""
 
 import pytest
 import torch
@@ -13,9 +14,18 @@ def directions() -> list[torch.Tensor | None]:
     return [torch.randn(300, 16, generator=generator), None, torch.randn(170, 16, generator=generator)]
 
 
-@pytest.mark.parametrize(("rows", "columns"), [(64, 50), (7, 333), (10_000, 10_000)])
-def test_blocked_neighbours_equal_brute_force(directions, rows, columns):
-    found = nearest_latents(directions, rows=rows, columns=columns)
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        {"rows": 64, "columns": 50},
+        {"rows": 7, "columns": 333},
+        {"rows": 10_000, "columns": 10_000},
+        {"rows": 64, "budget_bytes": 64 * 120 * 4},  # 120 columns of float32 similarities
+        {},  # the default budget: one block
+    ],
+)
+def test_blocked_neighbours_equal_brute_force(directions, blocks):
+    found = nearest_latents(directions, **blocks)
     units = [torch.nn.functional.normalize(d, dim=1) if d is not None else None for d in directions]
     assert found[1] == {}
     for sae, other in ((0, 2), (2, 0)):

@@ -37,7 +37,7 @@ from analysis.atlas.latent_range import latent_range, range_encoder
 from analysis.atlas.memory_estimate import SAEShape, check_budget, worker_memory
 from analysis.atlas.run_config import PrecomputeConfig, PrecomputeError, check_config, parse_shard
 from analysis.atlas.store import AtlasContent, AtlasWriteError, SAEResult, write_atlas
-from analysis.atlas.weight_stats import logit_effects, nearest_latents, residual_directions
+from analysis.atlas.weight_stats import find_neighbours, logit_effects, residual_directions
 from analysis.content_hash import model_hash, sae_hash
 from analysis.devices import pick_device
 from analysis.hooked_forward import run_to_hooks
@@ -381,11 +381,7 @@ class Precompute:
         log.info("pass done in %.1f s; logit effects, neighbours and labels from the weights", state.seconds)
         directions = [residual_directions(self.model, s) for s in self.saes]
         ranges = self.latent_ranges
-        neighbours = (
-            nearest_latents(directions, latent_ranges=ranges)
-            if any(d is not None for d in directions)
-            else [{} for _ in self.saes]
-        )
+        neighbours, method = find_neighbours(directions, self.config.exact_neighbours_up_to, latent_ranges=ranges)
         results = [
             SAEResult(
                 info=_sae_info(loaded),
@@ -410,6 +406,7 @@ class Precompute:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "pass_seconds": state.seconds,
             "device": self.loaded.device,
+            "neighbours": method,
         }
         if self.latent_sharded:
             meta["latent_shard"] = list(self.config.latent_shard)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from analysis.atlas.corpus_source import check_corpus_spec
 from analysis.errors import SAEscopeError
-from analysis.preflight import MAX_TOP_K, model_context, output_file
+from analysis.preflight import EXACT_NEIGHBOURS_UP_TO, MAX_TOP_K, model_context, output_file
 
 
 class PrecomputeError(SAEscopeError, ValueError):
@@ -41,6 +41,7 @@ class PrecomputeConfig:
     overwrite: bool = False
     resume: bool = False
     strict: bool = False  # refuse undecodable corpus bytes instead of replacing them
+    exact_neighbours_up_to: int = EXACT_NEIGHBOURS_UP_TO  # latents in the run; above, faiss's index
 
     @property
     def checkpoint_path(self) -> Path:

@@ -28,6 +28,27 @@ from analysis.atlas.reader import open_atlas, read_meta
 from analysis.atlas.run_config import PrecomputeConfig
 from analysis.paths import REPO_ROOT
 
+
+def _true_cosines(directions: list[torch.Tensor | None], sae: int, latent: int, near: dict) -> bool:
+    """Whether an approximate (faiss) atlas's neighbours of one latent are real: other latents, best
+    first, with the decoder cosine each row states. Which latents an approximate index finds depends
+    on its training; that they are what they say does not (their recall is in ``meta.neighbours``)."""
+    row = torch.nn.functional.normalize(directions[sae][latent].float(), dim=0)  # pyright: ignore[reportOptionalSubscript]
+    for scope, (owners, latents, cosines) in near.items():
+        others = torch.stack(
+            [directions[o][j].float() for o, j in zip(owners[latent], latents[latent])]  # pyright: ignore[reportOptionalSubscript]
+        )
+        true = torch.nn.functional.normalize(others, dim=1) @ row
+        itself = scope == "same" and bool((np.asarray(latents[latent]) == latent).any())
+        if (
+            itself
+            or not np.allclose(true.cpu().numpy(), cosines[latent], atol=1e-5)
+            or (np.diff(cosines[latent]) > 0).any()
+        ):
+            return False
+    return True
+
+
 DEFAULT_BATCH = PrecomputeConfig.batch_windows
 MAX_LISTED = 5  # differences named per check; the rest are counted
 _STAT_FIELDS = (
@@ -232,7 +253,10 @@ class _Recomputation:
     def _weights(self, path, sampled, residual_directions, logit_effects, nearest_latents) -> list[str]:
         """Differences in the logit effects and neighbours of the sampled latents."""
         directions = [residual_directions(self.model, s) for s in self.saes]
-        neighbours = nearest_latents(directions) if any(d is not None for d in directions) else [{} for _ in self.saes]
+        exact = self.meta.get("neighbours", {"method": "exact"})["method"] == "exact"  # older atlases: exact
+        neighbours = (
+            nearest_latents(directions) if exact and any(d is not None for d in directions) else [{} for _ in self.saes]
+        )
         differing = []
         connection = open_atlas(path)
         try:
@@ -249,10 +273,13 @@ class _Recomputation:
                         )
                     ):
                         differing.append(f"{name}:{latent} logit effects")
-                    if any(
-                        not np.array_equal(near[scope][i][latent], neighbours[sae][scope][i][latent])
-                        for scope in near
-                        for i in range(3)
+                    if (not exact and not _true_cosines(directions, sae, latent, near)) or (
+                        exact
+                        and any(
+                            not np.array_equal(near[scope][i][latent], neighbours[sae][scope][i][latent])
+                            for scope in near
+                            for i in range(3)
+                        )
                     ):
                         differing.append(f"{name}:{latent} neighbours")
         finally:

@@ -21,11 +21,20 @@ import torch
 from transformer_lens import HookedTransformer
 
 from analysis.atlas.contract import LOGIT_HIST_BINS, LOGIT_ROWS  # widths the atlas stores
+from analysis.atlas.faiss_neighbours import (
+    NEIGHBOURS,
+    PROBES,
+    SAMPLE,
+    Neighbours,
+    approximate_latents,
+    lists_for,
+)
+from analysis.preflight import EXACT_NEIGHBOURS_UP_TO
 from analysis.sae_loading import LoadedSAE
 
-NEIGHBOURS = 10
+EXACT_BUDGET = 256 << 20  # bytes of similarities the exact scan holds at a time
+_COLUMNS = EXACT_BUDGET // (4 * 1024)  # columns a block of up to 1,024 rows is compared with
 _RESIDUAL_HOOKS = re.compile(r"(hook_resid_(pre|mid|post)|hook_mlp_out|hook_attn_out|hook_embed|hook_pos_embed)$")
-Neighbours = tuple[np.ndarray, np.ndarray, np.ndarray]  # (sae, latent, cosine), each [d_sae, NEIGHBOURS]
 
 
 @dataclass
@@ -83,8 +92,9 @@ def logit_effects(model: HookedTransformer, directions: torch.Tensor, chunk: int
 @torch.no_grad()
 def nearest_latents(
     directions: list[torch.Tensor | None],
+    budget_bytes: int = EXACT_BUDGET,
     rows: int = 1024,
-    columns: int = 16384,
+    columns: int | None = None,
     latent_ranges: list[tuple[int, int]] | None = None,
 ) -> list[dict[str, Neighbours]]:
     """For every latent of every SAE (of latents ``latent_ranges[i]`` of SAE i when given, a latent-range
@@ -92,13 +102,13 @@ def nearest_latents(
     among all latents. Returns per SAE {scope: (sae [d,10], latent [d,10], cosine [d,10])} arrays.
 
     Exact, and blocked both ways: a block of ``rows`` latents is compared with ``columns`` latents
-    at a time and a running top 10 per scope is merged with each block's, so memory is
-    ``rows x columns`` similarities (64 MB) whatever the number of latents (all-pairs at 1M
-    latents would be 8 GB per 2,048-row chunk). Time stays O(N^2 d): docs/PERFORMANCE.md."""
+    at a time (by default as many as ``budget_bytes`` of float32 similarities hold) and a running top
+    10 per scope is merged with each block's, so memory beyond the unit rows is the budget whatever
+    the number of latents (all-pairs at 1M latents would be 8 GB per 2,048-row chunk). On a GPU when
+    there is one. Time stays O(N^2 d): wide runs go to ``find_neighbours``'s index instead."""
+    columns = columns or max(1, budget_bytes // (4 * rows))
     present = {i: d for i, d in enumerate(directions) if d is not None}
-    units = torch.cat([torch.nn.functional.normalize(d.float(), dim=1) for d in present.values()])
-    owner = torch.cat([torch.full((len(d),), i, dtype=torch.long) for i, d in present.items()]).to(units.device)
-    local = torch.cat([torch.arange(len(d)) for d in present.values()]).to(units.device)
+    units, owner, local = _stacked(present)
     results: list[dict[str, Neighbours]] = [{} for _ in directions]
     offset = 0
     for i, d in present.items():
@@ -119,6 +129,95 @@ def nearest_latents(
                 results[i][scope] = (owner[indices].cpu().numpy(), local[indices].cpu().numpy(), values.cpu().numpy())
         offset += n
     return results
+
+
+def _stacked(present: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The unit rows of all SAEs in one tensor (on the GPU when there is one), each row's SAE and
+    its latent index in that SAE."""
+    device = "cuda" if torch.cuda.is_available() else None
+    units = torch.cat([torch.nn.functional.normalize(d.float(), dim=1) for d in present.values()]).to(device)
+    owner = torch.cat([torch.full((len(d),), i, dtype=torch.long) for i, d in present.items()]).to(units.device)
+    local = torch.cat([torch.arange(len(d)) for d in present.values()]).to(units.device)
+    return units, owner, local
+
+
+def find_neighbours(
+    directions: list[torch.Tensor | None],
+    approximate_above: int = EXACT_NEIGHBOURS_UP_TO,
+    probes: int = PROBES,
+    latent_ranges: list[tuple[int, int]] | None = None,
+) -> tuple[list[dict[str, Neighbours]], dict]:
+    """``nearest_latents`` for runs of at most ``approximate_above`` latents, else faiss's index
+    (analysis/atlas/faiss_neighbours.py) with its recall@10 measured against the exact top 10 of
+    up to 1,000 sampled latents; and the method as ``meta.neighbours`` records it. With
+    ``latent_ranges`` (a latent-range shard's), only those latents' rows are returned; the index
+    path searches every latent and keeps the range, so each range's lists are the whole run's."""
+    present = [d for d in directions if d is not None]
+    total = sum(len(d) for d in present)
+    if not present:
+        return [{} for _ in directions], {"method": "exact"}
+    if total <= approximate_above or any(len(d) <= NEIGHBOURS for d in present):
+        return nearest_latents(directions, latent_ranges=latent_ranges), {"method": "exact"}
+    found = approximate_latents(directions, probes)
+    _fill_short(directions, found)
+    method = {"method": "faiss-ivf-flat", "probes": probes, "lists": [lists_for(len(d)) for d in present]}
+    method |= {"recall_at_10": same_recall(directions, found), "sampled": min(SAMPLE, total)}
+    if latent_ranges:
+        found = [
+            {scope: tuple(column[first:end] for column in near) for scope, near in sae.items()}  # type: ignore[misc]
+            for sae, (first, end) in zip(found, latent_ranges)
+        ]
+    return found, method
+
+
+def _fill_short(directions: list[torch.Tensor | None], found: list[dict[str, Neighbours]]) -> None:
+    """The exact answer, in place, for the latents whose probed lists held fewer than 10 candidates
+    (faiss marks the missing ones -1; rare, from small lists)."""
+    short = {
+        (i, scope): np.flatnonzero((ids < 0).any(axis=1))
+        for i, near in enumerate(found)
+        for scope, (_, ids, _) in near.items()
+    }
+    short = {key: rows for key, rows in short.items() if len(rows)}
+    if not short:
+        return
+    present = {i: d for i, d in enumerate(directions) if d is not None}
+    units, owner, local = _stacked(present)
+    offsets = dict(zip(present, np.cumsum([0, *(len(d) for d in present.values())])))
+    for (i, scope), rows in short.items():
+        row_ids = torch.from_numpy(rows + offsets[i]).to(units.device)
+        top = _blocked_top(units, row_ids, owner, i, scope == "same", _COLUMNS)
+        assert top is not None  # the scope has more than 10 latents, or faiss would have found none
+        owners, latents, cosines = found[i][scope]
+        owners[rows], latents[rows], cosines[rows] = (t.cpu().numpy() for t in (owner[top[1]], local[top[1]], top[0]))
+
+
+def same_recall(directions: list[torch.Tensor | None], found: list[dict[str, Neighbours]]) -> float:
+    """The share of the exact same-SAE top 10 that ``found`` holds, over up to ``SAMPLE`` latents
+    drawn evenly from the run (seeded), the exact ones by a blocked scan of the sampled rows."""
+    present = {i: d for i, d in enumerate(directions) if d is not None}
+    total = sum(len(d) for d in present.values())
+    picks = np.sort(np.random.default_rng(0).choice(total, min(SAMPLE, total), replace=False))
+    hits = 0
+    offset = 0
+    for i, d in present.items():
+        mine = torch.from_numpy(picks[(picks >= offset) & (picks < offset + len(d))] - offset)
+        offset += len(d)
+        if len(mine) == 0:
+            continue
+        units = torch.nn.functional.normalize(d.float(), dim=1)
+        exact = _blocked_top(
+            units,
+            mine.to(units.device),
+            torch.zeros(len(units), dtype=torch.long, device=units.device),
+            0,
+            True,
+            _COLUMNS,
+        )
+        assert exact is not None  # find_neighbours sends no SAE of 10 latents or fewer here
+        approximate = torch.from_numpy(found[i]["same"][1][mine.numpy()])
+        hits += int((approximate[:, :, None] == exact[1].cpu()[:, None, :]).any(dim=1).sum())
+    return round(hits / (len(picks) * NEIGHBOURS), 4)
 
 
 def _blocked_top(
