@@ -16,6 +16,7 @@ from analysis.governance.pii_data import generate
 from analysis.governance.pii_regex import find_pii
 from analysis.paths import REPO_ROOT
 from dashboard.userdata import open_user_store
+from tests.cli_run import cli_in_process
 from tests.dashboard_app import by_label, html_bodies, page
 
 
@@ -189,7 +190,8 @@ def test_batched_token_scores_are_what_detector_run_shows(trained, live):
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_run_scores_texts_and_tokens_as_training_scored_them(trained, tmp_path):
+def test_run_scores_texts_and_tokens_as_training_scored_them(trained, tmp_path, capsys):
+    """``detector run --data`` as a subprocess, ``--text`` in this process."""
     folder, rows = trained
     metrics = json.loads((folder / "metrics.json").read_text())
     picked = metrics["predictions"]["rows"][:3]
@@ -203,7 +205,7 @@ def test_run_scores_texts_and_tokens_as_training_scored_them(trained, tmp_path):
         assert scored["tokens"][0]["token"] == "<|endoftext|>" and len(scored["tokens"]) > 5
         assert all(0 <= t["score"] <= 1 for t in scored["tokens"])
     email = "Questions go to anna.schmidt@example.org by Friday."
-    result = cli("run", str(folder), "--text", email)
+    result = cli_in_process(capsys, "detector", "run", str(folder), "--text", email)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(("0.", "1.")) and "tokens:" in result.stdout
 

@@ -116,16 +116,18 @@ def test_atlas_records_the_run_and_every_latent(atlas):
     connection.close()
 
 
-def test_sharded_runs_merge_into_the_single_pass_atlas(atlas, tmp_path):
+def test_sharded_runs_merge_into_the_single_pass_atlas(atlas, tmp_path, capsys):
+    """The shards and the merges run in this process (the atlas fixture runs the CLI as a subprocess);
+    the merge on a full disk runs as one, under its file-size limit."""
     parts = [tmp_path / f"part{i}.duckdb" for i in range(2)]
     for i, part in enumerate(parts):
-        result = precompute(part, "--shard", f"{i}/2")
+        result = cli_in_process(capsys, *precompute_args(part, "--shard", f"{i}/2"))
         assert result.returncode == 0, result.stderr
     merged = tmp_path / "merged.duckdb"
     full_disk = analysis("merge", str(parts[1]), str(parts[0]), "--out", str(merged), file_limit=2**20)
     assert full_disk.returncode == 2 and "could not write the atlas" in full_disk.stderr, full_disk.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part0.duckdb", "part1.duckdb"]  # nothing half-written
-    result = analysis("merge", str(parts[1]), str(parts[0]), "--out", str(merged))
+    result = cli_in_process(capsys, "merge", str(parts[1]), str(parts[0]), "--out", str(merged))
     assert result.returncode == 0, result.stderr
     for sql in (
         "SELECT * EXCLUDE (act_sum, mean_act) FROM features ORDER BY latent",
@@ -136,7 +138,7 @@ def test_sharded_runs_merge_into_the_single_pass_atlas(atlas, tmp_path):
         "ce_loss_zero_ablation, ce_loss_recovered) FROM saes",
     ):
         assert table(merged, sql) == table(atlas, sql), sql
-    again = analysis("merge", str(parts[0]), str(parts[0]), "--out", str(tmp_path / "twice.duckdb"))
+    again = cli_in_process(capsys, "merge", str(parts[0]), str(parts[0]), "--out", str(tmp_path / "twice.duckdb"))
     assert again.returncode == 2 and "a file is given twice" in again.stderr
 
 
@@ -258,7 +260,8 @@ def test_resume_never_replaces_a_complete_atlas(atlas):
     assert atlas.read_bytes() == before
 
 
-def test_verify_confirms_the_atlas_and_names_a_hand_edit(atlas, tmp_path):
+def test_verify_confirms_the_atlas_and_names_a_hand_edit(atlas, tmp_path, capsys):
+    """The first verify runs as a user runs it (a subprocess), the two on edited copies in this process."""
     result = analysis("verify", str(atlas), "--sample", "64")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok 64 sampled latents recomputed over 16 windows" in result.stdout
@@ -266,14 +269,14 @@ def test_verify_confirms_the_atlas_and_names_a_hand_edit(atlas, tmp_path):
     edited = _edited_copy(
         atlas, tmp_path / "count.duckdb", f"UPDATE features SET fire_count = fire_count + 1 WHERE latent = {firing}"
     )
-    result = analysis("verify", str(edited), "--sample", "0")
+    result = cli_in_process(capsys, "verify", str(edited), "--sample", "0")
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"DIFFERS hist sums to fire_count: transcoder-L0:{firing}" in result.stdout
     # an edit the file's own sums cannot see: recomputation finds it (every latent sampled)
     edited = _edited_copy(
         atlas, tmp_path / "sum.duckdb", f"UPDATE features SET act_sum = act_sum * 1.5 WHERE latent = {firing}"
     )
-    result = analysis("verify", str(edited), "--sample", "512")
+    result = cli_in_process(capsys, "verify", str(edited), "--sample", "512")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ok consistency of all 512 latents" in result.stdout
     assert f"DIFFERS 512 sampled latents recomputed over 16 windows: transcoder-L0:{firing} act_sum" in result.stdout

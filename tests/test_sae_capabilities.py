@@ -17,6 +17,7 @@ from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 
 from analysis.sae_capabilities import Capability, missing
 from analysis.sae_loading import load_saes
+from tests.cli_run import cli_in_process
 
 AFFINE, GRAPH = Capability.AFFINE_DECODER, Capability.GRAPH_COMPATIBLE
 
@@ -77,7 +78,8 @@ def test_normalized_activations_are_not_an_affine_decoder(demo_dir, tmp_path):
     )
 
 
-def test_clamp_is_refused_in_one_line_for_an_sae_without_an_affine_decoder(rescaling_topk):
+def test_clamp_is_refused_in_one_line_for_an_sae_without_an_affine_decoder(rescaling_topk, capsys):
+    """The refusal as a user meets it (a subprocess); the additive run, in this process."""
     common = ["steer", "--prompt", "In the beginning", "--sae", str(rescaling_topk), "--max-new-tokens", "2"]
     refused = run_cli(*common, "--feature", "topk-L2:5:3", "--method", "clamp")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
@@ -85,7 +87,7 @@ def test_clamp_is_refused_in_one_line_for_an_sae_without_an_affine_decoder(resca
         "error: clamp needs an SAE with capability 'affine decoder': "
         "topk-L2 (topk) does not decode as z @ W_dec + b_dec"
     ) in refused.stderr
-    steered = run_cli(*common, "--feature", "topk-L2:5:3", "--method", "additive", "--json")
+    steered = cli_in_process(capsys, *common, "--feature", "topk-L2:5:3", "--method", "additive", "--json")
     assert steered.returncode == 0, steered.stderr  # only the method that needs the capability refuses
     assert json.loads(steered.stdout)["method"] == "additive"
 
