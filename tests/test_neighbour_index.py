@@ -91,3 +91,17 @@ def test_precompute_switches_to_the_index_above_its_threshold_and_verify_checks_
         "DIFFERS 512 sampled latents recomputed over 2 windows: transcoder-L0:7 neighbours"
         in result.stdout.splitlines()
     )
+
+
+def test_a_latent_range_gets_its_rows_of_the_whole_runs_neighbours(families):
+    """A latent-range shard's neighbours are the whole run's rows of its range, by either method."""
+    halves = [families[:2500], families[2500:]]
+    ranges = [(1000, 2000), (0, 798)]
+    for above in (0, 10**9):  # the index, then the exact scan
+        whole, method = find_neighbours(halves, approximate_above=above)
+        ranged, ranged_method = find_neighbours(halves, approximate_above=above, latent_ranges=ranges)
+        assert ranged_method == method
+        for sae, (first, end) in enumerate(ranges):
+            for scope, columns in whole[sae].items():
+                for column, part in zip(columns, ranged[sae][scope]):
+                    np.testing.assert_array_equal(part, column[first:end])

@@ -164,7 +164,10 @@ def find_neighbours(
     method |= {"recall_at_10": same_recall(directions, found), "sampled": min(SAMPLE, total)}
     if latent_ranges:
         found = [
-            {scope: tuple(column[first:end] for column in near) for scope, near in sae.items()}  # type: ignore[misc]
+            {
+                scope: (owners[first:end], latents[first:end], cosines[first:end])
+                for scope, (owners, latents, cosines) in sae.items()
+            }
             for sae, (first, end) in zip(found, latent_ranges)
         ]
     return found, method
