@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -87,9 +88,27 @@ def chromium(downloads: Path | None = None) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
+class PageRaised(AssertionError):
+    """The page drew a Python exception (Streamlit's traceback box) while a test waited for text."""
+
+
+def _text_or_exception(driver: webdriver.Chrome, text: str) -> bool:
+    body = driver.find_element(By.TAG_NAME, "body").text
+    if text in body:
+        return True
+    try:
+        raised = [element.text for element in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')]
+    except StaleElementReferenceException:  # a rerun redrew the page meanwhile: look again
+        return False
+    if raised:
+        raise PageRaised(f"{driver.current_url} shows an exception: {raised[0][:3000]}")
+    return False
+
+
 def wait_for_text(driver: webdriver.Chrome, text: str, timeout: float = 30) -> str:
-    """Wait until ``text`` is visible in the page body; return the body text."""
-    WebDriverWait(driver, timeout).until(lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+    """Wait until ``text`` is visible in the page body; return the body text. A traceback drawn on
+    the page fails at once, with its text, instead of after the whole timeout."""
+    WebDriverWait(driver, timeout).until(lambda d: _text_or_exception(d, text))
     return driver.find_element(By.TAG_NAME, "body").text
 
 

@@ -21,6 +21,9 @@ from tests.browser import chromium, streamlit_server, wait_for_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+# In this order on purpose: Steer starts loading the live model in its session's thread and Graph,
+# opened next, imports circuit-tracer while that load still runs; the two imports once raced
+# (dashboard/live/model_stack.py), and wait_for_text fails on the traceback that drew.
 PAGES = ["", "Features", "Feature", "Triage", "Lists", "Steer", "Search_by_text", "Graph"]
 
 

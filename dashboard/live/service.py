@@ -25,6 +25,7 @@ import streamlit as st
 
 from analysis.errors import SAEscopeError
 from analysis.live_specs import LiveSpecs
+from dashboard.live.model_stack import import_model_stack
 from dashboard.shell.plain_text import md
 from dashboard.shell.workspace import Atlas
 
@@ -71,6 +72,7 @@ def _load_into(slot: LiveSlot, specs: LiveSpecs) -> None:
             status.write(f"{name}…")
 
         stage("imports (torch, transformer-lens, sae-lens)")
+        import_model_stack()
         from analysis.live_model import load_live
 
         live = load_live(specs, progress=stage)

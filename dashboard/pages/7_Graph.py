@@ -13,6 +13,10 @@ from functools import partial
 import networkx as nx
 import streamlit as st
 
+from dashboard.live.model_stack import import_model_stack
+
+import_model_stack()  # before the imports below: one session at a time (see model_stack)
+
 from analysis.graphs import AttributionResult, GraphSettings, GraphSetupError, GraphTarget  # noqa: E402
 from analysis.live_model import LiveInputError, LiveModel, LiveModelBusy  # noqa: E402
 from dashboard.browse.filter_controls import url_params  # noqa: E402

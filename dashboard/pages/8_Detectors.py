@@ -9,6 +9,10 @@ import json
 
 import streamlit as st
 
+from dashboard.live.model_stack import import_model_stack
+
+import_model_stack()  # before the imports below: one session at a time (see model_stack)
+
 from analysis.atlas.reader import feature_labels  # noqa: E402
 from analysis.errors import SAEscopeError  # noqa: E402
 from analysis.governance.detector_files import LabelledText, one_sae_spec, portable_spec  # noqa: E402

@@ -8,6 +8,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dashboard.live.model_stack import import_model_stack
+
+import_model_stack()  # before the imports below: one session at a time (see model_stack)
+
 from analysis.errors import SAEscopeError  # noqa: E402
 from analysis.governance.watch_build import build_watchlist, list_targets  # noqa: E402
 from analysis.governance.watch_run import measure_and_record, read_runs, runs_dir  # noqa: E402
