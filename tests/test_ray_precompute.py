@@ -1,5 +1,5 @@
-"""`precompute --ray` on a local Ray of 2 workers: the single-pass atlas, with window shards cut into
-latent ranges too, and even when a worker is killed mid-run."""
+"""`precompute --ray` on a local Ray of 2 workers: the single-pass atlas from window shards cut into
+latent ranges, even when a worker is killed mid-run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.cli import main
 from analysis.paths import DEMO_DIR, REPO_ROOT
 from tests.cli_run import cli_in_process
 from tests.test_precompute import SAE, table
@@ -50,35 +51,15 @@ def command(out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def single_pass(tmp_path_factory) -> Path:
+    """The plain run, through the CLI's entry point in this process (the Ray run below is a real subprocess)."""
     out = tmp_path_factory.mktemp("single") / "atlas.duckdb"
-    result = subprocess.run(command(out), cwd=REPO_ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert main(command(out)[3:]) == 0
     return out
 
 
 def assert_same_atlas(atlas: Path, reference: Path) -> None:
     for sql in COMPARED:
         assert table(atlas, sql) == table(reference, sql), sql
-
-
-@pytest.mark.slow
-def test_two_local_workers_give_the_single_pass_atlas_from_latent_ranges(single_pass, tmp_path):
-    """2 window shards × 2 latent ranges: 4 tasks on 2 workers (the window-only path is the killed run's)."""
-    out = tmp_path / "ray.duckdb"
-    result = subprocess.run(
-        command(out, "--ray", "--ray-workers", "2", "--latent-shards", "2"),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "in 2 shards × 2 latent ranges on 2 CPU workers" in result.stdout, result.stdout
-    assert "(worker memory ≈ " in result.stdout and "39,936 B per latent × 768 latents" in result.stderr
-    assert "precompute on Ray (2 CPU workers, 2 shards × 2 latent ranges)" in result.stderr
-    assert "tok/s" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ray.duckdb"]  # the partials are gone once merged
-    assert_same_atlas(out, single_pass)
 
 
 def _children(pid: int) -> dict[int, list[int]]:
@@ -109,11 +90,13 @@ def shard_workers(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc (Linux)")
-def test_a_killed_worker_is_rerun_from_its_checkpoint_to_the_same_atlas(single_pass, tmp_path):
+def test_two_workers_give_the_single_pass_atlas_from_latent_ranges_though_one_is_killed(single_pass, tmp_path):
+    """2 window shards × 2 latent ranges: 4 tasks on 2 workers; the worker of a shard part-way
+    through (its checkpoint on disk) is killed, and Ray reruns that shard from its checkpoint."""
     out = tmp_path / "killed.duckdb"
     parts = tmp_path / "killed.duckdb.parts"
     process = subprocess.Popen(
-        command(out, "--ray", "--ray-workers", "2", "--checkpoint-minutes", "0"),
+        command(out, "--ray", "--ray-workers", "2", "--latent-shards", "2", "--checkpoint-minutes", "0"),
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -130,7 +113,11 @@ def test_a_killed_worker_is_rerun_from_its_checkpoint_to_the_same_atlas(single_p
     stdout, stderr = process.communicate(timeout=900)
     assert process.returncode == 0, stderr
     assert not Path(f"/proc/{victims[0]}").exists()
-    assert "in 2 shards on 2 CPU workers" in stdout
+    assert "in 2 shards × 2 latent ranges on 2 CPU workers" in stdout, stdout
+    assert "(worker memory ≈ " in stdout and "39,936 B per latent × 768 latents" in stderr
+    assert "precompute on Ray (2 CPU workers, 2 shards × 2 latent ranges)" in stderr
+    assert "tok/s" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.duckdb"]  # the partials are gone once merged
     assert_same_atlas(out, single_pass)
 
 
