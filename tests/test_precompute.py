@@ -282,7 +282,8 @@ def test_verify_confirms_the_atlas_and_names_a_hand_edit(atlas, tmp_path, capsys
     assert f"DIFFERS 512 sampled latents recomputed over 16 windows: transcoder-L0:{firing} act_sum" in result.stdout
 
 
-def test_bad_input_gets_one_clear_line(atlas, tmp_path):
+def test_bad_input_gets_one_clear_line(atlas, tmp_path, capsys):
+    """The first case as a user meets it (a subprocess), the others in this process."""
     cases = [
         (("--tokens", "0"), "argument --tokens: must be a whole number at least 1"),
         (("--out", str(atlas)), "exists; pass --overwrite"),
@@ -290,20 +291,21 @@ def test_bad_input_gets_one_clear_line(atlas, tmp_path):
         (("--corpus", str(tmp_path)), "holds no documents"),
         (("--shard", "2/2"), "--shard must be i/n"),
     ]
-    for args, message in cases:
+    for number, (args, message) in enumerate(cases):
         base = ["precompute", "--sae", SAE, "--tokens", "256", "--out", str(tmp_path / "x.duckdb")]
-        result = analysis(*base, *args)
+        result = analysis(*base, *args) if number == 0 else cli_in_process(capsys, *base, *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
 
 
-def test_a_full_disk_loses_nothing_and_the_rerun_completes(atlas, tmp_path):
+def test_a_full_disk_loses_nothing_and_the_rerun_completes(atlas, tmp_path, capsys):
+    """The full disk is a subprocess's file-size limit; the rerun runs in this process."""
     out = tmp_path / "full.duckdb"
     result = precompute(out, "--checkpoint-minutes", "0", file_limit=2**20)
     assert result.returncode == 2 and "could not write the checkpoint" in result.stderr, result.stderr
     assert "rerun with --resume" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # no half-written checkpoint or atlas
-    result = precompute(out, "--checkpoint-minutes", "0", "--resume")
+    result = cli_in_process(capsys, *precompute_args(out, "--checkpoint-minutes", "0", "--resume"))
     assert result.returncode == 0, result.stderr
     sql = "SELECT * FROM examples ORDER BY latent, kind, interval_index, rank"
     assert table(out, sql) == table(atlas, sql)
@@ -328,7 +330,8 @@ def test_readers_refuse_corrupt_foreign_and_other_version_files(atlas, tmp_path)
             open_atlas(path)
 
 
-def test_folder_and_jsonl_corpora(tmp_path):
+def test_folder_and_jsonl_corpora(tmp_path, capsys):
+    """In this process: the corpus readers are what is tested here, not the command line."""
     folder = tmp_path / "texts" / "poems"
     folder.mkdir(parents=True)
     (folder / "a.txt").write_text("In the beginning was the word. " * 40)
@@ -342,7 +345,9 @@ def test_folder_and_jsonl_corpora(tmp_path):
     }
     for corpus, domain in ((tmp_path / "texts", "poems"), (jsonl, "d")):
         out = tmp_path / f"{Path(corpus).stem}.duckdb"
-        result = analysis("precompute", "--sae", SAE, "--corpus", str(corpus), "--tokens", "1e12", "--out", str(out))
+        result = cli_in_process(
+            capsys, "precompute", "--sae", SAE, "--corpus", str(corpus), "--tokens", "1e12", "--out", str(out)
+        )
         assert result.returncode == 0, result.stderr
         assert notices[Path(corpus).stem] in result.stderr
         assert "fewer than --tokens 1,000,000,000,000: the atlas uses all of it" in result.stderr
@@ -351,7 +356,8 @@ def test_folder_and_jsonl_corpora(tmp_path):
         assert 1 <= windows < 20
 
 
-def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_atlas(atlas, tmp_path):
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_atlas(atlas, tmp_path, capsys):
+    """The killed run is a real process; the resumed one runs in this process."""
     out = tmp_path / "resumed.duckdb"
     checkpoint = tmp_path / "resumed.duckdb.checkpoint"
     command = [
@@ -377,7 +383,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_atlas(atlas, tmp_p
     process.kill()
     process.wait()
     assert checkpoint.exists() and not out.exists()
-    result = subprocess.run(command + ["--resume"], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = cli_in_process(capsys, *command[3:], "--resume")
     assert result.returncode == 0, result.stderr
     assert not checkpoint.exists()
     for sql in (
