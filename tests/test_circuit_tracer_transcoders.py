@@ -21,6 +21,7 @@ from analysis.live_model import LiveSpecs, load_live
 from analysis.paths import REPO_ROOT
 from tests.arch_models import assert_edges_equal_a_frozen_intervention, put_in_hf_cache
 from tests.atlas_rows import atlas_rows
+from tests.cli_run import cli_in_process
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -162,10 +163,11 @@ def test_info_describes_a_transcoder_set_and_a_clt(tiny, clt_folder, set_folder)
 
 
 def test_precompute_reads_a_transcoder_sets_layers_as_the_sae_lens_transcoders_they_came_from(
-    tiny, set_folder, clt_folder, tmp_path
+    tiny, set_folder, clt_folder, tmp_path, capsys
 ):
     """The set was written from the tiny GPT-2's sae-lens transcoders (padded to one width), so its
-    atlas's statistics are theirs, and the padding latents never fire."""
+    atlas's statistics are theirs, and the padding latents never fire. The run is a subprocess; the
+    CLT's refusal runs in this process (a second subprocess would only repeat the imports)."""
     out = tmp_path / "set.duckdb"
     args = ["precompute", "--model", str(tiny.folder("gpt2")), "--tokens", "256", "--context", "32", "--batch", "4"]
     result = saescope(*args, "--sae", str(set_folder), "--out", str(out))
@@ -179,7 +181,9 @@ def test_precompute_reads_a_transcoder_sets_layers_as_the_sae_lens_transcoders_t
         assert [row[0] for row in theirs[: len(ours)]] == [row[0] for row in ours]  # fire counts
         np.testing.assert_allclose(np.array(theirs[: len(ours)]), np.array(ours), rtol=1e-5, atol=1e-4)
         assert all(fire == 0 for fire, _, _ in theirs[len(ours) :])
-    result = saescope(*args, "--sae", str(clt_folder), "--out", str(tmp_path / "clt.duckdb"))
+    result = cli_in_process(
+        capsys, *args, "--sae", str(clt_folder), "--out", str(tmp_path / "clt.duckdb"), "--device", "cpu"
+    )
     assert result.returncode == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
     assert "is a cross-layer transcoder: it makes graphs" in result.stderr
 

@@ -18,10 +18,18 @@ from analysis.cli import build_parser
 from analysis.paths import REPO_ROOT
 from analysis.steering_methods import DEFAULT_METHOD, METHODS
 from tests.browser import served
+from tests.cli_run import cli_in_process
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, timeout=300)
+
+
+def refused_by_argparse(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int | str | None, str]:
+    """``saescope ARGS`` in this process where argparse itself refuses (it exits): the exit code and stderr."""
+    with pytest.raises(SystemExit) as exited:
+        cli_in_process(capsys, *args)
+    return exited.value.code, capsys.readouterr().err
 
 
 def cli_subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -30,13 +38,19 @@ def cli_subcommands() -> dict[str, argparse.ArgumentParser]:
     return action.choices
 
 
-def test_every_subcommand_has_help():
+def test_every_subcommand_has_help(capsys):
+    """The first subcommand's help from a subprocess, the others' in this process (argparse exits 0)."""
     subcommands = cli_subcommands()
     assert {"demo", "info"} <= set(subcommands)
-    for name in subcommands:
-        result = run_cli(name, "--help")
-        assert result.returncode == 0, result.stderr
-        assert "usage: saescope " + name in result.stdout
+    first, *others = subcommands
+    result = run_cli(first, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: saescope " + first in result.stdout
+    for name in others:
+        with pytest.raises(SystemExit) as exited:
+            cli_in_process(capsys, name, "--help")
+        assert exited.value.code == 0
+        assert "usage: saescope " + name in capsys.readouterr().out
 
 
 def test_help_imports_no_heavy_dependency():
@@ -71,8 +85,11 @@ def test_info_describes_the_demo_model_and_saes():
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_info_as_json(demo_dir):
-    result = run_cli("info", "--json", "--model", str(demo_dir / "model"), "--sae", str(demo_dir / "saes" / "resid-L2"))
+def test_info_as_json(demo_dir, capsys):
+    """In this process (``info``'s subprocess is the test above)."""
+    result = cli_in_process(
+        capsys, "info", "--json", "--model", str(demo_dir / "model"), "--sae", str(demo_dir / "saes" / "resid-L2")
+    )
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["model"]["n_layers"] == 4 and info["model"]["d_model"] == 256
@@ -81,7 +98,6 @@ def test_info_as_json(demo_dir):
 
 
 @pytest.mark.model
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -91,26 +107,28 @@ def test_info_as_json(demo_dir):
         (["demo", "--stages", "bake"], "unknown stage(s) bake"),
     ],
 )
-def test_bad_input_is_one_clear_line(args, message):
-    result = run_cli(*args)
+def test_bad_input_is_one_clear_line(args, message, capsys):
+    """``demo`` as a subprocess (its only one here); ``info``'s refusals in this process."""
+    result = run_cli(*args) if args[0] == "demo" else cli_in_process(capsys, *args)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
-def test_verbose_before_or_after_the_subcommand_adds_the_traceback(where):
+def test_verbose_before_or_after_the_subcommand_adds_the_traceback(where, capsys):
+    """In this process: ``demo``'s subprocess is ``test_bad_input_is_one_clear_line``'s."""
     args = ["demo", "--stages", "bake"]
-    result = run_cli(*(["--verbose", *args] if where == "before" else [*args, "--verbose"]))
+    result = cli_in_process(capsys, *(["--verbose", *args] if where == "before" else [*args, "--verbose"]))
     assert result.returncode == 2
     assert result.stderr.startswith("Traceback (most recent call last):")
     assert "analysis.errors.UsageError: unknown stage(s) bake" in result.stderr
     assert result.stderr.endswith("error: unknown stage(s) bake; choose from tokenizer, model, saes, report\n")
 
 
-def test_unknown_arguments_are_refused():
-    result = run_cli("info", "--bogus", "1")
-    assert result.returncode == 2 and "unrecognized arguments: --bogus 1" in result.stderr
+def test_unknown_arguments_are_refused(capsys):
+    code, stderr = refused_by_argparse(capsys, "info", "--bogus", "1")
+    assert code == 2 and "unrecognized arguments: --bogus 1" in stderr
 
 
 @pytest.mark.slow
@@ -121,14 +139,16 @@ def test_dashboard_starts_streamlit_with_the_options_given_after_it():
             assert response.read() == b"ok"
 
 
-def test_steer_offers_exactly_the_registered_methods_with_their_help():
+def test_steer_offers_exactly_the_registered_methods_with_their_help(capsys):
     steer = cli_subcommands()["steer"]
     (method,) = [action for action in steer._actions if action.dest == "method"]
     assert method.choices == list(METHODS) and method.default == DEFAULT_METHOD
     assert method.help is not None
     assert all(f"{m.name}: {m.summary}" in method.help for m in METHODS.values())
-    refused = run_cli("steer", "--prompt", "x", "--feature", "resid-L2:1:1", "--method", "multiply")
-    assert refused.returncode == 2 and "invalid choice: 'multiply'" in refused.stderr
+    code, stderr = refused_by_argparse(
+        capsys, "steer", "--prompt", "x", "--feature", "resid-L2:1:1", "--method", "multiply"
+    )  # in this process: the terminal test below runs ``steer`` as a subprocess
+    assert code == 2 and "invalid choice: 'multiply'" in stderr
 
 
 def test_bad_arguments_of_every_model_command_are_refused_before_torch_is_imported(tmp_path):

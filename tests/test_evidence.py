@@ -20,6 +20,7 @@ from analysis.governance.evidence_pdf import find_chromium
 from analysis.governance.evidence_verify import verify_pack
 from analysis.paths import DEMO_ATLAS, REPO_ROOT
 from dashboard.userdata import open_user_store
+from tests.cli_run import cli_in_process
 from tests.dashboard_app import by_label, page
 
 LIST = "deception candidates"
@@ -262,8 +263,9 @@ def test_the_report_fetches_nothing_and_shows_user_text_as_text(made):
     assert "quote circuit" in text and "retired-sae #5" in text and "svg" in parsed.tags
 
 
-def _verify(pack: Path, *extra: str) -> subprocess.CompletedProcess:
-    return run_cli("evidence", "verify", str(pack), *extra)
+def _verify(capsys: pytest.CaptureFixture[str], pack: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``evidence verify`` in this process (its subprocess is the intact pack's, the first below)."""
+    return cli_in_process(capsys, "evidence", "verify", str(pack), *extra)
 
 
 def _problems(result: subprocess.CompletedProcess) -> list[str]:
@@ -271,13 +273,14 @@ def _problems(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.startswith(("changed:", "missing:", "extra:"))]
 
 
-def test_an_intact_pack_verifies_with_the_right_key_and_not_another(made, tmp_path):
-    result = _verify(made["pack"], "--public-key", str(made["public"]))
+def test_an_intact_pack_verifies_with_the_right_key_and_not_another(made, tmp_path, capsys):
+    """The verify a user runs (a subprocess); a second key pair and the wrong key's verify in this process."""
+    result = run_cli("evidence", "verify", str(made["pack"]), "--public-key", str(made["public"]))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "signature good" in result.stdout
-    other = run_cli("evidence", "keygen", "--out", str(tmp_path))
+    other = cli_in_process(capsys, "evidence", "keygen", "--out", str(tmp_path))
     assert other.returncode == 0
-    wrong = _verify(made["pack"], "--public-key", str(tmp_path / "evidence-signing-key.pub.pem"))
+    wrong = _verify(capsys, made["pack"], "--public-key", str(tmp_path / "evidence-signing-key.pub.pem"))
     assert wrong.returncode == 1 and "SHA256SUMS.sig does not match" in wrong.stdout
 
 
@@ -291,17 +294,17 @@ def _rewritten(pack: Path, out: Path, change) -> Path:
     return out
 
 
-def test_one_changed_byte_inside_a_file_is_named(made, tmp_path):
+def test_one_changed_byte_inside_a_file_is_named(made, tmp_path, capsys):
     def flip(name: str, content: bytes) -> bytes:
         if name != "evidence.json":
             return content
         return content[:100] + bytes([content[100] ^ 1]) + content[101:]
 
-    changed = _verify(_rewritten(made["pack"], tmp_path / "changed.zip", flip))
+    changed = _verify(capsys, _rewritten(made["pack"], tmp_path / "changed.zip", flip))
     assert changed.returncode == 1 and _problems(changed) == ["changed: evidence.json"]
 
 
-def test_one_changed_byte_of_the_archive_itself_is_named(made, tmp_path):
+def test_one_changed_byte_of_the_archive_itself_is_named(made, tmp_path, capsys):
     """A byte flipped in the stored (compressed) data of report.html, not rewritten through zipfile."""
     raw = bytearray(made["pack"].read_bytes())
     with zipfile.ZipFile(made["pack"]) as archive:
@@ -312,18 +315,18 @@ def test_one_changed_byte_of_the_archive_itself_is_named(made, tmp_path):
     raw[data_start + info.compress_size // 2] ^= 0x10
     damaged = tmp_path / "damaged.zip"
     damaged.write_bytes(bytes(raw))
-    result = _verify(damaged)
+    result = _verify(capsys, damaged)
     assert result.returncode == 1 and _problems(result) == ["changed: report.html"]
 
 
-def test_a_missing_and_an_extra_file_are_named(made, tmp_path):
+def test_a_missing_and_an_extra_file_are_named(made, tmp_path, capsys):
     def swap(name: str, content: bytes) -> bytes | None:
         return None if name == "manifest.json" else content
 
     missing = _rewritten(made["pack"], tmp_path / "missing.zip", swap)
     with zipfile.ZipFile(missing, "a") as archive:
         archive.writestr("notes.txt", "added later")
-    result = _verify(missing)
+    result = _verify(capsys, missing)
     assert result.returncode == 1 and _problems(result) == ["missing: manifest.json", "extra: notes.txt"]
 
 

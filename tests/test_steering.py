@@ -28,6 +28,7 @@ from analysis.steering_hooks import steering_hooks
 from analysis.steering_methods import METHODS
 from analysis.steering_target import SteeringTarget
 from tests.atlas_rows import one_row
+from tests.cli_run import cli_in_process
 
 pytestmark = pytest.mark.model
 
@@ -258,8 +259,8 @@ def test_cli_prints_the_record_as_json():
     assert len(record["default"]["ids"]) == len(record["steered"]["ids"]) == 6
 
 
-@pytest.mark.slow
-def test_cli_bad_input_is_one_clear_line():
-    result = run_cli("--prompt", PROMPT, "--feature", "resid-L2:abc:1")
+def test_cli_bad_input_is_one_clear_line(capsys):
+    """In this process (the subprocess path is ``test_cli_prints_the_record_as_json``'s)."""
+    result = cli_in_process(capsys, "steer", "--prompt", PROMPT, "--feature", "resid-L2:abc:1")
     assert result.returncode == 2
     assert "the latent must be a whole number" in result.stderr and "Traceback" not in result.stderr

@@ -18,6 +18,7 @@ import pytest
 
 from analysis.governance.watchlist_file import WatchlistError, encode_row, load_watchlist, row_sha256, to_toml
 from analysis.paths import DEMO_MODEL, DEMO_SAES, REPO_ROOT
+from tests.cli_run import cli_in_process
 
 EXAMPLE = REPO_ROOT / "docs" / "examples" / "scripture_drift.watchlist.toml"
 SCRIPTURE = ["And God said, Let there be light: and there was light.", "Thou shalt love thy neighbour as thyself."]
@@ -114,20 +115,23 @@ def test_texts_file_is_read_relative_to_the_watchlist(tmp_path):
         load_watchlist(write(tmp_path, [check]))
 
 
-def test_watch_run_refuses_bad_input_with_exit_2_before_loading_a_model(tmp_path):
+def test_watch_run_refuses_bad_input_with_exit_2_before_loading_a_model(tmp_path, capsys):
+    """In this process: ``watch run``'s subprocess is the CI run below."""
     bad = tmp_path / "bad.toml"
     bad.write_text('format = 1\nname = "x"\n[[features]]\nid = 3\n')
-    result = saescope("watch", "run", "--watchlist", str(bad), "--runs-dir", str(tmp_path / "runs"))
+    result = cli_in_process(capsys, "watch", "run", "--watchlist", str(bad), "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         f"error: {bad}: features[0]: 'id' must be a non-empty string, not 3"
     ], result.stderr
     rise = {"id": "rise", "feature": "scripture", "expect": "mean_rise_at_most", "max_rise": 1.0, "texts": EVERYDAY}
     needs_baseline = write(tmp_path, [rise])
-    result = saescope("watch", "run", "--watchlist", str(needs_baseline), "--model", str(tmp_path / "nowhere"))
+    result = cli_in_process(
+        capsys, "watch", "run", "--watchlist", str(needs_baseline), "--model", str(tmp_path / "nowhere")
+    )
     assert result.returncode == 2 and "give --baseline MODEL" in result.stderr and "Traceback" not in result.stderr
-    result = saescope(
-        "watch", "run", "--watchlist", str(write(tmp_path, [FIRES])), "--model", str(tmp_path / "nowhere")
+    result = cli_in_process(
+        capsys, "watch", "run", "--watchlist", str(write(tmp_path, [FIRES])), "--model", str(tmp_path / "nowhere")
     )
     assert result.returncode == 2 and result.stderr.startswith("error: --model ") and "no config.json" in result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir()), "nothing ran, nothing recorded"
@@ -202,7 +206,9 @@ def load_watchlist_feature(table: dict, folder: Path | None = None):
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_watch_run_exit_codes_junit_and_run_record_on_a_reordered_sae(tmp_path, permuted_saes):
+def test_watch_run_exit_codes_junit_and_run_record_on_a_reordered_sae(tmp_path, permuted_saes, capsys):
+    """The passing run as CI runs it (a subprocess, the runs folder from the environment); the failing
+    run in this process (the same main(), whose exit code the console script passes on)."""
     folder, order = permuted_saes
     quiet = {"id": "quiet", "feature": "scripture", "expect": "fires_at_most", "threshold": 0.5, "texts": SCRIPTURE}
     steer = {
@@ -237,8 +243,8 @@ def test_watch_run_exit_codes_junit_and_run_record_on_a_reordered_sae(tmp_path, 
 
     fails = write(tmp_path, [FIRES, quiet], name="fails.toml")
     summary = tmp_path / "summary.md"
-    result = saescope(
-        "watch", "run", "--watchlist", str(fails), "--sae", str(folder), "--junit", str(tmp_path / "b.xml"),
+    result = cli_in_process(
+        capsys, "watch", "run", "--watchlist", str(fails), "--sae", str(folder), "--junit", str(tmp_path / "b.xml"),
         "--summary", str(summary), "--runs-dir", str(runs),
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
@@ -361,8 +367,6 @@ def _feature_list(path: Path, name: str, features: list[tuple[str, int]]) -> Non
 
 @pytest.mark.model
 def test_watch_build_from_a_saved_list_writes_the_lists_features_with_their_means(tmp_path, capsys):
-    from tests.cli_run import cli_in_process
-
     user_db = tmp_path / "userdata.duckdb"
     _feature_list(user_db, "scripture watch", [("resid-L2", LATENT), ("transcoder-L2", 3), ("gone", 7)])
     texts = tmp_path / "texts.txt"
@@ -390,7 +394,6 @@ def test_watch_build_from_a_saved_list_writes_the_lists_features_with_their_mean
 
 
 def test_watch_build_refuses_a_bad_list_in_one_line_before_loading_a_model(tmp_path, capsys, monkeypatch):
-    from tests.cli_run import cli_in_process
     from tests.test_detectors import _no_torch
 
     user_db = tmp_path / "userdata.duckdb"
