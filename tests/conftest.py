@@ -35,6 +35,24 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _cost_rank(item: pytest.Item) -> int:
+    """0 for a browser test (a server and a Chromium), 1 for another slow one, 2 for the rest."""
+    if item.get_closest_marker("browser"):
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whole files, the costliest kind first (the order is the same in every xdist worker). With
+    ``--dist loadfile --no-loadscope-reorder`` (pyproject.toml) xdist hands out files in this order,
+    so the run ends on short files and both workers finish together; its own reordering, by test
+    count, left one worker a minute and more of browser tests after the other had finished."""
+    rank: dict[str, int] = {}
+    for item in items:
+        rank[item.nodeid.split("::")[0]] = min(rank.get(item.nodeid.split("::")[0], 2), _cost_rank(item))
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])  # stable: a file's tests keep their order
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _user_data_in_a_temporary_folder(tmp_path_factory) -> None:
     """No test writes to the real ~/.local/share/saescope; servers started by tests inherit this."""
