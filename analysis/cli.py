@@ -456,9 +456,12 @@ def _print_graph_summary(network, top: int) -> None:
 
 def _run_dashboard(args: argparse.Namespace) -> int:
     """Streamlit on the dashboard, from the checkout root so ``.streamlit/`` configures it; extra
-    arguments go to ``streamlit run`` (``saescope dashboard --server.port 8600``)."""
+    arguments go to ``streamlit run`` (``saescope dashboard --server.port 8600``).
+
+    This process becomes Streamlit (exec), not its parent: a SIGTERM from a service manager, a
+    container stop or ``kill`` then reaches the server itself. As a child it was left running,
+    orphaned and holding its port, when only the parent got the signal."""
     import os
-    import subprocess
 
     from analysis.paths import DASHBOARD_HOME, REPO_ROOT, STREAMLIT_DIR
     from dashboard.shell.exposure import refusal_for_command
@@ -467,10 +470,10 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     command = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_HOME), *args.streamlit_args]
-    try:
-        return subprocess.call(command, cwd=REPO_ROOT)
-    except KeyboardInterrupt:
-        return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(REPO_ROOT)
+    os.execv(sys.executable, command)
 
 
 def _model_arguments(parser: argparse.ArgumentParser, sae_kind: str = "SAE") -> None:

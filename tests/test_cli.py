@@ -133,10 +133,13 @@ def test_unknown_arguments_are_refused(capsys):
 
 @pytest.mark.slow
 def test_dashboard_starts_streamlit_with_the_options_given_after_it():
-    """The port the server answers on is the one given after ``dashboard``."""
+    """The port the server answers on is the one given after ``dashboard``; a SIGTERM to the
+    command (what a service manager sends) stops the server too, leaving nothing on the port."""
     with served([sys.executable, "-m", "analysis", "dashboard", "--verbose"], REPO_ROOT) as url:
         with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as response:
             assert response.read() == b"ok"
+    with pytest.raises(OSError):  # served() has sent SIGTERM and waited for the command to exit
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=5)
 
 
 def test_steer_offers_exactly_the_registered_methods_with_their_help(capsys):
