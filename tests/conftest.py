@@ -47,10 +47,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ``--dist loadfile --no-loadscope-reorder`` (pyproject.toml) xdist hands out files in this order,
     so the run ends on short files and both workers finish together; its own reordering, by test
     count, left one worker a minute and more of browser tests after the other had finished."""
-    rank: dict[str, int] = {}
+    rank: dict[Path, int] = {}
     for item in items:
-        rank[item.nodeid.split("::")[0]] = min(rank.get(item.nodeid.split("::")[0], 2), _cost_rank(item))
-    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])  # stable: a file's tests keep their order
+        rank[item.path] = min(rank.get(item.path, 2), _cost_rank(item))
+    items.sort(key=lambda item: rank[item.path])  # stable: a file's tests keep their order
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -16,11 +16,8 @@ _IMPORT_LOCK = threading.Lock()
 
 
 def import_model_stack() -> None:
-    """Import the model libraries and resolve the lazily loaded names we use, holding a process-wide lock."""
+    """Import our modules that pull in the model libraries (and so resolve every lazily loaded name
+    we use), holding a process-wide lock."""
     with _IMPORT_LOCK:
-        import transformers
-
-        for name in ("AutoTokenizer", "AutoModelForCausalLM", "AutoConfig", "PreTrainedModel"):
-            getattr(transformers, name)
-        import analysis.graphs.compute  # noqa: F401  (circuit-tracer and its lazily loaded names)
+        import analysis.graphs.compute  # noqa: F401  (circuit-tracer, and through it transformers' names)
         import analysis.live_model  # noqa: F401  (transformer-lens, sae-lens and our loaders)
